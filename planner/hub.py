@@ -1,0 +1,289 @@
+"""Reading a model from the Hub: listing, config.json and the safetensors headers, nothing more.
+
+Round trips are what a cold plan costs, so requests are made concurrently and speculatively:
+
+1. at once: the model info (listing with sizes, commit sha), config.json, the safetensors index,
+   the first bytes of ``model.safetensors`` and, on ``main``, the all-shard-headers endpoint
+   (``/api/models/{id}/safetensors-metadata/{index}``), each of which may be absent;
+2. only when the endpoint is unavailable: every shard's header in parallel, each read sized from
+   the index (the tensor names it lists say how long the header is);
+3. rarely: the rest of a header that the first read did not cover, sized from its length prefix.
+
+No file is fetched twice, and a speculative read that turns out unneeded is a few bytes. Every
+answer must come from the commit the model info names; a branch that moved mid-read is re-read
+at that commit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote
+
+from planner import ids
+from planner.errors import BadConfig, BadHeader, FitcheckError, HubError
+from planner.headers import header_length, parse_header
+from planner.hubhttp import Response, Session, json_body
+from planner.records import Fetch, RepoFile, Snapshot, Tensor
+from planner.weightfiles import SAFE_INDEX, SAFE_SINGLE, choose
+
+# First read of a lone model.safetensors when its header size is unknown: huggingface_hub reads
+# the first 100,000 bytes because 97 % of headers on the Hub are smaller
+# (huggingface_hub hf_api.py, parse_safetensors_file_metadata, and its PR #1855).
+FIRST_READ = 100_000
+# JSON bytes per tensor entry besides its name: '"":{"dtype":"BF16","shape":[16384,53248],
+# "data_offsets":[12345678901,12345678901]},' is 82 characters with 5-digit dims and 11-digit
+# offsets; 100 covers 4-D shapes. Sizing the read from the index keeps 30 shards of a 70B model
+# at ~100 KB in all, against 3 MB for 100 KB per shard.
+HEADER_BYTES_PER_TENSOR = 100
+# Limits on the small JSON files; a larger one is hostile. DeepSeek-V3's index (91,991 tensors)
+# is 8.9 MB, its config 1.7 KB.
+MAX_CONFIG_BYTES = 4_000_000
+MAX_INDEX_BYTES = 64_000_000
+MAX_INFO_BYTES = 64_000_000
+MAX_ALL_HEADERS_BYTES = 256_000_000
+# Concurrent requests: enough to read a 163-shard repo in one round trip; httpx's pool allows 100
+# connections by default, and the Hub serves each from its CDN.
+MAX_WORKERS = 64
+
+
+def read_hub(repo_id: str, *, revision: str | None, token: str | bool | None, endpoint: str, timeout: float) -> Snapshot:
+    """Read a repo's listing, config and weight headers from the Hub.
+
+    Raises:
+        RepoNotFound, GatedRepo, HubUnavailable, HubError: the Hub did not give what was asked.
+        BadHeader, BadConfig, NoWeights: what it gave is not a model fitcheck can size.
+    """
+    started = time.monotonic()
+    session = Session(endpoint, token, timeout)
+    rev = revision or "main"
+    with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
+        snap = _read(session, pool, repo_id, rev, requested=revision)
+    fetch = Fetch(requests=session.requests, bytes=session.bytes, seconds=round(time.monotonic() - started, 4))
+    return _replace(snap, fetch=fetch)
+
+
+def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *, requested: str | None, pinned: bool = False) -> Snapshot:
+    url = _Urls(session.endpoint, repo_id, rev)
+    info_f = pool.submit(session.get, url.info(), what=f"model info of {repo_id}@{rev}", limit=MAX_INFO_BYTES)
+    config_f = pool.submit(session.get, url.file("config.json"), what=f"config.json of {repo_id}", limit=MAX_CONFIG_BYTES, ok_missing=True)
+    index_f = pool.submit(session.get, url.file(SAFE_INDEX), what=f"{SAFE_INDEX} of {repo_id}", limit=MAX_INDEX_BYTES, ok_missing=True)
+    single_f = pool.submit(session.get, url.file(SAFE_SINGLE), what=f"header of {SAFE_SINGLE} of {repo_id}",
+                           limit=FIRST_READ, byte_range=(0, FIRST_READ - 1), ok_missing=True)
+    all_f = None
+    if rev == "main":
+        all_f = pool.submit(session.get, url.all_headers(), what=f"shard headers of {repo_id}", limit=MAX_ALL_HEADERS_BYTES, ok_missing=True)
+    futures = [f for f in (config_f, index_f, single_f, all_f) if f is not None]
+    try:
+        info = json_body(info_f.result(), f"model info of {repo_id}")
+    except BaseException:
+        _drain(futures)
+        raise
+    commit, files, gated = _listing(info, repo_id)
+    listing = {f.path: f.size for f in files}
+    ws = choose(listing, where=repo_id)
+
+    moved = [f for f in futures if _commit_of(f) not in (None, commit)]
+    if moved and not pinned and commit:
+        _drain(futures)
+        return _read(session, pool, repo_id, commit, requested=requested, pinned=True)
+
+    config_resp = config_f.result()
+    if config_resp is None:
+        raise BadConfig(f"{repo_id}: has no config.json", hint="fitcheck needs the model's config.json to size its cache and layers")
+    config = _json_object(config_resp.body, f"config.json of {repo_id}", BadConfig)
+
+    tensors: list[Tensor] = []
+    weight_files: tuple[str, ...]
+    notes: list[str] = []
+    if ws.format == "pytorch":
+        weight_files = ws.bin_files
+        notes.append("only pickled pytorch_model*.bin weights: sized from the file listing and config, never downloaded or unpickled; "
+                     "loading them unpickles code-capable files")
+        _drain(futures)
+    elif ws.single:
+        _drain([f for f in futures if f is not single_f])
+        weight_files = (SAFE_SINGLE,)
+        first = single_f.result()
+        if first is None:
+            raise HubError(f"{SAFE_SINGLE} of {repo_id}: listed but not served")
+        tensors = _finish_header(session, url, repo_id, SAFE_SINGLE, first.body, listing.get(SAFE_SINGLE))
+    else:
+        got = None
+        if all_f is not None:
+            resp = all_f.result()
+            got = _from_all_headers(resp, repo_id, listing) if resp is not None and _commit_ok(resp, commit) else None
+        if got is not None:
+            index, tensors = got
+            weight_files = tuple(sorted({t.file for t in tensors}))
+            _drain([index_f])
+        else:
+            index_resp = index_f.result()
+            if index_resp is None:
+                raise HubError(f"{SAFE_INDEX} of {repo_id}: listed but not served")
+            index = _json_object(index_resp.body, f"{SAFE_INDEX} of {repo_id}", BadHeader)
+            shards = _shards(index, repo_id, listing)
+            weight_files = tuple(sorted(shards))
+            jobs = {name: pool.submit(_read_shard, session, url, repo_id, name, names, listing.get(name)) for name, names in shards.items()}
+            for job in jobs.values():
+                tensors.extend(job.result())
+        _drain([single_f])
+    if ws.ignored:
+        notes.append(f"not loaded by transformers, not counted: {', '.join(ws.ignored[:4])}" + (" ..." if len(ws.ignored) > 4 else ""))
+    _check_unique(tensors, repo_id)
+    return Snapshot(
+        id=repo_id,
+        revision=requested or "main",
+        commit=commit,
+        source="hub",
+        config=config,
+        files=files,
+        weight_format=ws.format,
+        weight_files=weight_files,
+        tensors=tuple(tensors),
+        gated=gated,
+        notes=tuple(notes),
+    )
+
+
+class _Urls:
+    def __init__(self, endpoint: str, repo_id: str, rev: str) -> None:
+        self.endpoint, self.repo_id, self.rev = endpoint, repo_id, rev
+
+    def info(self) -> str:
+        return f"{self.endpoint}/api/models/{self.repo_id}/revision/{quote(self.rev, safe='')}?blobs=true"
+
+    def file(self, path: str) -> str:
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(self.repo_id, path, revision=self.rev, endpoint=self.endpoint)
+
+    def all_headers(self) -> str:
+        # huggingface_hub's HfApi.get_sharded_safetensors_metadata calls this endpoint (main only).
+        return f"{self.endpoint}/api/models/{self.repo_id}/safetensors-metadata/{quote(SAFE_INDEX, safe='/')}"
+
+
+def _listing(info: Any, repo_id: str) -> tuple[str | None, tuple[RepoFile, ...], bool]:
+    if not isinstance(info, dict) or not isinstance(info.get("siblings"), list):
+        raise HubError(f"model info of {repo_id}: has no file listing")
+    commit = info.get("sha")
+    if commit is not None and not (isinstance(commit, str) and ids.COMMIT.match(commit)):
+        raise HubError(f"model info of {repo_id}: commit {str(commit)[:60]!r} is not a sha")
+    files = []
+    for s in info["siblings"]:
+        path = s.get("rfilename") if isinstance(s, dict) else None
+        if not isinstance(path, str):
+            raise HubError(f"model info of {repo_id}: a listing entry has no file name")
+        size = s.get("size")
+        lfs = s.get("lfs")
+        if isinstance(lfs, dict) and isinstance(lfs.get("size"), int):
+            size = lfs["size"]
+        files.append(RepoFile(path=path, size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None))
+    gated = info.get("gated") not in (None, False)
+    return commit, tuple(files), gated
+
+
+def _shards(index: dict[str, Any], repo_id: str, listing: dict[str, int | None]) -> dict[str, list[str]]:
+    where = f"{SAFE_INDEX} of {repo_id}"
+    wm = index.get("weight_map")
+    if not isinstance(wm, dict) or not wm:
+        raise BadHeader(f"{where}: field 'weight_map' is missing or empty")
+    shards: dict[str, list[str]] = {}
+    for name, shard in wm.items():
+        if not isinstance(shard, str):
+            raise BadHeader(f"{where}: field 'weight_map' maps {str(name)[:60]!r} to a non-string")
+        ids.repo_path(shard, where=where)
+        if shard not in listing:
+            raise BadHeader(f"{where}: names shard {shard!r}, which the repo does not have")
+        shards.setdefault(shard, []).append(name)
+    return shards
+
+
+def _read_shard(session: Session, url: _Urls, repo_id: str, shard: str, names: list[str], size: int | None) -> list[Tensor]:
+    guess = 8 + 2 + sum(len(n) + HEADER_BYTES_PER_TENSOR for n in names) + 64
+    guess = max(4096, -(-guess // 4096) * 4096)
+    if size is not None:
+        guess = min(guess, size)
+    resp = session.get(url.file(shard), what=f"header of {shard} of {repo_id}", limit=guess, byte_range=(0, guess - 1))
+    return _finish_header(session, url, repo_id, shard, resp.body, size)
+
+
+def _finish_header(session: Session, url: _Urls, repo_id: str, file: str, first: bytes, size: int | None) -> list[Tensor]:
+    where = f"{file} of {repo_id}"
+    n = header_length(first, where=where, file_size=size)
+    body = first
+    if 8 + n > len(first):
+        rest = session.get(url.file(file), what=f"header of {where}", limit=8 + n - len(first), byte_range=(len(first), 8 + n - 1))
+        body = first + rest.body
+        if len(body) < 8 + n:
+            raise BadHeader(f"{where}: header is {n} bytes but the file ends after {len(body) - 8}")
+    tensors, _ = parse_header(body[8:8 + n], file=file, where=where, file_size=size)
+    return tensors
+
+
+def _from_all_headers(resp: Response, repo_id: str, listing: dict[str, int | None]) -> tuple[dict[str, Any], list[Tensor]] | None:
+    where = f"shard headers of {repo_id}"
+    data = _json_object(resp.body, where, BadHeader)
+    headers, index = data.get("headers"), data.get("index", {})
+    if not isinstance(headers, dict) or not isinstance(index, dict):
+        raise BadHeader(f"{where}: answer lacks 'headers' or 'index'")
+    tensors: list[Tensor] = []
+    for shard, header in headers.items():
+        ids.repo_path(shard, where=where)
+        if shard not in listing:
+            raise BadHeader(f"{where}: names shard {shard!r}, which the repo does not have")
+        # Decoded headers have no length prefix: the data region's end is checked against the
+        # listed size by the byte count, but the exact header length is unknown here.
+        found, _ = parse_header(header, file=shard, where=f"{shard} of {repo_id}")
+        tensors.extend(found)
+    return index, tensors
+
+
+def _json_object(raw: bytes, where: str, error: type[FitcheckError]) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise error(f"{where}: is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise error(f"{where}: is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _commit_of(f: Future) -> str | None:
+    try:
+        resp = f.result()
+    except Exception:
+        return None
+    return resp.headers.get("x-repo-commit") if resp is not None else None
+
+
+def _commit_ok(resp: Response, commit: str | None) -> bool:
+    got = resp.headers.get("x-repo-commit")
+    return got is None or commit is None or got == commit
+
+
+def _check_unique(tensors: list[Tensor], repo_id: str) -> None:
+    seen: dict[str, str] = {}
+    for t in tensors:
+        if t.name in seen:
+            raise BadHeader(f"{repo_id}: tensor {t.name!r} appears in both {seen[t.name]} and {t.file}")
+        seen[t.name] = t.file
+
+
+def _drain(futures: list[Future | None]) -> None:
+    """Wait for speculative requests we will not use, swallowing their errors."""
+    for f in futures:
+        if f is None:
+            continue
+        try:
+            f.result()
+        except Exception:
+            pass
+
+
+def _replace(snap: Snapshot, **changes: Any) -> Snapshot:
+    import dataclasses
+
+    return dataclasses.replace(snap, **changes)

@@ -1,0 +1,64 @@
+"""A placement unit's weight bytes for a scheme, on the device that holds it.
+
+bitsandbytes replaces ``nn.Linear`` modules only (transformers/integrations/bitsandbytes.py,
+``replace_with_bnb_linear``) and leaves alone what ``get_modules_to_not_convert`` lists
+(quantizers/base.py): the output embedding (lm_head), tied weights, the last module, the model's
+``_keep_in_fp32_modules`` and, with ``llm_int8_enable_fp32_cpu_offload``, every module the
+device_map puts on "cpu" or "disk" (quantizer_bnb_4bit.py ``_process_model_before_weight_loading``).
+Those stay in the load dtype. MoE experts that transformers 5 fuses into 3-D parameters
+(``mlp.experts.gate_up_proj``, conversion_mapping.py) are not ``nn.Linear`` and stay too.
+"""
+
+from __future__ import annotations
+
+from planner.estimate import Unit
+from planner.records import Scheme
+from planner.prequant import PreQuant
+
+# bnb LLM.int8: int8 weight (1 byte/param) plus one fp32 absmax per output row, SCB
+# (bitsandbytes/nn/modules.py Int8Params._quantize -> functional.int8_vectorwise_quant).
+INT8_BYTES_PER_PARAM = 1
+INT8_SCALE_BYTES_PER_ROW = 4
+# bnb 4-bit: two values per byte, blocks of 64 (Params4bit default blocksize, nn/modules.py), one
+# absmax per block. With double quantization (compress_statistics) the absmax is uint8 and a
+# second level keeps one fp32 absmax per 256 first-level blocks (functional.quantize_4bit).
+NF4_BLOCK = 64
+NF4_NESTED_BLOCK = 256
+# Per quantized tensor: the 16-entry 4-bit code (fp32) and the 256-entry dynamic map of the second
+# level (fp32) plus the offset scalar: 64 + 1024 + 4 bytes (functional.QuantState).
+NF4_PER_TENSOR_BYTES = 64 + 1024 + 4
+
+
+def unit_bytes(unit: Unit, scheme: Scheme, *, offloaded: bool, prequant: PreQuant | None = None, dequantize: bool = False) -> int:
+    """Bytes ``unit`` occupies once loaded under ``scheme``.
+
+    Args:
+        offloaded: the unit sits on "cpu" or "disk" while an accelerator runs the model; bnb then
+            leaves it unquantized (``llm_int8_enable_fp32_cpu_offload``).
+        prequant: the checkpoint's own quantization, when it has one.
+        dequantize: the runtime dequantizes the pre-quantized weights to ``scheme.dtype`` on load
+            (see ``planner.formats``).
+    """
+    width = scheme.dtype_bytes
+    total = 0
+    for role, s in unit.roles.items():
+        if role in ("packed", "qaux"):
+            if dequantize:
+                total += s.params * width if role == "packed" else 0
+            else:
+                total += s.bytes
+        elif role == "int":
+            total += s.bytes
+        elif role == "linear" and scheme.bnb and not offloaded:
+            total += _bnb_linear(scheme.quantization, s.params, s.rows, s.tensors)
+        else:
+            total += s.params * width
+    return total
+
+
+def _bnb_linear(quant: str, params: int, rows: int, tensors: int) -> int:
+    if quant == "int8":
+        return params * INT8_BYTES_PER_PARAM + rows * INT8_SCALE_BYTES_PER_ROW
+    blocks = -(-params // NF4_BLOCK)
+    nested = -(-blocks // NF4_NESTED_BLOCK)
+    return -(-params // 2) + blocks + nested * 4 + tensors * NF4_PER_TENSOR_BYTES

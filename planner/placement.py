@@ -1,0 +1,126 @@
+"""Assigning placement units to devices, the way accelerate's ``infer_auto_device_map`` walks them.
+
+Units are taken in forward order and packed into the first device with room, moving on (never
+back) when one is full -- accelerate's sequential walk (accelerate/utils/modeling.py). Unlike
+accelerate, the room on each device already excludes what generation will need there: the KV
+cache of the layers it holds, prefill activations, and fixed overheads. accelerate reserves none
+of that, which is how ``device_map="auto"`` loads and then runs out of memory in ``generate``.
+
+Offloaded units ("cpu" or "disk" while an accelerator runs the model) are executed on the main
+device: accelerate's hooks copy each one's weights there for its forward, and its KV cache lives
+there. Both are reserved on the main device before packing, iterating until the reservation
+covers what ends up offloaded (it only grows, so this settles in a few rounds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one unit costs where it may go.
+
+    Attributes:
+        name: the unit's module name.
+        on_exec: bytes on a device that runs it (weights in the plan's scheme, plus its KV).
+        kv: of which KV cache (it follows the layer to its execution device).
+        offloaded: weight bytes when kept on "cpu"/"disk" (bnb leaves offloaded modules unquantized).
+        streamed: bytes copied to the main device when an offloaded unit runs.
+        tied_to: a unit sharing this one's weight; both go to the same device.
+        no_disk: the unit may not go to disk (a tied embedding: transformers cannot tie a disk weight).
+    """
+
+    name: str
+    on_exec: int
+    kv: int
+    offloaded: int
+    streamed: int
+    tied_to: str | None = None
+    no_disk: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A device units may be put on, with the bytes available for units (reservations removed)."""
+
+    device: str
+    kind: str  # "gpu" (executes), "cpu" (executes when no GPU does, else offload), "disk"
+    room: int
+    executes: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Where each unit went, what each slot holds, and what the main device must keep free."""
+
+    device_of: dict[str, str]
+    used: dict[str, int]
+    kv_on: dict[str, int]
+    reserve: int
+    unplaced: tuple[str, ...]
+
+
+def assign(costs: list[Cost], slots: list[Slot], *, caps: dict[str, int] | None = None) -> Assignment:
+    """Pack ``costs`` into ``slots`` in order; ``caps`` optionally lowers a slot's room (balanced)."""
+    main = next((s.device for s in slots if s.executes), slots[0].device)
+    reserve = 0
+    result = _walk(costs, slots, main, reserve, caps)
+    for _ in range(8):
+        need = _offload_reserve(costs, result, slots)
+        if need <= reserve:
+            break
+        reserve = need
+        result = _walk(costs, slots, main, reserve, caps)
+    return result
+
+
+def _walk(costs: list[Cost], slots: list[Slot], main: str, reserve: int, caps: dict[str, int] | None) -> Assignment:
+    room = {s.device: s.room - (reserve if s.device == main else 0) for s in slots}
+    if caps:
+        room = {d: min(r, caps.get(d, r)) for d, r in room.items()}
+    used = {s.device: 0 for s in slots}
+    kv_on = {s.device: 0 for s in slots}
+    device_of: dict[str, str] = {}
+    unplaced: list[str] = []
+    i = 0
+    for c in costs:
+        if c.tied_to is not None and c.tied_to in device_of:
+            device_of[c.name] = device_of[c.tied_to]
+            continue
+        while i < len(slots):
+            s = slots[i]
+            if s.kind == "disk" and c.no_disk:
+                break
+            cost = c.on_exec if s.executes else c.offloaded
+            if used[s.device] + cost <= room[s.device]:
+                device_of[c.name] = s.device
+                used[s.device] += cost
+                if s.executes:
+                    kv_on[s.device] += c.kv
+                else:
+                    kv_on[main] += c.kv
+                break
+            i += 1
+        if c.name not in device_of:
+            unplaced.append(c.name)
+    return Assignment(device_of=device_of, used=used, kv_on=kv_on, reserve=reserve, unplaced=tuple(unplaced))
+
+
+def _offload_reserve(costs: list[Cost], result: Assignment, slots: list[Slot]) -> int:
+    executing = {s.device for s in slots if s.executes}
+    off = [c for c in costs if result.device_of.get(c.name) not in executing and c.tied_to is None]
+    if not off:
+        return 0
+    return sum(c.kv for c in off) + max(c.streamed for c in off)
+
+
+def balanced_caps(costs: list[Cost], gpus: list[Slot]) -> dict[str, int]:
+    """Per-GPU targets for a balanced map: an equal share plus one largest unit of slack
+    (accelerate's ``get_balanced_memory`` evens the load and adds a buffer of the largest
+    no-split block), the last GPU taking what remains."""
+    total = sum(c.on_exec for c in costs if c.tied_to is None)
+    largest = max((c.on_exec for c in costs), default=0)
+    share = -(-total // max(1, len(gpus))) + largest
+    caps = {s.device: min(s.room, share) for s in gpus[:-1]}
+    return caps

@@ -1,0 +1,376 @@
+"""The solver: (footprint, hardware, constraints) -> the plan to use, its alternatives, and why
+the others were rejected. Pure: no I/O, no clock, no randomness.
+
+Search space: dtype (fp32, bf16 where every GPU used supports it, fp16), quantization (none, bnb
+int8, bnb nf4; or the checkpoint's own when it is pre-quantized, never stacked), placement (all on
+GPUs, GPUs + CPU offload, + disk offload, CPU only, CPU + disk), and for several GPUs either the
+first alone or all of them, sequential or balanced.
+
+Policies (``prefer``):
+- "speed" (default): the highest precision that keeps every weight on accelerators; when nothing
+  fits there, the fastest plan by estimated tokens/s.
+- "quality": the highest precision that fits anywhere, then speed.
+- "memory": the smallest weights that fit, then speed.
+
+Precision is *effective*: loading a bf16 checkpoint in fp32 adds no precision, so the two rank
+equal and the faster (bf16) wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.errors import NoFeasiblePlan, UsageError
+from planner.estimate import Footprint, Unit
+from planner.memory import activations, kv, overhead, weights
+from planner.placement import Assignment, Cost, Slot, assign, balanced_caps
+from planner.records import DeviceMemory, Gpu, Hardware, Plan, Scheme
+from planner.speed import tokens_per_second
+from planner.units import MiB, fmt_bytes
+
+DTYPES = ("float32", "bfloat16", "float16")
+QUANTS = ("none", "int8", "nf4")
+PREFERENCES = ("speed", "quality", "memory")
+_BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
+# Headroom left unused on every device, as a fraction of its free memory with a floor. The
+# accuracy benchmark's worst CPU error was within +-5 % or 64 MiB (benchmarks/results), so a
+# margin of 5 % with a 128 MiB floor covers the model's error on every measured scenario.
+DEFAULT_MARGIN_FRACTION = 0.05
+DEFAULT_MARGIN_FLOOR = 128 * MiB
+# Tokens the emitted script generates after the prefill, planned into the KV cache.
+DEFAULT_NEW_TOKENS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    """What the user asked for.
+
+    Attributes:
+        context: prompt tokens per sequence (prefill length).
+        batch: sequences generated together.
+        new_tokens: tokens generated after the prefill.
+        prefer: "speed", "quality" or "memory".
+        dtype: force this load dtype.
+        quantization: force "none", "int8" or "nf4".
+        offload: allow CPU and disk offload.
+        margin_fraction, margin_floor: headroom kept free on every device.
+    """
+
+    context: int = 4096
+    batch: int = 1
+    new_tokens: int = DEFAULT_NEW_TOKENS
+    prefer: str = "speed"
+    dtype: str | None = None
+    quantization: str | None = None
+    offload: bool = True
+    margin_fraction: float = DEFAULT_MARGIN_FRACTION
+    margin_floor: int = DEFAULT_MARGIN_FLOOR
+
+    def __post_init__(self) -> None:
+        if self.context < 1 or self.batch < 1 or self.new_tokens < 0:
+            raise UsageError("context and batch must be at least 1")
+        if self.prefer not in PREFERENCES:
+            raise UsageError(f"--prefer {self.prefer!r} is not one of {', '.join(PREFERENCES)}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise UsageError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.quantization is not None and self.quantization not in QUANTS:
+            raise UsageError(f"--quantization {self.quantization!r} is not one of {', '.join(QUANTS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    """The chosen plan, the other plans that fit (best first), and those that do not."""
+
+    chosen: Plan
+    alternatives: tuple[Plan, ...]
+    rejected: tuple[Plan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    scheme: Scheme
+    placement: str
+    strategy: str
+    gpus: tuple[Gpu, ...]
+
+
+def solve(fp: Footprint, hw: Hardware, c: Constraints) -> Solution:
+    """Choose how to load ``fp`` on ``hw``.
+
+    Raises:
+        NoFeasiblePlan: nothing fits; ``rejections`` holds every candidate with its reasons.
+    """
+    plans: list[Plan] = []
+    seen: set[tuple] = set()
+    for cand in _candidates(fp, hw, c):
+        plan = evaluate(fp, hw, c, cand)
+        key = (plan.scheme, tuple(sorted((k, str(v)) for k, v in plan.device_map.items())))
+        if plan.fits and key in seen:
+            continue  # "gpu+cpu" that put nothing on the cpu is the "gpu" plan again
+        seen.add(key)
+        plans.append(plan)
+    fitting = [p for p in plans if p.fits]
+    rejected = tuple(p for p in plans if not p.fits)
+    if not fitting:
+        raise NoFeasiblePlan(f"no plan fits {hw.name}", rejections=rejected)
+    ranked = sorted(fitting, key=_rank_key(c.prefer), reverse=True)
+    return Solution(chosen=ranked[0], alternatives=tuple(ranked[1:]), rejected=rejected)
+
+
+def _rank_key(prefer: str):
+    def key(p: Plan) -> tuple:
+        on_acc = p.placement in ("gpu", "mps")
+        fewer_gpus = -sum(1 for d in p.memory if d.startswith("cuda"))
+        if prefer == "speed":
+            return (on_acc, p.quality if on_acc else 0, p.tokens_per_s, fewer_gpus)
+        if prefer == "quality":
+            return (p.quality, on_acc, p.tokens_per_s, fewer_gpus)
+        return (-sum(m.weights for m in p.memory.values()), p.tokens_per_s, fewer_gpus)
+
+    return key
+
+
+def _candidates(fp: Footprint, hw: Hardware, c: Constraints):
+    dtypes = [c.dtype] if c.dtype else list(DTYPES)
+    if fp.prequant is not None:
+        quants = ["prequantized"]
+        dtypes = [d for d in dtypes if d != "float32"] or dtypes
+    else:
+        quants = [c.quantization] if c.quantization else list(QUANTS)
+    for dtype in dtypes:
+        for q in quants:
+            scheme = Scheme(dtype, q)
+            if hw.gpus:
+                yield from _gpu_candidates(scheme, hw, c)
+            for placement in ("cpu", "cpu+disk") if c.offload else ("cpu",):
+                yield _Candidate(scheme, placement, "single", ())
+
+
+def _gpu_candidates(scheme: Scheme, hw: Hardware, c: Constraints):
+    gpus = hw.gpus
+    if gpus[0].backend == "mps":
+        yield _Candidate(scheme, "mps", "single", gpus[:1])
+        return
+    sets = [(gpus[:1], "single")]
+    if len(gpus) > 1:
+        sets += [(gpus, "sequential"), (gpus, "balanced")]
+    placements = ("gpu", "gpu+cpu", "gpu+cpu+disk") if c.offload else ("gpu",)
+    for used, strategy in sets:
+        for placement in placements:
+            yield _Candidate(scheme, placement, strategy, used)
+
+
+def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> Plan:
+    """Place and price one candidate; a plan that does not fit says why."""
+    scheme = cand.scheme
+    reasons = _static_rejections(fp, hw, cand)
+    arch = fp.arch
+    width = scheme.dtype_bytes
+    uses_gpu = bool(cand.gpus)
+    on_cpu_exec = not uses_gpu
+    offloading = uses_gpu and "cpu" in cand.placement
+
+    costs = _costs(fp, c, scheme, offload_possible=offloading or "disk" in cand.placement)
+    act = activations.prefill_bytes(arch, context=c.context, batch=c.batch, dtype_bytes=width)
+    logits = activations.logits_bytes(arch, batch=c.batch)
+
+    slots: list[Slot] = []
+    free: dict[str, int] = {}
+    fixed: dict[str, int] = {}
+    margin: dict[str, int] = {}
+    for g in cand.gpus:
+        free[g.device] = g.free_bytes
+        fixed[g.device] = overhead.gpu_fixed()
+    free["cpu"] = hw.ram_free
+    fixed["cpu"] = overhead.cpu_fixed()
+    if any(g.unified for g in cand.gpus):
+        free["cpu"] = max(0, hw.ram_free - sum(g.free_bytes for g in cand.gpus if g.unified))
+    for d, f in free.items():
+        margin[d] = max(int(f * c.margin_fraction), c.margin_floor)
+
+    for g in cand.gpus:
+        room = free[g.device] - margin[g.device] - fixed[g.device] - act - logits
+        slots.append(Slot(g.device, "gpu", _slack_free(room), executes=True))
+    cpu_room = free["cpu"] - margin["cpu"] - fixed["cpu"] - (act + logits if on_cpu_exec else 0)
+    if on_cpu_exec or offloading:
+        slots.append(Slot("cpu", "cpu", cpu_room, executes=on_cpu_exec))
+    if "disk" in cand.placement:
+        margin["disk"] = max(int(hw.disk_free * c.margin_fraction), c.margin_floor)
+        free["disk"] = hw.disk_free
+        slots.append(Slot("disk", "disk", hw.disk_free - margin["disk"], executes=False))
+
+    caps = balanced_caps(costs, [s for s in slots if s.kind == "gpu"]) if cand.strategy == "balanced" else None
+    result = assign(costs, slots, caps=caps)
+    memory = _memory(costs, result, slots, free, fixed, margin, act=act, logits=logits, cpu_exec=on_cpu_exec)
+
+    if result.unplaced:
+        reasons.append(_shortfall(cand, costs, slots, free, margin, fixed, act + logits))
+    for d, m in memory.items():
+        if m.total > m.capacity and not result.unplaced:
+            reasons.append(f"{scheme.label} needs {fmt_bytes(m.total)} on {d}, {fmt_bytes(m.capacity)} usable")
+
+    device_map = {name: _map_value(dev) for name, dev in result.device_of.items()}
+    fits = not reasons
+    off_bytes = sum(memory[d].weights for d in ("cpu", "disk") if d in memory and uses_gpu)
+    disk_bytes = memory["disk"].weights if "disk" in memory else 0
+    return Plan(
+        scheme=scheme,
+        placement=cand.placement,
+        strategy=cand.strategy,
+        device_map=device_map,
+        memory=memory,
+        tokens_per_s=_speed(fp, hw, c, cand, costs, result),
+        quality=_quality(fp, scheme),
+        fits=fits,
+        reasons=tuple(reasons),
+        notes=tuple(_notes(fp, cand, result)),
+        offloaded_bytes=off_bytes,
+        disk_bytes=disk_bytes,
+    )
+
+
+def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: bool) -> list[Cost]:
+    arch = fp.arch
+    width = scheme.dtype_bytes
+    embed = next((u.name for u in fp.units if u.kind == "embed"), None)
+    tied_embed = {u.tied_to for u in fp.units if u.tied_to}
+    out = []
+    for u in fp.units:
+        acc = weights.unit_bytes(u, scheme, offloaded=False, prequant=fp.prequant)
+        off = weights.unit_bytes(u, scheme, offloaded=True, prequant=fp.prequant) if offload_possible else acc
+        layer_kv = 0
+        if u.kind == "layer" and u.layer is not None:
+            layer_kv = kv.layer_bytes(arch, u.layer, context=c.context, new_tokens=c.new_tokens, batch=c.batch, dtype_bytes=width)
+        out.append(Cost(name=u.name, on_exec=acc + layer_kv, kv=layer_kv, offloaded=off, streamed=off,
+                        tied_to=u.tied_to, no_disk=u.name in tied_embed or (u.name == embed and bool(tied_embed))))
+    return out
+
+
+def _slack_free(room: int) -> int:
+    """Room for units once the allocator's slack on them is set aside (slack grows with use)."""
+    return int(room / (1 + overhead.GPU_SLACK_FRACTION))
+
+
+def _memory(costs: list[Cost], result: Assignment, slots: list[Slot], free: dict[str, int], fixed: dict[str, int],
+            margin: dict[str, int], *, act: int, logits: int, cpu_exec: bool) -> dict[str, DeviceMemory]:
+    by_name = {c.name: c for c in costs}
+    executing = {s.device for s in slots if s.executes}
+    main = next((s.device for s in slots if s.executes), "cpu")
+    w = {d: 0 for d in free}
+    k = {d: 0 for d in free}
+    streamed = 0
+    for name, dev in result.device_of.items():
+        cost = by_name[name]
+        if cost.tied_to is not None:
+            continue
+        if dev in executing:
+            w[dev] += cost.on_exec - cost.kv
+            k[dev] += cost.kv
+        else:
+            w[dev] += cost.offloaded
+            k[main] += cost.kv
+            streamed = max(streamed, cost.streamed)
+    out: dict[str, DeviceMemory] = {}
+    for d in free:
+        if d == "disk":
+            out[d] = DeviceMemory(d, w[d], 0, 0, 0, w[d], free[d] - margin[d], free[d], margin[d])
+            continue
+        runs = d in executing
+        a = (act + logits if runs else 0) + (streamed if d == main and streamed else 0)
+        ov = fixed.get(d, 0)
+        if d.startswith("cuda") or d == "mps":
+            ov += overhead.gpu_slack(w[d] + k[d] + a)
+        total = w[d] + k[d] + a + ov
+        out[d] = DeviceMemory(d, w[d], k[d], a, ov, total, free[d] - margin[d], free[d], margin[d])
+    return out
+
+
+def _shortfall(cand: _Candidate, costs: list[Cost], slots: list[Slot], free: dict[str, int], margin: dict[str, int],
+               fixed: dict[str, int], act: int) -> str:
+    need = sum(c.on_exec for c in costs if c.tied_to is None)
+    where = ", ".join(s.device for s in slots)
+    label = cand.scheme.label
+    if len(slots) == 1:
+        d = slots[0].device
+        total = need + fixed.get(d, 0) + act
+        return f"{label} needs {fmt_bytes(total)} on {d}, {fmt_bytes(free[d] - margin[d])} usable"
+    usable = sum(free[s.device] - margin[s.device] for s in slots)
+    return f"{label} needs {fmt_bytes(need)} of weights and KV across {where}; {fmt_bytes(usable)} usable in all"
+
+
+def _static_rejections(fp: Footprint, hw: Hardware, cand: _Candidate) -> list[str]:
+    s = cand.scheme
+    out = []
+    if s.dtype == "bfloat16":
+        for g in cand.gpus:
+            if not g.bf16:
+                cc = f"compute capability {g.compute_capability[0]}.{g.compute_capability[1]}" if g.compute_capability else "no bf16 support"
+                out.append(f"bf16: {g.name} ({cc}) has no native bfloat16")
+    if s.dtype == "float16" and not cand.gpus:
+        out.append("fp16 on CPU is not planned: many CPU kernels lack float16; bf16 or fp32 run there")
+    if s.bnb and any(g.backend == "mps" for g in cand.gpus):
+        out.append(f"{s.quantization}: bitsandbytes does not run on Apple mps")
+    return out
+
+
+def _quality(fp: Footprint, s: Scheme) -> int:
+    if s.quantization == "int8":
+        return 8
+    if s.quantization == "nf4":
+        return 4
+    if s.quantization == "prequantized":
+        return fp.prequant.bits if fp.prequant else 16
+    stored = _BITS.get(fp.stored_dtype, 16)
+    return min(_BITS[s.dtype], stored)
+
+
+def _speed(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, costs: list[Cost], result: Assignment) -> float:
+    units = {u.name: u for u in fp.units}
+    by_name = {x.name: x for x in costs}
+    gpu_bw = {g.device: g.bandwidth for g in cand.gpus}
+    reads: dict[str, list[int]] = {}
+    cpu_exec = pcie = disk = 0
+    for name, dev in result.device_of.items():
+        cost = by_name[name]
+        if cost.tied_to is not None:
+            continue
+        per_token = _active_fraction(fp, units[name], cost.on_exec - cost.kv) + cost.kv
+        if dev in gpu_bw:
+            reads.setdefault(dev, [0])[0] += per_token
+        elif dev == "cpu" and not cand.gpus:
+            cpu_exec += per_token
+        elif dev == "cpu":
+            pcie += cost.offloaded + cost.kv
+        elif dev == "disk":
+            disk += cost.offloaded
+            if not cand.gpus:
+                cpu_exec += per_token
+    pcie_bw = min((g.pcie_bandwidth for g in cand.gpus if g.pcie_bandwidth), default=None)
+    return tokens_per_second(
+        gpu_reads={d: (r[0], gpu_bw[d]) for d, r in reads.items()},
+        cpu_exec_bytes=cpu_exec, ram_bandwidth=hw.ram_bandwidth,
+        pcie_bytes=pcie, pcie_bandwidth=pcie_bw, disk_bytes=disk, disk_bandwidth=hw.disk_bandwidth,
+        quantization=cand.scheme.quantization,
+    )
+
+
+def _active_fraction(fp: Footprint, unit: Unit, resident: int) -> int:
+    """Bytes of a unit read per token: MoE layers read only the routed top-k experts."""
+    arch = fp.arch
+    experts = unit.role("expert").params
+    if not arch.is_moe or not experts or not unit.params:
+        return resident
+    share = experts / unit.params
+    active = (1 - share) + share * arch.num_experts_per_tok / arch.num_experts
+    return int(resident * active)
+
+
+def _notes(fp: Footprint, cand: _Candidate, result: Assignment) -> list[str]:
+    notes = []
+    if cand.scheme.bnb and any(v in ("cpu", "disk") for v in result.device_of.values()) and cand.gpus:
+        notes.append("offloaded modules stay unquantized (llm_int8_enable_fp32_cpu_offload)")
+    return notes
+
+
+def _map_value(device: str) -> int | str:
+    return int(device.split(":")[1]) if device.startswith("cuda:") else device

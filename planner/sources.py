@@ -1,0 +1,158 @@
+"""Where a model's metadata comes from: a local folder, the caches, the Hub, or the bundled catalog.
+
+Order, for ``org/name`` at a revision:
+
+1. fitcheck's metadata cache (a commit: always; a branch: within ``ttl``, offline always, else
+   after one HEAD request shows the branch still points at the cached commit);
+2. the Hugging Face cache, when it holds the snapshot's config and weight files;
+3. the Hub (the result is cached);
+4. when the network is down or ``HF_HUB_OFFLINE=1``: the bundled catalog, saying so.
+
+A path that exists, or that starts with ``.``, ``/`` or ``~``, is a local folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from planner import cache, catalog, ids
+from planner.errors import HubUnavailable, OfflineCacheMiss, RepoNotFound
+from planner.local import read_folder
+from planner.records import Snapshot
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+# How long a branch's commit is trusted without asking the Hub. Ten minutes keeps repeated
+# pre-flight checks in a script free of network while a push shows up quickly.
+DEFAULT_TTL_S = 600.0
+
+
+def endpoint_now() -> str:
+    """``HF_ENDPOINT``, read at call time (huggingface_hub reads it only at import)."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def offline_now() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``), read at call time."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, computed as huggingface_hub does (constants.py) without importing it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.path.expanduser(os.environ["HF_HUB_CACHE"]))
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def is_local(ref: str) -> bool:
+    """A path, not a repo id: it starts like one, or names a folder that exists (as transformers decides)."""
+    return ref.startswith((".", "/", "~")) or Path(ref).is_dir()
+
+
+def read_model(ref: str, *, revision: str | None = None, token: str | bool | None = None, endpoint: str | None = None,
+               timeout: float = 30.0, ttl: float = DEFAULT_TTL_S, use_cache: bool = True) -> Snapshot:
+    """Read the metadata of a model given as a repo id or a local folder.
+
+    Raises:
+        UsageError: an invalid repo id or revision.
+        RepoNotFound, GatedRepo, HubUnavailable, OfflineCacheMiss, HubError, ModelFormatError.
+    """
+    if is_local(ref):
+        return read_folder(Path(os.path.expanduser(ref)), model_id=ref)
+    repo = ids.repo_id(ref)
+    rev = ids.revision(revision) or "main"
+    endpoint = (endpoint or endpoint_now()).rstrip("/")
+    offline = offline_now()
+
+    if use_cache:
+        hit = _from_metadata_cache(endpoint, repo, rev, offline=offline, ttl=ttl, token=token, timeout=timeout)
+        if hit is not None:
+            return hit
+        hit = _from_hf_cache(repo, rev)
+        if hit is not None:
+            return hit
+    if offline:
+        return _from_catalog(repo, rev, "HF_HUB_OFFLINE is set") or _offline_miss(repo, rev)
+
+    from planner.hub import read_hub
+
+    try:
+        snap = read_hub(repo, revision=revision, token=token, endpoint=endpoint, timeout=timeout)
+    except HubUnavailable as e:
+        fallback = _from_catalog(repo, rev, "the Hub could not be reached")
+        if fallback is None:
+            raise
+        return replace(fallback, notes=(*fallback.notes, f"network error: {e.message}"))
+    if use_cache and snap.commit:
+        cache.store(endpoint, snap)
+        if rev != snap.commit:
+            cache.store_ref(endpoint, repo, rev, snap.commit)
+    return snap
+
+
+def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, ttl: float, token: str | bool | None, timeout: float) -> Snapshot | None:
+    if ids.COMMIT.match(rev):
+        return cache.load(endpoint, repo, rev)
+    ref = cache.lookup_ref(endpoint, repo, rev)
+    if ref is None:
+        return None
+    commit, age = ref
+    if not offline and age > ttl:
+        current = _head_commit(endpoint, repo, rev, token=token, timeout=timeout)
+        if current != commit:
+            return None
+        cache.store_ref(endpoint, repo, rev, commit)
+    snap = cache.load(endpoint, repo, commit)
+    return replace(snap, revision=rev) if snap is not None else None
+
+
+def _head_commit(endpoint: str, repo: str, rev: str, *, token: str | bool | None, timeout: float) -> str | None:
+    """The commit a branch points at now, from one HEAD request; None when it cannot be told."""
+    from huggingface_hub import hf_hub_url
+
+    from planner.hubhttp import Session
+
+    try:
+        session = Session(endpoint, token, min(timeout, 10.0))
+        resp = session.get(hf_hub_url(repo, "config.json", revision=rev, endpoint=endpoint), what=f"revision check of {repo}",
+                           limit=0, method="HEAD")
+    except (HubUnavailable, RepoNotFound):
+        return None
+    return resp.headers.get("x-repo-commit") if resp is not None else None
+
+
+def _from_hf_cache(repo: str, rev: str) -> Snapshot | None:
+    root = hf_cache_dir() / ("models--" + repo.replace("/", "--"))
+    commit = rev
+    if not ids.COMMIT.match(rev):
+        try:
+            commit = (root / "refs" / rev).read_text().strip()
+        except OSError:
+            return None
+        if not ids.COMMIT.match(commit):
+            return None
+    folder = root / "snapshots" / commit
+    if not (folder / "config.json").is_file():
+        return None
+    try:
+        snap = read_folder(folder, model_id=repo, source="cache", revision=rev, commit=commit)
+    except Exception:
+        return None  # an incomplete download in the HF cache: read the Hub instead
+    return replace(snap, notes=(*snap.notes, f"read from the Hugging Face cache ({folder})"))
+
+
+def _from_catalog(repo: str, rev: str, why: str) -> Snapshot | None:
+    snap = catalog.lookup(repo)
+    if snap is None or rev not in ("main", snap.commit):
+        return None
+    return replace(snap, notes=(*snap.notes, f"{why}: using fitcheck's bundled catalog entry for {repo}"))
+
+
+def _offline_miss(repo: str, rev: str) -> Snapshot:
+    raise OfflineCacheMiss(
+        f"{repo}@{rev}: HF_HUB_OFFLINE is set and neither fitcheck's cache, the Hugging Face cache nor the bundled catalog has it",
+        hint="plan it once online, or unset HF_HUB_OFFLINE",
+    )
