@@ -263,9 +263,12 @@ def _layer_types(text: Mapping[str, Any], model_type: str, layers: int, window: 
         # Gemma3TextConfig: every sliding_window_pattern-th layer (default 6) is global.
         pattern = _int(text, "sliding_window_pattern", where, required=False) or 6
         return tuple("full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers))
-    if model_type in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe") and not text.get("use_sliding_window", False):
-        # Qwen2Config ignores sliding_window unless use_sliding_window is true.
-        return ("full_attention",) * layers
+    if model_type in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"):
+        # Qwen2Config: layer i slides only if use_sliding_window and i >= max_window_layers.
+        if not text.get("use_sliding_window", False):
+            return ("full_attention",) * layers
+        first = _int(text, "max_window_layers", where, required=False, aliases=("max_window_layers",)) or 0
+        return tuple("sliding_attention" if i >= first else "full_attention" for i in range(layers))
     if model_type in ("mistral", "mixtral", "starcoder2", "phi3"):
         return ("sliding_attention",) * layers
     return ("full_attention",) * layers

@@ -95,7 +95,7 @@ def parse_header(
     if file_size is not None and header_len is not None:
         data = file_size - 8 - header_len
         if end > data:
-            raise BadHeader(f"{where}: tensor data ends at byte {end} of a {data}-byte data region (file truncated?)")
+            raise BadHeader(f"{where}: tensor data runs past the end of the file: byte {end} of a {data}-byte data region (truncated?)")
         if end < data:
             raise BadHeader(f"{where}: {data - end} bytes after the last tensor are not described by the header")
     return tensors, metadata

@@ -20,6 +20,7 @@ from pathlib import Path
 from planner import cache, catalog, ids
 from planner.errors import HubUnavailable, OfflineCacheMiss, RepoNotFound
 from planner.local import read_folder
+from planner.paths import hf_cache_dir
 from planner.records import Snapshot
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -37,14 +38,6 @@ def offline_now() -> bool:
     """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``), read at call time."""
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return value.strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, computed as huggingface_hub does (constants.py) without importing it."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.path.expanduser(os.environ["HF_HUB_CACHE"]))
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
-    return Path(os.path.expanduser(home)) / "hub"
 
 
 def is_local(ref: str) -> bool:

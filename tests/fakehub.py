@@ -40,7 +40,6 @@ import socket
 import struct
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -52,14 +51,16 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 __all__ = [
     "FakeHub",
     "Fault",
+    "FileContent",
+    "Repo",
     "RequestRecord",
     "SparseFile",
     "faults",
     "parse_safetensors_header",
 ]
 
-# Files the Hub stores in LFS in practice: the extensions of the default .gitattributes that
-# model repos are created with, plus anything over 10 MiB (the Hub rejects larger non-LFS files).
+# Files the Hub stores in LFS in practice: extensions from the .gitattributes a new model repo
+# starts with (a subset, plus .gguf), and anything over 10 MiB (the Hub refuses larger git files).
 _LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx",
                  ".model", ".npz", ".npy", ".pkl", ".zip", ".tar", ".gz")
 _LFS_MIN_SIZE = 10 * 1024 * 1024
@@ -79,7 +80,8 @@ class SparseFile:
     """File content that is ``prefix`` followed by zeros up to ``size`` bytes.
 
     Nothing beyond the prefix is ever allocated, so a 140 GB checkpoint whose only real bytes
-    are its safetensors headers costs a few kilobytes.
+    are its safetensors headers costs a few kilobytes. Its sha256 (the LFS oid and ETag) is
+    synthetic: derived from ``prefix`` and ``size``, not computed over the content.
     """
 
     prefix: bytes

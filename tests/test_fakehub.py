@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -113,6 +112,11 @@ def test_revisions_resolve_by_branch_and_by_commit(hub, api, repo_id, tmp_path):
     assert read("v2") == read("ab" * 20) == b'{"v": 2}'
     assert api.file_exists(repo_id, "extra.txt", revision="v2")
     assert not api.file_exists(repo_id, "extra.txt")
+
+    # A ref with slashes travels percent-encoded as one path segment.
+    hub.add_repo(repo_id, {"config.json": b'{"v": 3}'}, revision="refs/pr/1")
+    assert read("refs/pr/1") == b'{"v": 3}'
+    assert hub.requests[-1].path.endswith("/resolve/refs/pr/1/config.json")
 
 
 def test_list_repo_tree_recursive_folders_and_pagination(hub, api, repo_id):
