@@ -28,6 +28,7 @@ deterministic: an entry whose content is unchanged keeps its file (and its build
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import hashlib
 import json
@@ -62,9 +63,10 @@ class ShardRule:
     why: str
 
 
-# save_pretrained's default max_shard_size was "10GB" up to transformers 4.34 and "5GB" from 4.35
+# save_pretrained's default max_shard_size was "10GB" before transformers 4.35 and "5GB" after
 # (modeling_utils.save_pretrained); the `transformers_version` each config.json records says which
-# default applied. Shard sizes quoted in `why` are the Hub's file listing in decimal GB.
+# default applied. Each rule is confirmed by the split reproducing the Hub's file sizes, quoted in
+# `why` in decimal GB as the Hub lists them.
 SHARDING: dict[str, ShardRule] = {
     "meta-llama/Llama-3.1-8B": ShardRule(
         "5GB", 4,
@@ -76,18 +78,20 @@ SHARDING: dict[str, ShardRule] = {
     "Qwen/Qwen2.5-7B-Instruct": ShardRule(
         "4GB", 4,
         "4 shards (catalog-configs README). 4GB: the Hub lists 3.95/3.86/3.86/3.56 GB files, which the greedy split "
-        "gives at 4GB and not at the 5GB default (that gives 4.96/4.99/4.99/0.29 GB); sizes as recalled from the Hub "
-        "listing, not re-read online"),
+        "gives at 4GB (3.945/3.865/3.865/3.556) and not at the 5GB default (4.88/4.93/4.33/1.09); sizes as recalled "
+        "from the Hub listing, not re-read online"),
     "mistralai/Mistral-7B-v0.1": ShardRule(
         "10GB", 2,
         "2 shards (the Hub repo's model-0000{1,2}-of-00002.safetensors, 9.94/4.54 GB, as recalled, not re-read "
-        "online). 10GB, save_pretrained's default in 4.34, gives exactly that split"),
+        "online). 10GB, save_pretrained's default before 4.35 (the config says 4.34.0.dev0), gives exactly that split; "
+        "5GB would give 3 files"),
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": ShardRule(
-        "10GB", 1, "a single model.safetensors (catalog-configs README); 2.20 GB is under the 10GB default of 4.35.0"),
+        "10GB", 1,
+        "a single model.safetensors (catalog-configs README); 2.20 GB is under either default (10GB before 4.35, 5GB since)"),
     "microsoft/Phi-3-mini-4k-instruct": ShardRule(
         "5GB", 2,
         "2 shards (the Hub repo's model-0000{1,2}-of-00002.safetensors, 4.97/2.67 GB, as recalled, not re-read "
-        "online). 5GB, save_pretrained's default in 4.40, gives exactly that split"),
+        "online). 5GB, save_pretrained's default in 4.40, gives exactly that split (4.97/2.67 GB)"),
 }
 
 # Tensor -> shard facts read from a real index, checked on every build. Source: the
@@ -208,7 +212,9 @@ def derive(config: dict[str, Any], rule: ShardRule) -> Derived:
     dtype_name = config.get("torch_dtype") or config.get("dtype")
     if dtype_name not in _ST_DTYPE:
         raise SystemExit(f"config torch_dtype {dtype_name!r} is not one of {sorted(_ST_DTYPE)}")
-    cfg = AutoConfig.for_model(**config)
+    # A deep copy: transformers edits nested dicts it is given (it adds rope_theta to rope_scaling),
+    # and the entry must keep the config exactly as published.
+    cfg = AutoConfig.for_model(**copy.deepcopy(config))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype_name))
     # The steps of PreTrainedModel.save_pretrained (transformers 5), in its order.
@@ -296,6 +302,8 @@ def build_entry(config_path: Path, published: Published, versions: dict[str, str
     config_bytes = config_path.read_bytes()
     config = json.loads(config_bytes)
     derived = derive(config, rule)
+    if config != json.loads(config_bytes):
+        raise SystemExit(f"{repo}: building the model changed the config dict")
 
     computed_params = sum(_numel(shape) for _, _, shape in derived.tensors)
     errors = []
