@@ -279,3 +279,7 @@ def render_max_context(mc: Any) -> str:
     from planner.context import render_table
 
     return render_table(mc)
+
+
+if __name__ == "__main__":
+    main()
