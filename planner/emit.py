@@ -26,6 +26,7 @@ DEFAULT_OFFLOAD_DIR = "fitcheck-offload"
 _AUTO_CLASSES = frozenset({"AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModelForSeq2SeqLM"})
 # The label is fitcheck's own words, but it goes into a docstring: keep only harmless characters.
 _LABEL_SAFE = re.compile(r"[^A-Za-z0-9 +()._-]")
+_PACKAGE = re.compile(r"[a-z0-9][a-z0-9._-]{0,60}")
 _TORCH_DTYPES = {"float32": "torch.float32", "bfloat16": "torch.bfloat16", "float16": "torch.float16"}
 
 
@@ -65,6 +66,24 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
     }
 
 
+def kv_after_prefill(r: Report, p: Plan, device: str) -> int:
+    """KV bytes on ``device`` right after the prefill (before any new token), for verify."""
+    from planner.memory import kv
+
+    fp, c = r.footprint, r.constraints
+    exec_device = load_settings(r, p)["exec_device"]
+    total = 0
+    for u in fp.units:
+        if u.kind != "layer" or u.layer is None:
+            continue
+        where = p.device_map.get(u.name)
+        where = f"cuda:{where}" if isinstance(where, int) else where
+        holder = where if where in ("cpu", "mps") or str(where).startswith("cuda") else exec_device
+        if holder == device:
+            total += kv.layer_bytes(fp.arch, u.layer, context=c.context, new_tokens=0, batch=c.batch, dtype_bytes=p.scheme.dtype_bytes)
+    return total
+
+
 def plan_file(r: Report, p: Plan, **kw: Any) -> str:
     """The ``--config`` JSON: everything the load needs, and what fitcheck predicted for it."""
     doc = {
@@ -73,7 +92,7 @@ def plan_file(r: Report, p: Plan, **kw: Any) -> str:
         "label": p.label,
         "load": load_settings(r, p, **kw),
         "generate": {"context": r.constraints.context, "batch": r.constraints.batch, "new_tokens": r.constraints.new_tokens},
-        "predicted": {d: m.to_dict() for d, m in p.memory.items()},
+        "predicted": {d: {**m.to_dict(), "kv_after_prefill": kv_after_prefill(r, p, d)} for d, m in p.memory.items()},
         "margin": {"fraction": r.constraints.margin_fraction, "floor_bytes": r.constraints.margin_floor},
     }
     return redact(json.dumps(doc, indent=2)) + "\n"
@@ -81,7 +100,15 @@ def plan_file(r: Report, p: Plan, **kw: Any) -> str:
 
 def script(r: Report, p: Plan, **kw: Any) -> str:
     """A standalone Python script that loads the model with the plan's settings and generates."""
-    s = load_settings(r, p, **kw)
+    generate = {"context": r.constraints.context, "batch": r.constraints.batch, "new_tokens": r.constraints.new_tokens}
+    return script_from_settings(load_settings(r, p, **kw), generate, label=p.label, prequant=r.footprint.prequant.detail if r.footprint.prequant else None)
+
+
+def script_from_settings(s: dict[str, Any], generate: dict[str, Any], *, label: str, prequant: str | None = None) -> str:
+    """Render the load script from a plan file's ``load`` and ``generate`` blocks.
+
+    ``fitcheck verify`` renders the script the same way, so it runs exactly what the user runs.
+    """
     auto = s["auto_class"]
     if auto not in _AUTO_CLASSES:
         raise ValueError(f"unexpected auto class {auto!r}")
@@ -92,19 +119,18 @@ def script(r: Report, p: Plan, **kw: Any) -> str:
     if bnb:
         items = {k: v for k, v in bnb.items() if k != "bnb_4bit_compute_dtype"}
         quant_lines = f"    kwargs[\"quantization_config\"] = BitsAndBytesConfig(**{literal(items)}"
-        quant_lines += f", bnb_4bit_compute_dtype={dtype})\n" if "bnb_4bit_compute_dtype" in bnb else ")\n"
+        quant_lines += f", bnb_4bit_compute_dtype={_TORCH_DTYPES[bnb['bnb_4bit_compute_dtype']]})\n" if "bnb_4bit_compute_dtype" in bnb else ")\n"
     remote = ""
     if s["trust_remote_code"]:
         remote = ("    # --trust-remote-code was given: this runs Python code from the model repo. Review it first.\n"
                   "    kwargs[\"trust_remote_code\"] = True\n")
-    prequant = ""
-    if r.footprint.prequant is not None:
-        fq = r.footprint.prequant
-        prequant = f"    # Pre-quantized checkpoint ({_LABEL_SAFE.sub('', fq.detail)}): transformers reads its quantization_config from config.json.\n"
+    pre = ""
+    if prequant:
+        pre = f"    # Pre-quantized checkpoint ({_LABEL_SAFE.sub('', prequant)}): transformers reads its quantization_config from config.json.\n"
     text = _TEMPLATE.format(
-        label=_LABEL_SAFE.sub("", p.label),
+        label=_LABEL_SAFE.sub("", label),
         version=__version__,
-        packages=", ".join(s["packages"]),
+        packages=", ".join(p for p in s["packages"] if _PACKAGE.fullmatch(p)),
         imports=imports,
         model_lit=literal(s["model"]),
         revision=literal(s["revision"]),
@@ -112,15 +138,15 @@ def script(r: Report, p: Plan, **kw: Any) -> str:
         max_memory=literal(s["max_memory"]),
         offload=literal(s["offload_folder"]),
         exec_device=literal(s["exec_device"]),
-        context=literal(r.constraints.context),
-        batch=literal(r.constraints.batch),
-        new_tokens=literal(r.constraints.new_tokens),
+        context=literal(int(generate["context"])),
+        batch=literal(int(generate["batch"])),
+        new_tokens=literal(int(generate["new_tokens"])),
         auto=auto,
         dtype=dtype,
         safetensors="    kwargs[\"use_safetensors\"] = True\n" if s["use_safetensors"] else "",
         quant=quant_lines,
         remote=remote,
-        prequant=prequant,
+        prequant=pre,
     )
     return redact(text)
 

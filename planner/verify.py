@@ -1,0 +1,195 @@
+"""``fitcheck verify``: run a plan's load and generate in a child process and compare the memory
+each device really used with what the plan predicted.
+
+Measured, per device:
+
+- cpu: the child's peak RSS (kernel VmHWM, reset per phase), with its anonymous / file-backed
+  split; weights as torch holds them after the load; the KV cache after the prefill.
+- cuda:N: torch's peak reserved bytes plus what NVML shows beyond torch (the CUDA context and
+  the libraries' workspaces); weights and KV as torch holds them.
+- disk: the bytes in the offload folder after the load.
+
+The comparison is per component where it can be measured (weights, KV after prefill, peak), with
+the error in MiB and in %. Verification fails (exit 1) when a measured peak exceeded the capacity
+the plan assumed for the device (its free memory minus the margin).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.errors import VerifyError
+from planner.records import _ToDict
+from planner.units import MiB, fmt_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Component(_ToDict):
+    """Predicted against measured for one quantity of one device, in bytes."""
+
+    name: str
+    predicted: int
+    measured: int
+
+    @property
+    def error_bytes(self) -> int:
+        return self.predicted - self.measured
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.predicted - self.measured) / self.measured if self.measured else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCheck(_ToDict):
+    """One device's verification: components, its peak, and the capacity the plan assumed."""
+
+    device: str
+    predicted_peak: int
+    measured_peak: int
+    capacity: int
+    components: tuple[Component, ...]
+    detail: dict[str, int]
+
+    @property
+    def over_capacity(self) -> bool:
+        return self.measured_peak > self.capacity
+
+
+@dataclass(frozen=True, slots=True)
+class Verification(_ToDict):
+    """The outcome of a verification run."""
+
+    label: str
+    devices: dict[str, DeviceCheck]
+    seconds: float
+    generated_tokens: int
+    raw: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.over_capacity for d in self.devices.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "label": self.label,
+            "seconds": round(self.seconds, 2),
+            "generated_tokens": self.generated_tokens,
+            "devices": {
+                name: {
+                    "predicted_peak": d.predicted_peak,
+                    "measured_peak": d.measured_peak,
+                    "capacity": d.capacity,
+                    "over_capacity": d.over_capacity,
+                    "peak_error_bytes": d.predicted_peak - d.measured_peak,
+                    "peak_error_pct": round(100.0 * (d.predicted_peak - d.measured_peak) / d.measured_peak, 2) if d.measured_peak else 0.0,
+                    "components": {c.name: {"predicted": c.predicted, "measured": c.measured, "error_bytes": c.error_bytes,
+                                            "error_pct": round(c.error_pct, 2)} for c in d.components},
+                    "detail": d.detail,
+                }
+                for name, d in self.devices.items()
+            },
+        }
+
+
+def verify_plan_file(path: Path, *, timeout: float = 1800.0) -> Verification:
+    """Verify the plan file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise VerifyError(f"cannot read plan file {str(path)!r} ({type(e).__name__})") from None
+    return verify_plan_text(text, timeout=timeout)
+
+
+def verify_plan_text(text: str, *, timeout: float = 1800.0) -> Verification:
+    """Verify a plan file given as text."""
+    try:
+        plan = json.loads(text)
+        plan["load"], plan["generate"], plan["predicted"]
+    except (ValueError, KeyError, TypeError):
+        raise VerifyError("the plan file is not one fitcheck wrote (needs load, generate and predicted)") from None
+    with tempfile.TemporaryDirectory(prefix="fitcheck-verify-") as tmp:
+        plan_path, out_path = Path(tmp) / "plan.json", Path(tmp) / "result.json"
+        plan_path.write_text(text)
+        started = time.monotonic()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "planner._verify_child", str(plan_path), str(out_path)],
+                                  capture_output=True, text=True, timeout=timeout, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        except subprocess.TimeoutExpired:
+            raise VerifyError(f"the load and generate did not finish within {timeout:g} s") from None
+        seconds = time.monotonic() - started
+        if proc.returncode != 0 or not out_path.exists():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            killed = " (killed: out of memory?)" if proc.returncode in (-9, 137) else ""
+            raise VerifyError(f"the load failed with exit code {proc.returncode}{killed}: {last[:300]}")
+        raw = json.loads(out_path.read_text())
+    return compare(plan, raw, seconds)
+
+
+def compare(plan: dict[str, Any], raw: dict[str, Any], seconds: float) -> Verification:
+    """Set the child's measurements against the plan's predictions."""
+    phases = raw["phases"]
+    devices: dict[str, DeviceCheck] = {}
+    kv = raw.get("kv_after_prefill_bytes", {})
+    weights = raw.get("weights_loaded_bytes", {})
+    for name, pred in plan["predicted"].items():
+        if name == "cpu":
+            peak = raw["cpu_peak_rss"]
+            at_peak = max(phases.values(), key=lambda p: p["peak_rss"])
+            detail = {"rss_after_imports": phases["imports"]["rss"], "rss_after_load": phases["load"]["rss"],
+                      "peak_phase_anon": (at_peak.get("sampled_peak") or {}).get("RssAnon", 0),
+                      "peak_phase_file": (at_peak.get("sampled_peak") or {}).get("RssFile", 0),
+                      "load_peak": phases["load"]["peak_rss"], "prefill_peak": phases["prefill"]["peak_rss"],
+                      "generate_peak": phases["generate"]["peak_rss"]}
+        elif name == "disk":
+            peak = raw.get("offload_bytes", 0)
+            detail = {}
+        else:
+            peak, detail = _gpu_peak(name, raw)
+        comps = [Component("peak", pred["total"], peak)]
+        if name != "disk":
+            comps.insert(0, Component("weights", pred["weights"], weights.get(name, 0)))
+            comps.insert(1, Component("kv_prefill", pred.get("kv_after_prefill", pred["kv_cache"]), int(kv.get(name, 0))))
+            comps.insert(2, Component("kv_final", pred["kv_cache"], int(raw.get("kv_after_generate_bytes", {}).get(name, 0))))
+        devices[name] = DeviceCheck(name, pred["total"], peak, pred["capacity"], tuple(comps), detail)
+    return Verification(label=plan.get("label", ""), devices=devices, seconds=seconds,
+                        generated_tokens=raw.get("generated_tokens", 0), raw=raw)
+
+
+def _gpu_peak(device: str, raw: dict[str, Any]) -> tuple[int, dict[str, int]]:
+    """torch's peak reserved plus NVML's bytes beyond torch (context, library workspaces)."""
+    before = raw.get("nvml_before", {}).get(device, 0)
+    best = 0
+    detail: dict[str, int] = {}
+    for name, p in raw["phases"].items():
+        g = p.get("gpus", {}).get(device)
+        if not g:
+            continue
+        beyond = max(0, g.get("nvml_used", 0) - before - g["torch_reserved"]) if "nvml_used" in g else 0
+        total = g["torch_peak_reserved"] + beyond
+        detail[f"{name}_torch_peak_reserved"] = g["torch_peak_reserved"]
+        detail[f"{name}_beyond_torch"] = beyond
+        best = max(best, total)
+    return best, detail
+
+
+def render_verification(v: Verification) -> str:
+    lines = [f"Verified: {v.label} ({v.generated_tokens} tokens generated, {v.seconds:.1f} s)",
+             f"  {'device':<8} {'component':<10} {'predicted':>11} {'measured':>11} {'error':>11} {'error %':>8}"]
+    for name, d in v.devices.items():
+        for c in d.components:
+            lines.append(f"  {name:<8} {c.name:<10} {fmt_bytes(c.predicted):>11} {fmt_bytes(c.measured):>11} "
+                         f"{c.error_bytes / MiB:>+9.1f}Mi {c.error_pct:>+7.1f}%")
+        verdict = "OVER CAPACITY" if d.over_capacity else "within capacity"
+        lines.append(f"  {name:<8} {'capacity':<10} {fmt_bytes(d.capacity):>11}   -> measured peak {verdict}")
+    lines.append("OK: every device stayed within what the plan assumed." if v.ok else "FAIL: a device went over the capacity the plan assumed.")
+    return "\n".join(lines)
