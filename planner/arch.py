@@ -8,6 +8,7 @@ Field names differ between model families; ``_ALIASES`` maps them the way transf
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,16 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "num_experts_per_tok": (1, 100_000),
     "kv_lora_rank": (1, 1_000_000),
 }
+
+# Names a config gives (model_type, torch_dtype) and Python class names (architectures). Real ones
+# are short identifiers ("qwen2_5_vl", "bfloat16", "LlamaForCausalLM"); these strings reach the
+# report and the terminal, so nothing else (control characters, quotes, spaces) is accepted.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
+_CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+# Real configs nest 4-6 levels (text_config > rope_scaling, quantization_config > config_groups >
+# group > weights); 32 leaves room and keeps recursive walks (JSON encoding, to_dict) far from
+# Python's recursion limit.
+_MAX_NESTING = 32
 
 # model_type -> how transformers builds it. "auto" is the Auto class that loads it; "kv" how its
 # attention stores the cache. Families: decoder-only text, MoE, MLA, multimodal, encoder-decoder.
@@ -82,6 +93,9 @@ class Arch(_ToDict):
         quantization_config: the pre-quantization block, if any (a plain dict).
         remote_code: the config points at code in the repo (``auto_map``) for a type fitcheck
             does not know natively.
+        expert_intermediate_size: width of one routed expert's MLP (MoE).
+        mla_rank, mla_rope_dim, mla_k_dim, mla_v_dim: MLA's latent rank, rotary width, per-head K
+            and V widths (0 when not MLA).
     """
 
     model_type: str
@@ -110,6 +124,11 @@ class Arch(_ToDict):
     torch_dtype: str | None = None
     quantization_config: dict[str, Any] | None = None
     remote_code: bool = False
+    expert_intermediate_size: int = 0
+    mla_rank: int = 0
+    mla_rope_dim: int = 0
+    mla_k_dim: int = 0
+    mla_v_dim: int = 0
 
     @property
     def is_moe(self) -> bool:
@@ -125,10 +144,11 @@ def read_arch(config: Mapping[str, Any], *, where: str = "config.json") -> Arch:
     """
     if not isinstance(config, Mapping):
         raise BadConfig(f"{where}: is a JSON {type(config).__name__}, not an object")
+    _check_nesting(config, where)
     outer_type = _str(config, "model_type", where, required=False) or ""
     architectures = config.get("architectures") or ()
-    if not isinstance(architectures, (list, tuple)) or not all(isinstance(a, str) for a in architectures):
-        raise BadConfig(f"{where}: field 'architectures' must be a list of strings")
+    if not isinstance(architectures, (list, tuple)) or not all(isinstance(a, str) and _CLASS_NAME.match(a) for a in architectures):
+        raise BadConfig(f"{where}: field 'architectures' must be a list of class names")
     architectures = tuple(architectures)
 
     text = config
@@ -164,14 +184,20 @@ def read_arch(config: Mapping[str, Any], *, where: str = "config.json") -> Arch:
             raise BadConfig(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads} and no head_dim is given")
         head_dim = hidden // heads
     k_dim, v_dim = head_dim, head_dim
+    mla = (0, 0, 0, 0)
     if model_type in _MLA:
-        # transformers' DeepseekV3Attention caches the decompressed per-head K (nope + rope dims) and V,
-        # not the compressed latent that vLLM and llama.cpp keep (modeling_deepseek_v3.py, forward).
+        # transformers 5.24's DeepseekV3Attention caches the compressed latent: the "keys" slot holds
+        # kv_a_layernorm's output [b, 1, seq, kv_lora_rank], the "values" slot the rotary part
+        # [b, 1, seq, qk_rope_head_dim] (modeling_deepseek_v3.py:445-460), and each forward expands
+        # it to per-head K and V (research notes Q6). Older transformers cached per-head K/V.
+        rank = _int(text, "kv_lora_rank", where)
         nope = _int(text, "qk_nope_head_dim", where)
         rope = _int(text, "qk_rope_head_dim", where)
-        k_dim, v_dim = nope + rope, _int(text, "v_head_dim", where)
-        kv_heads = heads
+        vdim = _int(text, "v_head_dim", where)
+        kv_heads, k_dim, v_dim = 1, rank, rope
+        mla = (rank, rope, nope + rope, vdim)
     inter = _int(text, "intermediate_size", where, required=False) or 4 * hidden
+    expert_inter = _int(text, "moe_intermediate_size", where, required=False, aliases=("moe_intermediate_size", "expert_intermediate_size")) or inter
     vocab = _int(text, "vocab_size", where)
     max_pos = _int(text, "max_position_embeddings", where, required=False)
 
@@ -196,8 +222,8 @@ def read_arch(config: Mapping[str, Any], *, where: str = "config.json") -> Arch:
     if quant is not None and not isinstance(quant, Mapping):
         raise BadConfig(f"{where}: field 'quantization_config' must be an object")
     dtype = config.get("torch_dtype", config.get("dtype", text.get("torch_dtype", text.get("dtype"))))
-    if dtype is not None and not isinstance(dtype, str):
-        raise BadConfig(f"{where}: field 'torch_dtype' must be a string")
+    if dtype is not None and not (isinstance(dtype, str) and _NAME.match(dtype)):
+        raise BadConfig(f"{where}: field 'torch_dtype' must be a dtype name such as 'bfloat16'")
 
     return Arch(
         model_type=model_type,
@@ -226,6 +252,11 @@ def read_arch(config: Mapping[str, Any], *, where: str = "config.json") -> Arch:
         torch_dtype=dtype,
         quantization_config=dict(quant) if quant is not None else None,
         remote_code="auto_map" in config and model_type not in KNOWN_MODEL_TYPES,
+        expert_intermediate_size=expert_inter,
+        mla_rank=mla[0],
+        mla_rope_dim=mla[1],
+        mla_k_dim=mla[2],
+        mla_v_dim=mla[3],
     )
 
 
@@ -302,6 +333,19 @@ def _str(config: Mapping[str, Any], name: str, where: str, *, required: bool) ->
         if required:
             raise BadConfig(f"{where}: required field {name!r} is missing")
         return None
-    if not isinstance(value, str) or len(value) > 200:
-        raise BadConfig(f"{where}: field {name!r} must be a short string")
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise BadConfig(f"{where}: field {name!r} must be a short name (letters, digits, '_', '-', '.')")
     return value
+
+
+def _check_nesting(config: Mapping[str, Any], where: str) -> None:
+    """Refuse configs nested deeper than any real one, before anything walks them recursively."""
+    stack: list[tuple[Any, int]] = [(config, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > _MAX_NESTING:
+            raise BadConfig(f"{where}: nested more than {_MAX_NESTING} levels deep; no model config is")
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)

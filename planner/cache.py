@@ -32,7 +32,10 @@ from planner.records import RepoFile, Snapshot, Tensor
 from planner.units import tensor_nbytes
 
 FORMAT = 1
-_NUM = re.compile(r"(?<=\.)\d+(?=\.|$)")
+# A name component that is a plain number: no leading zero ("01" would come back as "1") and at
+# most 18 digits (int() refuses more than 4,300, and no model has a quintillion layers). Other
+# numeric components stay in the template as text.
+_NUM = re.compile(r"(?<=\.)(?:0|[1-9][0-9]{0,17})(?=\.|$)")
 
 
 def cache_dir() -> Path:
@@ -154,7 +157,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def _write(path: Path, data: dict[str, Any]) -> None:
     """Write atomically; a cache that cannot be written is not an error (the plan still works)."""
-    body = json.dumps(data, separators=(",", ":")).encode()
+    try:
+        body = json.dumps(data, separators=(",", ":")).encode()
+    except (TypeError, ValueError, RecursionError):
+        return  # not representable as JSON (a hostile config); the plan itself goes on
     wrapper = hashlib.sha256(body).hexdigest().encode() + b"\n" + body
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

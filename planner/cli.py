@@ -8,6 +8,7 @@ FITCHECK_DEBUG=1).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -17,7 +18,7 @@ from typing import Any
 import click
 
 from planner import __version__
-from planner.errors import FitcheckError, UsageError
+from planner.errors import FitcheckError, UsageError, printable
 from planner.secrets import redact, register
 
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("fitcheck: aborted", err=True)
         sys.exit(2)
     except click.ClickException as e:
-        click.echo(f"fitcheck: error: {redact(e.format_message())}", err=True)
+        click.echo(f"fitcheck: error: {redact(printable(' '.join(e.format_message().split())))}", err=True)
         sys.exit(2)
     except FitcheckError as e:
         _debug_trace()
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as e:  # an internal bug: still one line, never a token
         _debug_trace()
-        click.echo(f"fitcheck: internal error: {redact(type(e).__name__ + ': ' + ' '.join(str(e).split()))[:300]}", err=True)
+        click.echo(f"fitcheck: internal error: {printable(redact(type(e).__name__ + ': ' + ' '.join(str(e).split())))[:300]}", err=True)
         click.echo("fitcheck: hint: run with FITCHECK_DEBUG=1 for the traceback and report it", err=True)
         sys.exit(2)
 
@@ -212,11 +213,20 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
         raise UsageError("no model given", hint="fitcheck plan org/name (or a local folder)")
     if o.get("token"):
         register(o["token"])
+    # click's FloatRange lets NaN through (every comparison with it is false): a NaN deadline
+    # would retry forever and a NaN margin breaks the arithmetic.
+    for name in ("timeout", "margin"):
+        if o.get(name) is not None and not math.isfinite(o[name]):
+            raise UsageError(f"--{name} {o[name]!r} is not a number")
+    # An empty value is a mistake, not a request for the default (`--hardware ""` must not probe).
+    for name in ("hardware", "gpu", "ram", "disk"):
+        if o.get(name) is not None and not o[name].strip():
+            raise UsageError(f"--{name} is empty", hint="give a value, or leave the option out")
     hw = api.resolve_hardware(
         hardware=o["hardware"],
-        gpus=parse_size_list(o["gpu"], what="--gpu") if o["gpu"] else None,
-        ram=parse_size(o["ram"], what="--ram") if o["ram"] else None,
-        disk=parse_size(o["disk"], what="--disk") if o["disk"] else None,
+        gpus=parse_size_list(o["gpu"], what="--gpu") if o["gpu"] is not None else None,
+        ram=parse_size(o["ram"], what="--ram") if o["ram"] is not None else None,
+        disk=parse_size(o["disk"], what="--disk") if o["disk"] is not None else None,
         offload_dir=o.get("offload_dir"),
     )
     kw: dict[str, Any] = {}

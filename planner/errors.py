@@ -103,5 +103,23 @@ class VerifyError(FitcheckError):
     """The verification run could not be carried out."""
 
 
+# A message is read by people: past this it is a dump, not a line (names in it are already cut
+# to 80 characters; this bounds whatever else a hostile input manages to get in).
+_MAX_MESSAGE = 1000
+
+
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    line = printable(" ".join(str(text).split()))
+    return line if len(line) <= _MAX_MESSAGE else line[: _MAX_MESSAGE - 3] + "..."
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character written as its escape (``\\x1b``, ``\\u202e``).
+
+    Messages and notes quote names that strangers chose (file names, tensor names, config
+    values); a terminal escape sequence or a bidi override among them must reach the user's
+    terminal as text, not as a command to it.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -27,6 +27,12 @@ ROLES = ("linear", "embed", "head", "expert", "float", "packed", "qaux", "int")
 # at the block.
 _BLOCK = re.compile(r"^(.*?(?:^|\.)(?:layers|h|blocks|block|layer))\.(\d+)\.")
 _EXPERT = re.compile(r"\.experts\.")
+# Per-expert checkpoint tensors ("mlp.experts.7.w1.weight") that transformers 5 fuses into one 3-D
+# parameter per layer at load (conversion_mapping.py, MergeModulelist): rebuilt, not mmapped.
+_SPLIT_EXPERT = re.compile(r"\.experts\.\d+\.")
+# MoE routers are their own modules in transformers 5 (MixtralTopKRouter, DeepseekV3TopkRouter),
+# not nn.Linear, so bitsandbytes leaves them alone (research notes Q4, exp4c).
+_ROUTER = re.compile(r"(\.mlp\.gate\.weight$|\.router\.weight$|\.gate\.e_score_correction_bias$)")
 _EMBED = re.compile(r"(embed_tokens|wte|wpe|word_embeddings|embed_in|position_embeddings|embed_positions|\bshared|tok_embeddings|embeddings)\.weight$")
 _HEAD = re.compile(r"(^|\.)(lm_head|embed_out|output)\.weight$")
 _VISION = re.compile(r"(vision|visual|image|patch_embed|vit\b|img)")
@@ -69,6 +75,8 @@ class Unit(_ToDict):
         roles: role -> aggregate (see ``ROLES``).
         modules: sub-module (e.g. "self_attn", "mlp.experts") -> bytes as stored, for the report.
         tied_to: for a tied LM head, the unit whose weight it shares.
+        rebuilt_bytes: stored bytes of tensors transformers rebuilds at load (per-expert tensors
+            fused into one parameter); they cannot stay memory-mapped and are rewritten when offloaded.
     """
 
     name: str
@@ -79,6 +87,7 @@ class Unit(_ToDict):
     roles: dict[str, RoleStats]
     modules: dict[str, int] = field(default_factory=dict)
     tied_to: str | None = None
+    rebuilt_bytes: int = 0
 
     def role(self, name: str) -> RoleStats:
         return self.roles.get(name, _EMPTY)
@@ -102,6 +111,10 @@ class Footprint(_ToDict):
         prequant: the pre-quantization of the checkpoint, if any.
         unloaded_bytes: bytes in the files that transformers does not load (mask buffers, MTP layers).
         unloaded_tensors: how many such tensors.
+        largest_linear: elements of the largest bnb-quantizable weight (bnb quantizes one tensor
+            at a time through a full-precision copy).
+        nf4_cpu_ok: every quantizable weight has out_features divisible by 32, which bnb's CPU
+            4-bit kernel requires (bitsandbytes functional._convert_weight_packed_for_cpu).
     """
 
     arch: Arch
@@ -114,6 +127,8 @@ class Footprint(_ToDict):
     prequant: prequant.PreQuant | None
     unloaded_bytes: int = 0
     unloaded_tensors: int = 0
+    largest_linear: int = 0
+    nf4_cpu_ok: bool = True
 
     @property
     def is_moe(self) -> bool:
@@ -146,7 +161,9 @@ def estimate(snapshot: Snapshot) -> Footprint:
     meta: dict[str, tuple[str, int | None]] = {}
     unloaded_bytes = unloaded = 0
     float_bytes: dict[str, int] = defaultdict(int)
-    expert_params = 0
+    rebuilt: dict[str, int] = defaultdict(int)
+    expert_params = largest_linear = 0
+    nf4_cpu_ok = True
 
     for t in tensors:
         name = rename(t.name)
@@ -157,9 +174,14 @@ def estimate(snapshot: Snapshot) -> Footprint:
             unloaded_bytes += t.nbytes
             unloaded += 1
             continue
-        role, params, rows = _classify(t, name, quant)
+        role, params, rows = _classify(t, name, quant, moe=arch.is_moe)
         if role == "expert":
             expert_params += params
+            if _SPLIT_EXPERT.search(name):
+                rebuilt[unit] += t.nbytes
+        elif role == "linear":
+            largest_linear = max(largest_linear, params)
+            nf4_cpu_ok = nf4_cpu_ok and t.shape[0] % 32 == 0 and t.shape[1] % 2 == 0
         stats = acc.setdefault(unit, {})
         s = stats.setdefault(role, [0, 0, 0, 0])
         s[0] += params
@@ -180,6 +202,7 @@ def estimate(snapshot: Snapshot) -> Footprint:
             stored_bytes=sum(v[1] for v in stats.values()),
             roles={r: RoleStats(*v) for r, v in stats.items()},
             modules=dict(modules[name]),
+            rebuilt_bytes=rebuilt.get(name, 0),
         )
         for name, stats in acc.items()
     ]
@@ -208,6 +231,8 @@ def estimate(snapshot: Snapshot) -> Footprint:
         prequant=quant,
         unloaded_bytes=unloaded_bytes,
         unloaded_tensors=unloaded,
+        largest_linear=largest_linear,
+        nf4_cpu_ok=nf4_cpu_ok,
     )
 
 
@@ -266,7 +291,7 @@ def _sub(path: str) -> str:
     return parts[0]
 
 
-def _classify(t: Tensor, name: str, quant: prequant.PreQuant | None) -> tuple[str, int, int]:
+def _classify(t: Tensor, name: str, quant: prequant.PreQuant | None, *, moe: bool = False) -> tuple[str, int, int]:
     """(role, true parameters, rows) of one tensor."""
     if quant is not None:
         special = quant.classify(t, name)
@@ -282,6 +307,8 @@ def _classify(t: Tensor, name: str, quant: prequant.PreQuant | None) -> tuple[st
         return "embed", numel, 0
     if _EXPERT.search(name):
         return "expert", numel, rows
+    if moe and _ROUTER.search(name):
+        return "float", numel, 0
     if len(t.shape) == 2 and name.endswith(".weight"):
         return "linear", numel, rows
     return "float", numel, 0

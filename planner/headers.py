@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from planner.errors import BadHeader
+from planner.ids import show
 from planner.records import Tensor
 from planner.units import DTYPE_BITS
 
@@ -90,7 +91,7 @@ def parse_header(
     for t in tensors:
         if t.offset != end:
             kind = "overlaps the previous tensor" if t.offset < end else f"leaves a gap of {t.offset - end} bytes"
-            raise BadHeader(f"{where}: tensor {t.name!r} field 'data_offsets' {kind} (starts at {t.offset}, expected {end})")
+            raise BadHeader(f"{where}: tensor {show(t.name)} field 'data_offsets' {kind} (starts at {t.offset}, expected {end})")
         end = t.offset + t.nbytes
     if file_size is not None and header_len is not None:
         data = file_size - 8 - header_len
@@ -133,7 +134,7 @@ def _metadata(value: Any, where: str) -> dict[str, str]:
 
 
 def _tensor(name: str, entry: Any, file: str, where: str) -> Tensor:
-    label = f"{where}: tensor {name!r}"
+    label = f"{where}: tensor {show(name)}"
     if not isinstance(entry, Mapping):
         raise BadHeader(f"{label} is a JSON {type(entry).__name__}, not an object")
     dtype = entry.get("dtype")
@@ -147,7 +148,8 @@ def _tensor(name: str, entry: Any, file: str, where: str) -> Tensor:
         if not _is_int(dim) or dim < 0:
             raise BadHeader(f"{label} field 'shape': {str(dim)[:40]!r} is not a non-negative integer")
         numel *= dim
-        if numel > _MAX_NUMEL:
+        # Each dimension is bounded too: a zero elsewhere in the shape would hide a 2**200.
+        if numel > _MAX_NUMEL or dim > _MAX_NUMEL:
             raise BadHeader(f"{label} field 'shape': {len(shape)}-D shape overflows ({_MAX_NUMEL} elements at most)")
     offsets = entry.get("data_offsets")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)):

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from planner import ids
-from planner.errors import BadConfig, BadHeader, FitcheckError, HubError
+from planner.errors import BadConfig, BadHeader, FitcheckError, HubError, HubUnavailable, printable
 from planner.headers import header_length, parse_header
 from planner.hubhttp import Response, Session, json_body
 from planner.records import Fetch, RepoFile, Snapshot, Tensor
@@ -69,12 +69,12 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *,
     url = _Urls(session.endpoint, repo_id, rev)
     info_f = pool.submit(session.get, url.info(), what=f"model info of {repo_id}@{rev}", limit=MAX_INFO_BYTES)
     config_f = pool.submit(session.get, url.file("config.json"), what=f"config.json of {repo_id}", limit=MAX_CONFIG_BYTES, ok_missing=True)
-    index_f = pool.submit(session.get, url.file(SAFE_INDEX), what=f"{SAFE_INDEX} of {repo_id}", limit=MAX_INDEX_BYTES, ok_missing=True)
-    single_f = pool.submit(session.get, url.file(SAFE_SINGLE), what=f"header of {SAFE_SINGLE} of {repo_id}",
-                           limit=FIRST_READ, byte_range=(0, FIRST_READ - 1), ok_missing=True)
+    index_f = _Speculative(pool, session, url.file(SAFE_INDEX), what=f"{SAFE_INDEX} of {repo_id}", limit=MAX_INDEX_BYTES, ok_missing=True)
+    single_f = _Speculative(pool, session, url.file(SAFE_SINGLE), what=f"header of {SAFE_SINGLE} of {repo_id}",
+                            limit=FIRST_READ, byte_range=(0, FIRST_READ - 1), ok_missing=True)
     all_f = None
     if rev == "main":
-        all_f = pool.submit(session.get, url.all_headers(), what=f"shard headers of {repo_id}", limit=MAX_ALL_HEADERS_BYTES, ok_missing=True)
+        all_f = _Speculative(pool, session, url.all_headers(), what=f"shard headers of {repo_id}", limit=MAX_ALL_HEADERS_BYTES, ok_missing=True)
     futures = [f for f in (config_f, index_f, single_f, all_f) if f is not None]
     try:
         info = json_body(info_f.result(), f"model info of {repo_id}")
@@ -106,15 +106,18 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *,
     elif ws.single:
         _drain([f for f in futures if f is not single_f])
         weight_files = (SAFE_SINGLE,)
+        size = listing.get(SAFE_SINGLE)
+        if size is not None and size < 8:
+            _drain([single_f])  # a range read of an empty file is answered 416: say what is wrong instead
+            raise BadHeader(f"{SAFE_SINGLE} of {repo_id}: file is {size} bytes, too short for a safetensors header")
         first = single_f.result()
         if first is None:
             raise HubError(f"{SAFE_SINGLE} of {repo_id}: listed but not served")
-        tensors = _finish_header(session, url, repo_id, SAFE_SINGLE, first.body, listing.get(SAFE_SINGLE))
+        tensors = _finish_header(session, url, repo_id, SAFE_SINGLE, first.body, size)
     else:
         got = None
         if all_f is not None:
-            resp = all_f.result()
-            got = _from_all_headers(resp, repo_id, listing) if resp is not None and _commit_ok(resp, commit) else None
+            got = _optional_all_headers(all_f, repo_id, listing, commit)
         if got is not None:
             index, tensors = got
             weight_files = tuple(sorted({t.file for t in tensors}))
@@ -131,7 +134,8 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *,
                 tensors.extend(job.result())
         _drain([single_f])
     if ws.ignored:
-        notes.append(f"not loaded by transformers, not counted: {', '.join(ws.ignored[:4])}" + (" ..." if len(ws.ignored) > 4 else ""))
+        # File names are the repo owner's choice: escape anything a terminal would act on.
+        notes.append(printable(f"not loaded by transformers, not counted: {', '.join(ws.ignored[:4])}" + (" ..." if len(ws.ignored) > 4 else "")))
     _check_unique(tensors, repo_id)
     return Snapshot(
         id=repo_id,
@@ -146,6 +150,22 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *,
         gated=gated,
         notes=tuple(notes),
     )
+
+
+class _Speculative:
+    """A request sent before it is known to be needed: it gets one attempt, so that a fault on a
+    read that turns out unneeded costs no retries (and no wait for them); :meth:`result` asks
+    again, with retries, when it is needed after all."""
+
+    def __init__(self, pool: ThreadPoolExecutor, session: Session, url: str, **kw: Any) -> None:
+        self._session, self._url, self._kw = session, url, kw
+        self.future = pool.submit(session.get, url, attempts=1, **kw)
+
+    def result(self) -> Response | None:
+        try:
+            return self.future.result()
+        except HubUnavailable:
+            return self._session.get(self._url, **self._kw)
 
 
 class _Urls:
@@ -196,12 +216,14 @@ def _shards(index: dict[str, Any], repo_id: str, listing: dict[str, int | None])
             raise BadHeader(f"{where}: field 'weight_map' maps {str(name)[:60]!r} to a non-string")
         ids.repo_path(shard, where=where)
         if shard not in listing:
-            raise BadHeader(f"{where}: names shard {shard!r}, which the repo does not have")
+            raise BadHeader(f"{where}: names shard {ids.show(shard)}, which the repo does not have")
         shards.setdefault(shard, []).append(name)
     return shards
 
 
 def _read_shard(session: Session, url: _Urls, repo_id: str, shard: str, names: list[str], size: int | None) -> list[Tensor]:
+    if size is not None and size < 8:
+        raise BadHeader(f"{shard} of {repo_id}: file is {size} bytes, too short for a safetensors header")
     guess = 8 + 2 + sum(len(n) + HEADER_BYTES_PER_TENSOR for n in names) + 64
     guess = max(4096, -(-guess // 4096) * 4096)
     if size is not None:
@@ -223,6 +245,24 @@ def _finish_header(session: Session, url: _Urls, repo_id: str, file: str, first:
     return tensors
 
 
+def _optional_all_headers(all_f: _Speculative, repo_id: str, listing: dict[str, int | None], commit: str | None) -> tuple[dict[str, Any], list[Tensor]] | None:
+    """The all-shard-headers answer, or None to read the shards themselves.
+
+    The endpoint is a shortcut, not the source of truth: when it is missing, fails, answers for
+    another commit or answers something unusable, the shards' own headers are read, and any
+    error then comes from them, naming the shard and the field. What its decoded JSON cannot
+    show -- duplicate keys, the header's exact byte length and so whether the data ends exactly
+    at the end of the file -- only a range read of the shard checks.
+    """
+    try:
+        resp = all_f.future.result()
+        if resp is None or not _commit_ok(resp, commit):
+            return None
+        return _from_all_headers(resp, repo_id, listing)
+    except FitcheckError:
+        return None
+
+
 def _from_all_headers(resp: Response, repo_id: str, listing: dict[str, int | None]) -> tuple[dict[str, Any], list[Tensor]] | None:
     where = f"shard headers of {repo_id}"
     data = _json_object(resp.body, where, BadHeader)
@@ -232,11 +272,22 @@ def _from_all_headers(resp: Response, repo_id: str, listing: dict[str, int | Non
     tensors: list[Tensor] = []
     for shard, header in headers.items():
         ids.repo_path(shard, where=where)
+        if not isinstance(header, dict):
+            raise BadHeader(f"{where}: the header of {ids.show(shard)} is not an object")
         if shard not in listing:
-            raise BadHeader(f"{where}: names shard {shard!r}, which the repo does not have")
+            raise BadHeader(f"{where}: names shard {ids.show(shard)}, which the repo does not have")
         # Decoded headers have no length prefix: the data region's end is checked against the
         # listed size by the byte count, but the exact header length is unknown here.
         found, _ = parse_header(header, file=shard, where=f"{shard} of {repo_id}")
+        size = listing[shard]
+        if size is not None:
+            # The decoded header has lost its byte length N, so the data's exact end cannot be
+            # checked here; but N is at least the header's most compact JSON, which bounds it.
+            end = max((t.offset + t.nbytes for t in found), default=0)
+            least = len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            if 8 + least + end > size:
+                raise BadHeader(f"{shard} of {repo_id}: tensor data runs past the end of the file: byte {end} of the data "
+                                f"after a header of at least {least} bytes, in a {size}-byte file (truncated?)")
         tensors.extend(found)
     return index, tensors
 
@@ -251,9 +302,9 @@ def _json_object(raw: bytes, where: str, error: type[FitcheckError]) -> dict[str
     return value
 
 
-def _commit_of(f: Future) -> str | None:
+def _commit_of(f: Future | _Speculative) -> str | None:
     try:
-        resp = f.result()
+        resp = _future(f).result()
     except Exception:
         return None
     return resp.headers.get("x-repo-commit") if resp is not None else None
@@ -268,19 +319,23 @@ def _check_unique(tensors: list[Tensor], repo_id: str) -> None:
     seen: dict[str, str] = {}
     for t in tensors:
         if t.name in seen:
-            raise BadHeader(f"{repo_id}: tensor {t.name!r} appears in both {seen[t.name]} and {t.file}")
+            raise BadHeader(f"{repo_id}: tensor {ids.show(t.name)} appears in both {seen[t.name]} and {t.file}")
         seen[t.name] = t.file
 
 
-def _drain(futures: list[Future | None]) -> None:
+def _drain(futures: list[Future | _Speculative | None]) -> None:
     """Wait for speculative requests we will not use, swallowing their errors."""
     for f in futures:
         if f is None:
             continue
         try:
-            f.result()
+            _future(f).result()
         except Exception:
             pass
+
+
+def _future(f: Future | _Speculative) -> Future:
+    return f.future if isinstance(f, _Speculative) else f
 
 
 def _replace(snap: Snapshot, **changes: Any) -> Snapshot:

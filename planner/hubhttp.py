@@ -16,13 +16,15 @@ needs, is done here:
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from planner.errors import GatedRepo, HubError, HubUnavailable, RepoNotFound
+from planner.errors import GatedRepo, HubError, HubUnavailable, RepoNotFound, UsageError
+from planner.secrets import register
 
 # Statuses worth asking again: rate limits and transient server faults (huggingface_hub's own
 # http_backoff retries the same set, utils/_http.py _DEFAULT_RETRY_ON_STATUS_CODES).
@@ -63,12 +65,19 @@ class Session:
 
         from planner import __version__
 
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            # A NaN deadline compares false with everything: requests would be retried forever.
+            raise UsageError(f"timeout {timeout!r} is not a positive number of seconds")
         self.endpoint = endpoint.rstrip("/")
         self.token = token
         self.deadline = time.monotonic() + timeout
         self.timeout = timeout
         self._client = get_session()
         self._headers = build_hf_headers(token=token, library_name="fitcheck", library_version=__version__)
+        # Whatever token huggingface_hub found (HF_TOKEN, the login file, --token) is what may leak
+        # back in an answer or an exception: make sure every message hides it.
+        scheme, _, sent = self._headers.get("authorization", "").partition(" ")
+        register(sent.strip() or None)
         self._lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
@@ -77,7 +86,7 @@ class Session:
         return self.deadline - time.monotonic()
 
     def get(self, url: str, *, what: str, limit: int, byte_range: tuple[int, int] | None = None,
-            method: str = "GET", ok_missing: bool = False) -> Response | None:
+            method: str = "GET", ok_missing: bool = False, attempts: int | None = None) -> Response | None:
         """GET (or HEAD) ``url`` with retries; read at most ``limit`` bytes of body.
 
         Args:
@@ -85,6 +94,8 @@ class Session:
             limit: the most body bytes to keep; more is never read.
             byte_range: inclusive (first, last) byte range to ask for.
             ok_missing: return None on 404 instead of raising.
+            attempts: give up (HubUnavailable) after this many failed attempts; None: only the
+                deadline ends the retries.
         """
         wait = BACKOFF_FIRST_S
         attempt = 0
@@ -99,6 +110,9 @@ class Session:
             except Retryable as e:
                 last = str(e)
                 retry_after = getattr(e, "retry_after", None)
+            if attempts is not None and attempt >= attempts:
+                raise HubUnavailable(f"{what}: failed after {attempt} attempt{'s' if attempt > 1 else ''} ({last})",
+                                     hint="check the network or raise --timeout")
             pause = min(max(wait, retry_after or 0.0), self.left())
             if retry_after is not None and retry_after > self.left():
                 raise HubUnavailable(f"{what}: rate limited by the Hub; it asks to wait {retry_after:g} s, past the {self.timeout:g} s deadline",
@@ -119,11 +133,15 @@ class Session:
         try:
             with self._client.stream(method, url, headers=headers, timeout=httpx2.Timeout(per_attempt), follow_redirects=True) as r:
                 status = r.status_code
+                # A server may ignore Range and answer 200 with the whole file (RFC 9110 section
+                # 14.2): the bytes asked for then start at byte_range[0] of the body, not at 0.
+                skip = byte_range[0] if byte_range is not None and status == 200 else 0
+                keep = skip + limit
                 body = bytearray()
                 if method != "HEAD":
                     for chunk in r.iter_bytes():
                         body += chunk
-                        if len(body) > limit:
+                        if len(body) > keep:
                             break
                 with self._lock:
                     self.bytes += len(body)
@@ -139,11 +157,11 @@ class Session:
                     raise _http_error(status, code, what)
                 if byte_range is not None and status == 206:
                     _check_range(resp_headers.get("content-range", ""), byte_range, len(body), what)
-                elif method != "HEAD" and len(body) <= limit:
+                elif method != "HEAD" and len(body) <= keep:
                     declared = resp_headers.get("content-length")
                     if declared is not None and declared.isdigit() and int(declared) != len(body) and "content-encoding" not in resp_headers:
                         raise Retryable(f"body truncated: {len(body)} of {declared} bytes")
-                return Response(status=status, headers=resp_headers, body=bytes(body[:limit]))
+                return Response(status=status, headers=resp_headers, body=bytes(body[skip:keep]))
         except httpx2.TimeoutException as e:
             raise Retryable(f"timed out after {per_attempt:.1f} s") from e
         except (httpx2.TransportError, httpx2.StreamError) as e:
@@ -198,5 +216,5 @@ def json_body(resp: Response, what: str) -> Any:
 
     try:
         return json.loads(resp.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HubError(f"{what}: the Hub answered something that is not JSON") from None

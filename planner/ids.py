@@ -45,6 +45,10 @@ def repo_path(value: str, *, where: str) -> str:
     return value
 
 
-def _show(value: object) -> str:
+def show(value: object) -> str:
+    """``repr(value)`` cut to 80 characters: how a name from outside is quoted in a message."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "...'"
+
+
+_show = show

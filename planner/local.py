@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from planner import ids
-from planner.errors import BadConfig, BadHeader, NoWeights, RepoNotFound
+from planner.errors import BadConfig, BadHeader, NoWeights, RepoNotFound, printable
 from planner.headers import MAX_HEADER_BYTES, header_length, parse_header
 from planner.records import RepoFile, Snapshot, Tensor
 from planner.weightfiles import SAFE_INDEX, SAFE_SINGLE, choose
@@ -54,11 +54,11 @@ def read_folder(folder: Path, *, model_id: str, source: str = "local", revision:
         shards = sorted({ids.repo_path(s, where=f"{SAFE_INDEX} of {model_id}") if isinstance(s, str) else "" for s in wm.values()})
         for shard in shards:
             if shard not in sizes:
-                raise BadHeader(f"{SAFE_INDEX} of {model_id}: names shard {shard!r}, which the folder does not have")
+                raise BadHeader(f"{SAFE_INDEX} of {model_id}: names shard {ids.show(shard)}, which the folder does not have")
             tensors += read_header(folder / shard, file=shard, where=f"{shard} of {model_id}")
         weight_files = tuple(shards)
     if ws.ignored:
-        notes.append(f"not loaded by transformers, not counted: {', '.join(ws.ignored[:4])}")
+        notes.append(printable(f"not loaded by transformers, not counted: {', '.join(ws.ignored[:4])}"))
     return Snapshot(
         id=model_id,
         revision=revision,

@@ -29,6 +29,11 @@ class Cost:
         streamed: bytes copied to the main device when an offloaded unit runs.
         tied_to: a unit sharing this one's weight; both go to the same device.
         no_disk: the unit may not go to disk (a tied embedding: transformers cannot tie a disk weight).
+        stored: bytes as stored in the checkpoint.
+        converted: the load rewrites it (dtype cast, quantization, fused experts) instead of
+            memory-mapping it.
+        written: bytes written to the offload folder if it goes to disk (only tensors rebuilt at
+            load are; others are read from the checkpoint in place).
     """
 
     name: str
@@ -38,16 +43,25 @@ class Cost:
     streamed: int
     tied_to: str | None = None
     no_disk: bool = False
+    stored: int = 0
+    converted: bool = False
+    written: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """A device units may be put on, with the bytes available for units (reservations removed)."""
+    """A device units may be put on, with the bytes available for units (reservations removed).
+
+    ``weight_scale`` and ``transient_scale`` inflate what lands there by the allocator's slack
+    (GPU caching allocator; 1.0 elsewhere): weights by the first, KV and streamed layers by the second.
+    """
 
     device: str
     kind: str  # "gpu" (executes), "cpu" (executes when no GPU does, else offload), "disk"
     room: int
     executes: bool
+    weight_scale: float = 1.0
+    transient_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +90,7 @@ def assign(costs: list[Cost], slots: list[Slot], *, caps: dict[str, int] | None 
 
 
 def _walk(costs: list[Cost], slots: list[Slot], main: str, reserve: int, caps: dict[str, int] | None) -> Assignment:
-    room = {s.device: s.room - (reserve if s.device == main else 0) for s in slots}
+    room = {s.device: s.room - (int(reserve * s.transient_scale) if s.device == main else 0) for s in slots}
     if caps:
         room = {d: min(r, caps.get(d, r)) for d, r in room.items()}
     used = {s.device: 0 for s in slots}
@@ -92,7 +106,10 @@ def _walk(costs: list[Cost], slots: list[Slot], main: str, reserve: int, caps: d
             s = slots[i]
             if s.kind == "disk" and c.no_disk:
                 break
-            cost = c.on_exec if s.executes else c.offloaded
+            if s.executes:
+                cost = int((c.on_exec - c.kv) * s.weight_scale + c.kv * s.transient_scale)
+            else:
+                cost = c.offloaded
             if used[s.device] + cost <= room[s.device]:
                 device_of[c.name] = s.device
                 used[s.device] += cost

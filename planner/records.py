@@ -233,11 +233,16 @@ class DeviceMemory(_ToDict):
         kv_cache: KV cache held on the device at the planned context, batch and new tokens.
         activations: transient prefill working memory and logits on the device.
         overhead: fixed costs: CUDA context and allocator slack (GPU), the Python process with
-            torch and transformers imported (CPU), streamed offloaded layers.
-        total: the predicted peak (the sum of the above).
+            torch and transformers imported (CPU).
+        total: the predicted peak: the larger of the run phase (weights + kv_cache + activations
+            + overhead) and the load phase (``load``). This is what ``fitcheck verify`` measures
+            (peak RSS on the CPU, bytes written for the disk).
         capacity: what the plan lets the device use: free memory minus the margin.
         free: what the device had free (probe) or is assumed to have free (profile).
         margin: the headroom the plan leaves unused.
+        load: the predicted peak while loading.
+        reclaimable: page cache inside ``total`` that the kernel drops on demand (CPU only).
+        required: what must fit within ``capacity``: ``total`` less what is reclaimable.
     """
 
     device: str
@@ -249,6 +254,9 @@ class DeviceMemory(_ToDict):
     capacity: int
     free: int
     margin: int
+    load: int = 0
+    reclaimable: int = 0
+    required: int = 0
 
 
 @dataclass(frozen=True, slots=True)

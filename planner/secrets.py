@@ -3,7 +3,8 @@
 Tokens come from ``--token``, ``HF_TOKEN`` or the huggingface_hub login file. fitcheck passes them
 to huggingface_hub and nowhere else. As a second line of defence every error message, hint, JSON
 document and plan file goes through :func:`redact`, which removes every token it has been told
-about (:func:`register`), the current ``HF_TOKEN``, and anything shaped like a Hub token.
+about (:func:`register`), the current ``HF_TOKEN`` (and its legacy name ``HUGGING_FACE_HUB_TOKEN``),
+the token in the huggingface_hub login file, and anything shaped like a Hub token.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import threading
 _TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{20,}")
 _MASK = "hf_***"
 
+# The login file is a token, not a document: read at most this much of it.
+_MAX_TOKEN_FILE_BYTES = 4096
+
 _known: set[str] = set()
 _lock = threading.Lock()
+_file_cache: dict[tuple[str, int, int], str | None] = {}
 
 
 def register(token: str | None) -> None:
@@ -33,9 +38,36 @@ def redact(text: str) -> str:
     if not text:
         return text
     secrets = set(_known)
-    env = os.environ.get("HF_TOKEN")
-    if env and len(env) >= 4:
-        secrets.add(env)
+    for candidate in (os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"), _login_token()):
+        if candidate and len(candidate) >= 4:
+            secrets.add(candidate)
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, _MASK)
     return _TOKEN_SHAPE.sub(_MASK, text)
+
+
+def _login_token() -> str | None:
+    """The token ``hf auth login`` saved, found as huggingface_hub finds it (constants.py:
+    ``HF_TOKEN_PATH``, else ``$HF_HOME/token`` with ``HF_HOME`` defaulting to
+    ``$XDG_CACHE_HOME/huggingface``), so that it is hidden even when it is not ``hf_``-shaped and no
+    request has sent it yet. Cached per file version: ``redact`` runs on every string of a report."""
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+    path = os.environ.get("HF_TOKEN_PATH") or os.path.join(os.path.expandvars(os.path.expanduser(home)), "token")
+    path = os.path.expandvars(os.path.expanduser(path))
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    with _lock:
+        if key in _file_cache:
+            return _file_cache[key]
+    try:
+        with open(path, "rb") as fh:
+            value = fh.read(_MAX_TOKEN_FILE_BYTES).decode("utf-8", "replace").strip() or None
+    except OSError:
+        value = None
+    with _lock:
+        _file_cache.clear()
+        _file_cache[key] = value
+    return value

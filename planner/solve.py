@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from planner.errors import NoFeasiblePlan, UsageError
 from planner.estimate import Footprint, Unit
-from planner.memory import activations, kv, overhead, weights
+from planner.memory import activations, budget, kv, weights
 from planner.placement import Assignment, Cost, Slot, assign, balanced_caps
-from planner.records import DeviceMemory, Gpu, Hardware, Plan, Scheme
+from planner.records import Gpu, Hardware, Plan, Scheme
 from planner.speed import tokens_per_second
 from planner.units import MiB, fmt_bytes
 
@@ -166,137 +166,101 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> P
     reasons = _static_rejections(fp, hw, cand)
     arch = fp.arch
     width = scheme.dtype_bytes
-    uses_gpu = bool(cand.gpus)
-    on_cpu_exec = not uses_gpu
-    offloading = uses_gpu and "cpu" in cand.placement
+    cpu_exec = not cand.gpus
+    offloading = bool(cand.gpus) and "cpu" in cand.placement
+    t = budget.Transients(
+        prefill=activations.prefill_bytes(arch, context=c.context, batch=c.batch, dtype_bytes=width),
+        logits=activations.logits_bytes(arch, batch=c.batch),
+        quantize=fp.largest_linear * width if scheme.bnb else 0,
+    )
+    costs = _costs(fp, c, scheme, offload_possible=offloading or "disk" in cand.placement, cpu_exec=cpu_exec)
 
-    costs = _costs(fp, c, scheme, offload_possible=offloading or "disk" in cand.placement)
-    act = activations.prefill_bytes(arch, context=c.context, batch=c.batch, dtype_bytes=width)
-    logits = activations.logits_bytes(arch, batch=c.batch)
-
-    slots: list[Slot] = []
-    free: dict[str, int] = {}
-    fixed: dict[str, int] = {}
-    margin: dict[str, int] = {}
+    devices: dict[str, tuple[int, int]] = {}
     for g in cand.gpus:
-        free[g.device] = g.free_bytes
-        fixed[g.device] = overhead.gpu_fixed()
-    free["cpu"] = hw.ram_free
-    fixed["cpu"] = overhead.cpu_fixed()
-    if any(g.unified for g in cand.gpus):
-        free["cpu"] = max(0, hw.ram_free - sum(g.free_bytes for g in cand.gpus if g.unified))
-    for d, f in free.items():
-        margin[d] = max(int(f * c.margin_fraction), c.margin_floor)
-
-    for g in cand.gpus:
-        room = free[g.device] - margin[g.device] - fixed[g.device] - act - logits
-        slots.append(Slot(g.device, "gpu", _slack_free(room), executes=True))
-    cpu_room = free["cpu"] - margin["cpu"] - fixed["cpu"] - (act + logits if on_cpu_exec else 0)
-    if on_cpu_exec or offloading:
-        slots.append(Slot("cpu", "cpu", cpu_room, executes=on_cpu_exec))
+        devices[g.device] = (g.free_bytes, _margin(g.free_bytes, c))
+    ram = hw.ram_free - sum(g.free_bytes for g in cand.gpus if g.unified)
+    devices["cpu"] = (max(0, ram), _margin(max(0, ram), c))
     if "disk" in cand.placement:
-        margin["disk"] = max(int(hw.disk_free * c.margin_fraction), c.margin_floor)
-        free["disk"] = hw.disk_free
-        slots.append(Slot("disk", "disk", hw.disk_free - margin["disk"], executes=False))
+        devices["disk"] = (hw.disk_free, _margin(hw.disk_free, c))
+    ws, ts = budget.gpu_scales()
+    slots = [Slot(g.device, "gpu", budget.rooms(g.device, free=devices[g.device][0], margin=devices[g.device][1], scheme=scheme,
+                                                t=t, executes=True), executes=True, weight_scale=ws, transient_scale=ts)
+             for g in cand.gpus]
+    if cpu_exec or offloading:
+        free, margin = devices["cpu"]
+        slots.append(Slot("cpu", "cpu", budget.rooms("cpu", free=free, margin=margin, scheme=scheme, t=t, executes=cpu_exec),
+                          executes=cpu_exec))
+    if "disk" in devices:
+        slots.append(Slot("disk", "disk", devices["disk"][0] - devices["disk"][1], executes=False))
 
     caps = balanced_caps(costs, [s for s in slots if s.kind == "gpu"]) if cand.strategy == "balanced" else None
     result = assign(costs, slots, caps=caps)
-    memory = _memory(costs, result, slots, free, fixed, margin, act=act, logits=logits, cpu_exec=on_cpu_exec)
+    executing = {s.device for s in slots if s.executes}
+    memory = budget.account(costs, result, devices=devices, executing=executing, scheme=scheme, t=t)
 
     if result.unplaced:
-        reasons.append(_shortfall(cand, costs, slots, free, margin, fixed, act + logits))
-    for d, m in memory.items():
-        if m.total > m.capacity and not result.unplaced:
-            reasons.append(f"{scheme.label} needs {fmt_bytes(m.total)} on {d}, {fmt_bytes(m.capacity)} usable")
+        reasons.append(_shortfall(cand, costs, slots, devices, t))
+    else:
+        for d, m in memory.items():
+            if m.required > m.capacity:
+                reasons.append(f"{scheme.label} needs {fmt_bytes(m.required)} on {d}, {fmt_bytes(m.capacity)} usable")
 
     device_map = {name: _map_value(dev) for name, dev in result.device_of.items()}
-    fits = not reasons
-    off_bytes = sum(memory[d].weights for d in ("cpu", "disk") if d in memory and uses_gpu)
-    disk_bytes = memory["disk"].weights if "disk" in memory else 0
     return Plan(
         scheme=scheme,
         placement=cand.placement,
         strategy=cand.strategy,
         device_map=device_map,
         memory=memory,
-        tokens_per_s=_speed(fp, hw, c, cand, costs, result),
+        tokens_per_s=_speed(fp, hw, cand, costs, result),
         quality=_quality(fp, scheme),
-        fits=fits,
+        fits=not reasons,
         reasons=tuple(reasons),
         notes=tuple(_notes(fp, cand, result)),
-        offloaded_bytes=off_bytes,
-        disk_bytes=disk_bytes,
+        offloaded_bytes=sum(memory[d].weights for d in ("cpu", "disk") if d in memory and cand.gpus),
+        disk_bytes=memory["disk"].total if "disk" in memory else 0,
     )
 
 
-def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: bool) -> list[Cost]:
+def _margin(free: int, c: Constraints) -> int:
+    return max(int(free * c.margin_fraction), c.margin_floor)
+
+
+def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: bool, cpu_exec: bool) -> list[Cost]:
     arch = fp.arch
     width = scheme.dtype_bytes
+    stored_width = {"float32": 4, "bfloat16": 2, "float16": 2}.get(fp.stored_dtype, 2)
+    cast = width != stored_width or scheme.dtype != fp.stored_dtype
     embed = next((u.name for u in fp.units if u.kind == "embed"), None)
     tied_embed = {u.tied_to for u in fp.units if u.tied_to}
     out = []
     for u in fp.units:
-        acc = weights.unit_bytes(u, scheme, offloaded=False, prequant=fp.prequant)
+        acc = weights.unit_bytes(u, scheme, offloaded=False, prequant=fp.prequant, cpu=cpu_exec)
         off = weights.unit_bytes(u, scheme, offloaded=True, prequant=fp.prequant) if offload_possible else acc
         layer_kv = 0
         if u.kind == "layer" and u.layer is not None:
             layer_kv = kv.layer_bytes(arch, u.layer, context=c.context, new_tokens=c.new_tokens, batch=c.batch, dtype_bytes=width)
+        quantized = scheme.bnb and u.role("linear").params > 0
+        converted = cast or quantized or u.rebuilt_bytes > 0
+        # rebuilt experts are rewritten to the offload folder in the load dtype (research notes Q1)
+        written = u.role("expert").params * width if u.rebuilt_bytes else 0
         out.append(Cost(name=u.name, on_exec=acc + layer_kv, kv=layer_kv, offloaded=off, streamed=off,
-                        tied_to=u.tied_to, no_disk=u.name in tied_embed or (u.name == embed and bool(tied_embed))))
+                        tied_to=u.tied_to, no_disk=u.name in tied_embed or (u.name == embed and bool(tied_embed)),
+                        stored=u.stored_bytes, converted=converted, written=written))
     return out
 
 
-def _slack_free(room: int) -> int:
-    """Room for units once the allocator's slack on them is set aside (slack grows with use)."""
-    return int(room / (1 + overhead.GPU_SLACK_FRACTION))
-
-
-def _memory(costs: list[Cost], result: Assignment, slots: list[Slot], free: dict[str, int], fixed: dict[str, int],
-            margin: dict[str, int], *, act: int, logits: int, cpu_exec: bool) -> dict[str, DeviceMemory]:
-    by_name = {c.name: c for c in costs}
-    executing = {s.device for s in slots if s.executes}
-    main = next((s.device for s in slots if s.executes), "cpu")
-    w = {d: 0 for d in free}
-    k = {d: 0 for d in free}
-    streamed = 0
-    for name, dev in result.device_of.items():
-        cost = by_name[name]
-        if cost.tied_to is not None:
-            continue
-        if dev in executing:
-            w[dev] += cost.on_exec - cost.kv
-            k[dev] += cost.kv
-        else:
-            w[dev] += cost.offloaded
-            k[main] += cost.kv
-            streamed = max(streamed, cost.streamed)
-    out: dict[str, DeviceMemory] = {}
-    for d in free:
-        if d == "disk":
-            out[d] = DeviceMemory(d, w[d], 0, 0, 0, w[d], free[d] - margin[d], free[d], margin[d])
-            continue
-        runs = d in executing
-        a = (act + logits if runs else 0) + (streamed if d == main and streamed else 0)
-        ov = fixed.get(d, 0)
-        if d.startswith("cuda") or d == "mps":
-            ov += overhead.gpu_slack(w[d] + k[d] + a)
-        total = w[d] + k[d] + a + ov
-        out[d] = DeviceMemory(d, w[d], k[d], a, ov, total, free[d] - margin[d], free[d], margin[d])
-    return out
-
-
-def _shortfall(cand: _Candidate, costs: list[Cost], slots: list[Slot], free: dict[str, int], margin: dict[str, int],
-               fixed: dict[str, int], act: int) -> str:
-    need = sum(c.on_exec for c in costs if c.tied_to is None)
-    where = ", ".join(s.device for s in slots)
+def _shortfall(cand: _Candidate, costs: list[Cost], slots: list[Slot], devices: dict[str, tuple[int, int]],
+               t: budget.Transients) -> str:
     label = cand.scheme.label
     if len(slots) == 1:
         d = slots[0].device
-        total = need + fixed.get(d, 0) + act
-        return f"{label} needs {fmt_bytes(total)} on {d}, {fmt_bytes(free[d] - margin[d])} usable"
-    usable = sum(free[s.device] - margin[s.device] for s in slots)
-    return f"{label} needs {fmt_bytes(need)} of weights and KV across {where}; {fmt_bytes(usable)} usable in all"
-
+        free, margin = devices[d]
+        need = sum(c.on_exec for c in costs if c.tied_to is None) + (free - margin - slots[0].room)
+        return f"{label} needs {fmt_bytes(need)} on {d}, {fmt_bytes(free - margin)} usable"
+    where = " and ".join(s.device for s in slots)
+    usable = ", ".join(f"{s.device} {fmt_bytes(devices[s.device][0] - devices[s.device][1])}" for s in slots)
+    return f"{label} does not fit once {where} are full (usable: {usable})"
 
 def _static_rejections(fp: Footprint, hw: Hardware, cand: _Candidate) -> list[str]:
     s = cand.scheme
@@ -310,6 +274,13 @@ def _static_rejections(fp: Footprint, hw: Hardware, cand: _Candidate) -> list[st
         out.append("fp16 on CPU is not planned: many CPU kernels lack float16; bf16 or fp32 run there")
     if s.bnb and any(g.backend == "mps" for g in cand.gpus):
         out.append(f"{s.quantization}: bitsandbytes does not run on Apple mps")
+    if s.bnb and not cand.gpus and "disk" in cand.placement:
+        # With a cpu/disk map transformers needs llm_int8_enable_fp32_cpu_offload, which leaves every
+        # cpu and disk module unquantized (quantizer_bnb_4bit.py:125-128): on a CPU-only machine
+        # that quantizes nothing (research notes Q5).
+        out.append(f"{s.quantization} with disk offload on a CPU-only machine: transformers leaves every offloaded module unquantized")
+    if s.quantization == "nf4" and not cand.gpus and not fp.nf4_cpu_ok:
+        out.append("nf4 on CPU: bitsandbytes' CPU 4-bit kernel needs every quantized layer's output size divisible by 32")
     return out
 
 
@@ -324,7 +295,7 @@ def _quality(fp: Footprint, s: Scheme) -> int:
     return min(_BITS[s.dtype], stored)
 
 
-def _speed(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, costs: list[Cost], result: Assignment) -> float:
+def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], result: Assignment) -> float:
     units = {u.name: u for u in fp.units}
     by_name = {x.name: x for x in costs}
     gpu_bw = {g.device: g.bandwidth for g in cand.gpus}
@@ -350,7 +321,7 @@ def _speed(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, costs:
         gpu_reads={d: (r[0], gpu_bw[d]) for d, r in reads.items()},
         cpu_exec_bytes=cpu_exec, ram_bandwidth=hw.ram_bandwidth,
         pcie_bytes=pcie, pcie_bandwidth=pcie_bw, disk_bytes=disk, disk_bandwidth=hw.disk_bandwidth,
-        quantization=cand.scheme.quantization,
+        quantization=cand.scheme.quantization, dtype=cand.scheme.dtype,
     )
 
 

@@ -14,6 +14,7 @@ A path that exists, or that starts with ``.``, ``/`` or ``~``, is a local folder
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def read_model(ref: str, *, revision: str | None = None, token: str | bool | Non
     rev = ids.revision(revision) or "main"
     endpoint = (endpoint or endpoint_now()).rstrip("/")
     offline = offline_now()
+    # One deadline for every request of this read: the revision check and the Hub read share it.
+    deadline = time.monotonic() + timeout
 
     if use_cache:
         hit = _from_metadata_cache(endpoint, repo, rev, offline=offline, ttl=ttl, token=token, timeout=timeout)
@@ -73,7 +76,10 @@ def read_model(ref: str, *, revision: str | None = None, token: str | bool | Non
     from planner.hub import read_hub
 
     try:
-        snap = read_hub(repo, revision=revision, token=token, endpoint=endpoint, timeout=timeout)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise HubUnavailable(f"{repo}@{rev}: no answer within the {timeout:g} s deadline", hint="check the network or raise --timeout")
+        snap = read_hub(repo, revision=revision, token=token, endpoint=endpoint, timeout=left)
     except HubUnavailable as e:
         fallback = _from_catalog(repo, rev, "the Hub could not be reached")
         if fallback is None:
@@ -88,7 +94,9 @@ def read_model(ref: str, *, revision: str | None = None, token: str | bool | Non
 
 def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, ttl: float, token: str | bool | None, timeout: float) -> Snapshot | None:
     if ids.COMMIT.match(rev):
-        return cache.load(endpoint, repo, rev)
+        snap = cache.load(endpoint, repo, rev)
+        # The entry may have been stored by a read of a branch: report the commit that was asked for.
+        return replace(snap, revision=rev) if snap is not None else None
     ref = cache.lookup_ref(endpoint, repo, rev)
     if ref is None:
         return None

@@ -8,19 +8,27 @@ bytes over PCIe, or over the disk. These are estimates for ranking, stated as su
 
 from __future__ import annotations
 
-# Fraction of a GPU's peak memory bandwidth a decode step achieves, per kernel family.
+# Fraction of a GPU's peak memory bandwidth a decode step achieves, per byte of weights read, per
+# kernel family. These are leads until benchmarks/gpu_calibration.py runs on a lent GPU:
 # none: memory-bound GEMV in bf16/fp16 reaches 70-80 % of peak (vLLM and llama.cpp decode
-# benchmarks on A100/H100 land there); 0.75 is the midpoint.
-# int8: bitsandbytes LLM.int8() decomposes outliers and runs ~3-4x slower than fp16 at batch 1
-# (HF blog "A Gentle Introduction to 8-bit Matrix Multiplication", inference speed section);
-# per byte read that is 0.75 * 2 / 3.5 ~ 0.43 of the fp16 rate... expressed per byte of int8
-# weights: 0.2.
-# nf4: bnb's 4-bit GEMV kernel at batch 1 is ~1.0-1.3x the fp16 speed while reading a quarter of
-# the bytes (bitsandbytes 0.41 release notes, "4-bit inference" benchmark): per byte ~0.3.
-# prequantized: GPTQ/AWQ Marlin/Exllama kernels approach fp16 efficiency per byte (~0.6).
+#   benchmarks on A100/H100); 0.75.
+# int8: bitsandbytes LLM.int8() decomposes outliers; at batch 1 it runs about half as fast as fp16
+#   per token (HF blog "A Gentle Introduction to 8-bit Matrix Multiplication", speed section)
+#   while reading half the bytes: per byte 0.75 x 0.5 x 0.5 ~ 0.2.
+# nf4: bnb's 4-bit GEMV at batch 1 runs about 1.2x fp16 per token while reading ~0.28x the bytes
+#   (bitsandbytes 0.41 release notes, 4-bit inference): per byte ~0.3.
+# prequantized: GPTQ/AWQ Marlin/Exllama kernels come near fp16 efficiency per byte; 0.6.
 GPU_EFFICIENCY = {"none": 0.75, "int8": 0.2, "nf4": 0.3, "prequantized": 0.6}
-# On CPU the same ratios come from measurement (benchmarks/results/cpu-speed.md).
-CPU_EFFICIENCY = {"none": 0.5, "int8": 0.1, "nf4": 0.1, "prequantized": 0.2}
+# On CPU, per byte of weights read, for (quantization, dtype). bf16 reaches about half of RAM
+# bandwidth (a lead: 97M bf16 model at 86.6 tok/s reads 16.8 GB/s on this 2-vCPU CI machine).
+# The others come from decode speed measured against bf16 on the same model (research notes Q8:
+# fp32 0.6x, int8 1.0x, nf4 1.8x per token) divided by their byte ratio to bf16 for an 8B model
+# (fp32 2.0, int8 0.57, nf4 0.36): fp32 0.6, int8 0.28, nf4 0.32. bnb's fast CPU 4-bit path needs
+# AVX512-BF16; other CPUs are slower.
+CPU_EFFICIENCY = {("none", "bfloat16"): 0.5, ("none", "float16"): 0.5, ("none", "float32"): 0.6,
+                  ("int8", "bfloat16"): 0.28, ("int8", "float16"): 0.28, ("int8", "float32"): 0.2,
+                  ("nf4", "bfloat16"): 0.32, ("nf4", "float16"): 0.32, ("nf4", "float32"): 0.25,
+                  ("prequantized", "bfloat16"): 0.2, ("prequantized", "float16"): 0.2, ("prequantized", "float32"): 0.2}
 # Defaults when a device's bandwidth is unknown (a --gpu override with no model, an unknown CPU):
 # PCIe 4.0 x16 effective 25 GB/s (PCI-SIG 4.0 spec: 31.5 GB/s raw, ~80 % achieved with pinned
 # memory), dual-channel DDR4-3200 51.2 GB/s, a consumer NVMe at 3 GB/s, and a GPU at 500 GB/s
@@ -33,7 +41,7 @@ DEFAULT_GPU_BANDWIDTH = 500_000_000_000
 
 def tokens_per_second(*, gpu_reads: dict[str, tuple[int, int | None]], cpu_exec_bytes: int, ram_bandwidth: int | None,
                       pcie_bytes: int, pcie_bandwidth: int | None, disk_bytes: int, disk_bandwidth: int | None,
-                      quantization: str) -> float:
+                      quantization: str, dtype: str = "bfloat16") -> float:
     """Estimated decode tokens/s of one sequence.
 
     Args:
@@ -42,12 +50,13 @@ def tokens_per_second(*, gpu_reads: dict[str, tuple[int, int | None]], cpu_exec_
         pcie_bytes: offloaded bytes copied host -> GPU per token.
         disk_bytes: bytes read from the offload disk per token.
         quantization: the plan's quantization, for kernel efficiency.
+        dtype: the plan's dtype (CPU efficiency depends on it).
     """
     seconds = 0.0
     for read, bw in gpu_reads.values():
         seconds += read / ((bw or DEFAULT_GPU_BANDWIDTH) * GPU_EFFICIENCY[quantization])
     if cpu_exec_bytes:
-        seconds += cpu_exec_bytes / ((ram_bandwidth or DEFAULT_RAM_BANDWIDTH) * CPU_EFFICIENCY[quantization])
+        seconds += cpu_exec_bytes / ((ram_bandwidth or DEFAULT_RAM_BANDWIDTH) * CPU_EFFICIENCY[(quantization, dtype)])
     if pcie_bytes:
         seconds += pcie_bytes / (pcie_bandwidth or DEFAULT_PCIE)
     if disk_bytes:

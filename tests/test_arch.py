@@ -33,6 +33,8 @@ def test_mistral_sliding_window_caps_the_cache() -> None:
     assert arch.sliding_window == 4096 and set(arch.layer_types) == {"sliding_attention"}
     at_window = kv.total_bytes(arch, context=4096, new_tokens=0, batch=1, dtype_bytes=2)
     assert kv.total_bytes(arch, context=32768, new_tokens=0, batch=1, dtype_bytes=2) == at_window
+    # a sliding layer keeps window - 1 tokens
+    assert at_window == 32 * 8 * 128 * 2 * 2 * 4095
 
 
 def test_qwen2_ignores_sliding_window_unless_enabled() -> None:
@@ -58,16 +60,18 @@ def test_layer_types_from_config_win() -> None:
            "num_hidden_layers": 2, "sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"], "head_dim": 16}
     arch = read_arch(cfg)
     assert arch.layer_types == ("sliding_attention", "full_attention")
-    assert kv.layer_bytes(arch, 0, context=100, new_tokens=0, batch=1, dtype_bytes=2) == 2 * 16 * 2 * 2 * 8
+    assert kv.layer_bytes(arch, 0, context=100, new_tokens=0, batch=1, dtype_bytes=2) == 2 * 16 * 2 * 2 * 7
 
 
-def test_mla_caches_decompressed_per_head_kv() -> None:
+def test_mla_caches_the_compressed_latent() -> None:
     cfg = {"model_type": "deepseek_v3", "hidden_size": 7168, "num_attention_heads": 128, "num_key_value_heads": 128,
            "num_hidden_layers": 61, "vocab_size": 129280, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
            "v_head_dim": 128, "n_routed_experts": 256, "num_experts_per_tok": 8, "n_shared_experts": 1, "intermediate_size": 18432}
     arch = read_arch(cfg)
-    assert (arch.k_head_dim, arch.v_head_dim, arch.num_kv_heads) == (192, 128, 128)
-    assert kv.bytes_per_token(arch, dtype_bytes=2) == 61 * 128 * (192 + 128) * 2
+    # transformers 5.24 caches (kv_lora_rank + qk_rope_head_dim) per token per layer: 1152 B in bf16.
+    assert (arch.k_head_dim, arch.v_head_dim, arch.num_kv_heads) == (512, 64, 1)
+    assert kv.bytes_per_token(arch, dtype_bytes=2) == 61 * 1152
+    assert (arch.mla_k_dim, arch.mla_v_dim) == (192, 128)
     assert arch.is_moe and arch.num_experts == 256 and arch.num_experts_per_tok == 8
 
 

@@ -3,10 +3,11 @@
 transformers 5's default cache is a ``DynamicCache`` with one layer object per decoder layer
 (cache_utils.py). A full-attention layer keeps K and V of shape
 ``[batch, kv_heads, tokens, head_dim]`` in the compute dtype; a sliding-window layer
-(``DynamicSlidingWindowLayer``) keeps at most ``sliding_window`` tokens. Under MLA, transformers'
-DeepSeek code caches decompressed per-head K (``qk_nope + qk_rope`` wide) and V (``v_head_dim``)
-for every head (modeling_deepseek_v3.py), not the compressed latent other runtimes keep. For
-encoder-decoder models each decoder layer also keeps cross-attention K/V over the input.
+(``DynamicSlidingWindowLayer``) keeps ``sliding_window - 1`` tokens. Under MLA, transformers 5.24's
+DeepSeek code caches the compressed latent (``kv_lora_rank``) and the rotary part
+(``qk_rope_head_dim``) as one "head" (modeling_deepseek_v3.py; :mod:`planner.arch` maps them onto
+K and V widths). For encoder-decoder models each decoder layer also keeps cross-attention K/V
+over the input.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from planner.arch import Arch
 
 
 def tokens_cached(arch: Arch, layer: int, tokens: int) -> int:
-    """Tokens layer ``layer`` holds after ``tokens`` have been processed."""
+    """Tokens layer ``layer`` holds after ``tokens`` have been processed.
+
+    A sliding layer keeps ``sliding_window - 1`` tokens (cache_utils.py DynamicSlidingWindowLayer:
+    ``keys[:, :, -sliding_window + 1:]``, verified in the research notes, exp6).
+    """
     if arch.sliding_window is not None and arch.layer_types[layer] == "sliding_attention":
-        return min(tokens, arch.sliding_window)
+        return min(tokens, arch.sliding_window - 1)
     return tokens
 
 

@@ -27,9 +27,15 @@ NF4_NESTED_BLOCK = 256
 # Per quantized tensor: the 16-entry 4-bit code (fp32) and the 256-entry dynamic map of the second
 # level (fp32) plus the offset scalar: 64 + 1024 + 4 bytes (functional.QuantState).
 NF4_PER_TENSOR_BYTES = 64 + 1024 + 4
+# On CPUs with AVX512-BF16, bnb repacks each 4-bit weight at its first forward and undoes double
+# quantization: absmax becomes bf16, 2 bytes per block, plus the 64-byte code (functional.
+# _convert_weight_packed_for_cpu; measured n/2 + 2n/64 + 64 exactly, research notes Q4).
+NF4_CPU_ABSMAX_BYTES = 2
+NF4_CPU_PER_TENSOR_BYTES = 64
 
 
-def unit_bytes(unit: Unit, scheme: Scheme, *, offloaded: bool, prequant: PreQuant | None = None, dequantize: bool = False) -> int:
+def unit_bytes(unit: Unit, scheme: Scheme, *, offloaded: bool, prequant: PreQuant | None = None, dequantize: bool = False,
+               cpu: bool = False) -> int:
     """Bytes ``unit`` occupies once loaded under ``scheme``.
 
     Args:
@@ -38,6 +44,7 @@ def unit_bytes(unit: Unit, scheme: Scheme, *, offloaded: bool, prequant: PreQuan
         prequant: the checkpoint's own quantization, when it has one.
         dequantize: the runtime dequantizes the pre-quantized weights to ``scheme.dtype`` on load
             (see ``planner.formats``).
+        cpu: the unit runs on the CPU (bnb 4-bit then holds its CPU layout after the first forward).
     """
     width = scheme.dtype_bytes
     total = 0
@@ -50,15 +57,17 @@ def unit_bytes(unit: Unit, scheme: Scheme, *, offloaded: bool, prequant: PreQuan
         elif role == "int":
             total += s.bytes
         elif role == "linear" and scheme.bnb and not offloaded:
-            total += _bnb_linear(scheme.quantization, s.params, s.rows, s.tensors)
+            total += _bnb_linear(scheme.quantization, s.params, s.rows, s.tensors, cpu=cpu)
         else:
             total += s.params * width
     return total
 
 
-def _bnb_linear(quant: str, params: int, rows: int, tensors: int) -> int:
+def _bnb_linear(quant: str, params: int, rows: int, tensors: int, *, cpu: bool) -> int:
     if quant == "int8":
         return params * INT8_BYTES_PER_PARAM + rows * INT8_SCALE_BYTES_PER_ROW
     blocks = -(-params // NF4_BLOCK)
+    if cpu:
+        return -(-params // 2) + blocks * NF4_CPU_ABSMAX_BYTES + tensors * NF4_CPU_PER_TENSOR_BYTES
     nested = -(-blocks // NF4_NESTED_BLOCK)
     return -(-params // 2) + blocks + nested * 4 + tensors * NF4_PER_TENSOR_BYTES

@@ -1,0 +1,111 @@
+"""Per-device accounting of a placement: what each device holds at its peak, and what must fit.
+
+A device's peak is the larger of two phases:
+
+- **load**: weights arrive. Tensors that must be converted (dtype cast, bnb quantization, MoE
+  experts fused at load) are read through the page cache: their stored bytes show in RSS as file
+  pages until the load ends, and the converted copies are anonymous memory. Weights kept in their
+  stored dtype stay memory-mapped and are not even touched yet. bnb on a GPU holds one weight in
+  full precision while quantizing it.
+- **run**: generate. Every resident weight, the KV cache of the layers the device runs, the
+  prefill's working set, the logits, and an offloaded layer being streamed in.
+
+File pages the kernel can drop on demand (the page cache of tensors already converted, or of a
+disk-offloaded layer that was just used) count in the peak RSS that ``fitcheck verify`` measures,
+but not in what must fit: ``required = max(run - reclaimable_run, load - reclaimable_load)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.memory import overhead
+from planner.placement import Assignment, Cost
+from planner.records import DeviceMemory, Scheme
+
+
+@dataclass(frozen=True, slots=True)
+class Transients:
+    """Per-plan transient sizes: one layer's prefill working set, the logits, bnb's quantize copy."""
+
+    prefill: int
+    logits: int
+    quantize: int
+
+
+def rooms(device: str, *, free: int, margin: int, scheme: Scheme, t: Transients, executes: bool) -> int:
+    """Bytes a device has for units (weights + their KV) once fixed costs and transients are set aside."""
+    if device.startswith("cuda") or device == "mps":
+        room = free - margin - overhead.gpu_fixed() - max(t.prefill + t.logits, t.quantize)
+        return room - int((t.prefill + t.logits) * overhead.GPU_SLACK_TRANSIENT)
+    if executes:
+        return free - margin - overhead.cpu_fixed(scheme, executes=True) - t.prefill - t.logits
+    return free - margin - overhead.cpu_fixed(scheme, executes=False)
+
+
+def gpu_scales() -> tuple[float, float]:
+    """(weight, transient) multipliers a GPU slot applies for allocator slack."""
+    return 1 + overhead.GPU_SLACK_WEIGHTS, 1 + overhead.GPU_SLACK_TRANSIENT
+
+
+def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[int, int]], executing: set[str],
+            scheme: Scheme, t: Transients) -> dict[str, DeviceMemory]:
+    """Predicted memory of every device of a placement.
+
+    Args:
+        devices: device -> (free bytes, margin bytes), in placement order.
+        executing: devices that run layers (GPUs, or the CPU when no GPU does).
+    """
+    by_name = {c.name: c for c in costs}
+    main = next((d for d in devices if d in executing), "cpu")
+    w = dict.fromkeys(devices, 0)
+    kv = dict.fromkeys(devices, 0)
+    converted_w = dict.fromkeys(devices, 0)
+    through_cache = 0  # stored bytes read through the CPU page cache during the load (reclaimable)
+    streamed = written = 0
+    for name, dev in result.device_of.items():
+        c = by_name[name]
+        if c.tied_to is not None:
+            continue
+        if dev in executing:
+            resident = c.on_exec - c.kv
+            kv[dev] += c.kv
+        else:
+            resident = c.offloaded
+            kv[main] += c.kv
+            streamed = max(streamed, c.streamed)
+        w[dev] += resident
+        if dev == "disk":
+            written += c.written
+        elif dev != "cpu" or c.converted:
+            through_cache += c.stored
+            if dev == "cpu":
+                converted_w[dev] += resident
+    out: dict[str, DeviceMemory] = {}
+    for d, (free, margin) in devices.items():
+        capacity = free - margin
+        if d == "disk":
+            out[d] = DeviceMemory(d, w[d], 0, 0, 0, written, capacity, free, margin, load=written, reclaimable=0, required=written)
+            continue
+        runs = d in executing
+        act = (t.prefill + t.logits if runs else 0) + (streamed if d == main and streamed else 0)
+        if d == "cpu":
+            fixed_run = overhead.cpu_fixed(scheme, executes=runs)
+            fixed_load = overhead.cpu_fixed(scheme, executes=False)
+            run = fixed_run + w[d] + kv[d] + act
+            run_reclaim = streamed if runs else 0
+            # at the end of the load, mmapped weights in their stored dtype are not touched yet
+            load = fixed_load + converted_w[d] + through_cache
+            load_reclaim = through_cache
+            ov = fixed_run
+        else:
+            ov = overhead.gpu_fixed() + overhead.gpu_slack(w[d], kv[d] + act)
+            run = w[d] + kv[d] + act + ov
+            run_reclaim = 0
+            load = overhead.gpu_fixed() + w[d] + (t.quantize if scheme.bnb and runs else 0) + overhead.gpu_slack(w[d], 0)
+            load_reclaim = 0
+        total = max(run, load)
+        reclaim = run_reclaim if run >= load else load_reclaim
+        need = max(run - run_reclaim, load - load_reclaim)
+        out[d] = DeviceMemory(d, w[d], kv[d], act, ov, total, capacity, free, margin, load=load, reclaimable=reclaim, required=need)
+    return out
