@@ -40,7 +40,7 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "intermediate_size": (1, 10_000_000),
     "vocab_size": (1, 100_000_000),
     "max_position_embeddings": (1, 1 << 32),
-    "sliding_window": (1, 1 << 32),
+    "sliding_window": (0, 1 << 32),  # 0 means none in some saved configs (Qwen2MoeConfig)
     "num_experts": (1, 100_000),
     "num_experts_per_tok": (1, 100_000),
     "kv_lora_rank": (1, 1_000_000),
@@ -201,7 +201,7 @@ def read_arch(config: Mapping[str, Any], *, where: str = "config.json") -> Arch:
     vocab = _int(text, "vocab_size", where)
     max_pos = _int(text, "max_position_embeddings", where, required=False)
 
-    window = _int(text, "sliding_window", where, required=False)
+    window = _int(text, "sliding_window", where, required=False) or None
     layer_types = _layer_types(text, model_type, layers, window, where)
     if window is None or "sliding_attention" not in layer_types:
         window = None

@@ -213,7 +213,7 @@ def _shards(index: dict[str, Any], repo_id: str, listing: dict[str, int | None])
     shards: dict[str, list[str]] = {}
     for name, shard in wm.items():
         if not isinstance(shard, str):
-            raise BadHeader(f"{where}: field 'weight_map' maps {str(name)[:60]!r} to a non-string")
+            raise BadHeader(f"{where}: field 'weight_map' maps {ids.show(name)} to a non-string")
         ids.repo_path(shard, where=where)
         if shard not in listing:
             raise BadHeader(f"{where}: names shard {ids.show(shard)}, which the repo does not have")

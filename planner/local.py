@@ -51,7 +51,10 @@ def read_folder(folder: Path, *, model_id: str, source: str = "local", revision:
         wm = index.get("weight_map")
         if not isinstance(wm, dict) or not wm:
             raise BadHeader(f"{SAFE_INDEX} of {model_id}: field 'weight_map' is missing or empty")
-        shards = sorted({ids.repo_path(s, where=f"{SAFE_INDEX} of {model_id}") if isinstance(s, str) else "" for s in wm.values()})
+        for name, shard in wm.items():
+            if not isinstance(shard, str):
+                raise BadHeader(f"{SAFE_INDEX} of {model_id}: field 'weight_map' maps {ids.show(name)} to a non-string")
+        shards = sorted({ids.repo_path(s, where=f"{SAFE_INDEX} of {model_id}") for s in wm.values()})
         for shard in shards:
             if shard not in sizes:
                 raise BadHeader(f"{SAFE_INDEX} of {model_id}: names shard {ids.show(shard)}, which the folder does not have")

@@ -72,34 +72,44 @@ def hardware_line(hw: Hardware) -> str:
 
 
 def memory_table(p: Plan) -> list[str]:
-    head = f"  {'device':<7} {'weights':>10} {'KV cache':>10} {'activ.':>10} {'overhead':>10} {'total':>10} {'usable':>10} {'margin':>10}"
+    """Per device: the parts, what must fit ("needs"), the usable capacity and the margin left."""
+    head = (f"  {'device':<7} {'weights':>10} {'KV cache':>10} {'activ.':>10} {'overhead':>10} {'needs':>10} {'usable':>10} "
+            f"{'headroom':>10}")
     rows = [head]
     for d, m in p.memory.items():
         rows.append(f"  {d:<7} {fmt_bytes(m.weights):>10} {fmt_bytes(m.kv_cache):>10} {fmt_bytes(m.activations):>10} "
-                    f"{fmt_bytes(m.overhead):>10} {fmt_bytes(m.total):>10} {fmt_bytes(m.capacity):>10} {fmt_bytes(m.margin):>10}")
-    return rows
+                    f"{fmt_bytes(m.overhead):>10} {fmt_bytes(m.required):>10} {fmt_bytes(m.capacity):>10} "
+                    f"{fmt_bytes(m.free - m.required):>10}")
+    notes = [f"  {d}: peak RSS {fmt_bytes(m.total)} while loading includes {fmt_bytes(m.reclaimable)} of page cache the kernel can drop"
+             for d, m in p.memory.items() if m.reclaimable and m.total > m.required]
+    disk = p.memory.get("disk")
+    if disk is not None:
+        notes.append(f"  disk: {fmt_bytes(disk.weights)} of weights offloaded; {fmt_bytes(disk.total)} written to the offload folder"
+                     " (weights stored as loaded are read in place from the checkpoint)")
+    return rows + notes
 
 
 def bar(m: DeviceMemory, width: int = BAR_WIDTH) -> str:
     """A bar of the device's free memory: weights, KV, the rest, free; '|' marks where the margin starts."""
-    scale = max(m.free, m.total, 1)
+    scale = max(m.free, m.required, 1)
 
     def cells(n: int) -> int:
         return round(n / scale * width)
 
-    w, k, o = cells(m.weights), cells(m.kv_cache), cells(m.activations + m.overhead)
+    w, k = cells(m.weights), cells(m.kv_cache)
+    o = cells(max(0, m.required - m.weights - m.kv_cache))
     used = min(width, w + k + o)
     text = ("█" * w + "▓" * k + "▒" * o)[:width] + "░" * (width - used)
     edge = min(width, cells(m.capacity))
     text = text[:edge] + "|" + text[edge:]
-    pct = 100 * m.total / m.free if m.free else 0
-    return f"{text} {fmt_bytes(m.total)} / {fmt_bytes(m.free)} ({pct:.0f}%)"
+    pct = 100 * m.required / m.free if m.free else 0
+    return f"{text} {fmt_bytes(m.required)} / {fmt_bytes(m.free)} ({pct:.0f}%)"
 
 
 def alternatives_table(plans: tuple[Plan, ...]) -> list[str]:
     rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8}  memory per device"]
     for i, p in enumerate(plans, 1):
-        mem = ", ".join(f"{d} {fmt_bytes(m.total)}" for d, m in p.memory.items() if m.total)
+        mem = ", ".join(f"{d} {fmt_bytes(m.required)}" for d, m in p.memory.items() if m.required)
         rows.append(f"  {i:>2}  {p.label:<34} {p.tokens_per_s:>8.1f}  {mem}")
     return rows
 
@@ -125,7 +135,7 @@ def comparison(reports: list[Report]) -> str:
             rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'no':>5}  {'-':<34} {'-':>8} {'-':>10}")
             continue
         p = r.solution.chosen
-        peak = max(m.total for d, m in p.memory.items() if d != "disk")
+        peak = max(m.required for d, m in p.memory.items() if d != "disk")
         rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'yes':>5}  {p.label:<34} {p.tokens_per_s:>8.1f} {fmt_bytes(peak):>10}")
     return "\n".join(rows)
 

@@ -326,11 +326,14 @@ CONFIGS: dict[str, tuple[Any, type[FitcheckError] | None, str]] = {
     "quantization-config-list": (_cfg(quantization_config=[1]), BadConfig, "field 'quantization_config' must be an object"),
     "quantization-no-method": (_cfg(quantization_config={"bits": 4}), BadConfig, "quantization_config has no 'quant_method'"),
     "quantization-unknown-method": (_cfg(quantization_config={"quant_method": "evil"}), UnsupportedModel, "quantization method 'evil'"),
-    "quantization-bad-bits": (_cfg(quantization_config={"quant_method": "gptq", "bits": 5}), BadConfig, "'bits' = 5"),
+    "quantization-bad-bits": (_cfg(quantization_config={"quant_method": "gptq", "bits": 5}), BadConfig, "'bits' = '5'"),
     "recurrent-mamba": (_cfg(model_type="mamba"), UnsupportedModel, "keeps a recurrent state"),
     "text-config-recurrent": (_cfg(model_type="llava", text_config={"model_type": "jamba"}), UnsupportedModel, "recurrent state"),
     "text-config-zero-layers": (_cfg(model_type="llava", text_config={**CONFIG, "num_hidden_layers": 0}), BadConfig, "num_hidden_layers"),
-    "mla-missing-rope-dim": (_cfg(model_type="deepseek_v3", qk_nope_head_dim=16, v_head_dim=16), BadConfig, "'qk_rope_head_dim' is missing"),
+    "mla-missing-rope-dim": (_cfg(model_type="deepseek_v3", kv_lora_rank=32, qk_nope_head_dim=16, v_head_dim=16), BadConfig,
+                             "'qk_rope_head_dim' is missing"),
+    "mla-rank-zero": (_cfg(model_type="deepseek_v3", kv_lora_rank=0, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16), BadConfig,
+                      "field 'kv_lora_rank' = 0"),
     # odd but valid: must estimate
     "ok-remote-code-type": (_cfg(model_type="evilmodel", architectures=["EvilForCausalLM"],
                                  auto_map={"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}), None, ""),
@@ -345,6 +348,40 @@ CONFIGS: dict[str, tuple[Any, type[FitcheckError] | None, str]] = {
 # The fake Hub summarises config.json for the model info with a plain json.loads, which a
 # 100,000-deep nesting overflows: that case is read from a local folder only.
 CONFIGS_NOT_ON_HUB = {"deeply-nested"}
+
+
+# --------------------------------------------------------------------------------------------
+# model.safetensors.index.json: shard names that try to leave the repo, and broken indexes
+# --------------------------------------------------------------------------------------------
+
+# id -> (the index's bytes, or the value of "w"'s weight_map entry, needle). All are BadHeader.
+_SHARD_OK = "model-00001-of-00001.safetensors"
+INDEXES: dict[str, tuple[Any, str]] = {
+    "dotdot": ("../../etc/passwd", "is not a plain path inside the repo"),
+    "dotdot-middle": ("a/../model-00001-of-00001.safetensors", "is not a plain path inside the repo"),
+    "dotdot-end": (_SHARD_OK + "/..", "is not a plain path inside the repo"),
+    "dot": (".", "is not a plain path inside the repo"),
+    "absolute": ("/etc/passwd", "is not a plain path inside the repo"),
+    "home": ("~/.ssh/id_rsa", "is not a plain path inside the repo"),
+    "windows": ("C:\\x.safetensors", "is not a plain path inside the repo"),
+    "backslash-dotdot": ("..\\..\\x.safetensors", "is not a plain path inside the repo"),
+    "nul": (_SHARD_OK + "\x00.txt", "is not a plain path inside the repo"),
+    "newline": (_SHARD_OK + "\nx", "is not a plain path inside the repo"),
+    "empty": ("", "is not a plain path inside the repo"),
+    "double-slash": ("a//" + _SHARD_OK, "is not a plain path inside the repo"),
+    "url": ("https://evil.example/x.safetensors", "is not a plain path inside the repo"),
+    "percent": ("%2e%2e/x.safetensors", "is not a plain path inside the repo"),
+    "shell": ("$(id).safetensors", "is not a plain path inside the repo"),
+    "very-long": ("x" * 600 + ".safetensors", "is not a plain path inside the repo"),
+    "not-listed": ("model-00009-of-00009.safetensors", "which the"),
+    "non-string": (5, "field 'weight_map'"),
+    "weight-map-missing": (b'{"metadata": {}}', "field 'weight_map' is missing or empty"),
+    "weight-map-empty": (b'{"weight_map": {}}', "field 'weight_map' is missing or empty"),
+    "weight-map-list": (b'{"weight_map": ["a"]}', "field 'weight_map' is missing or empty"),
+    "index-not-json": (b"{weight_map", "is not valid JSON"),
+    "index-array": (b"[]", "is a JSON list, not an object"),
+    "index-nested": (b'{"weight_map":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "is not valid JSON"),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,4 +490,4 @@ def run_inprocess(capsys: Any, *args: str) -> Run:
 
 
 __all__ = ["BAD_OPTIONS", "BAD_PATHS", "BAD_REPO_IDS", "BAD_REVISIONS", "BAD_SIZES", "CONFIG", "CONFIGS", "HEADERS", "MISSING", "BadConfig",
-           "BadHeader", "CONFIGS_NOT_ON_HUB", "HeaderCase", "Run", "UnsupportedModel", "UsageError", "check_one_line", "run_cli", "run_inprocess", "short_repo_id", "st"]
+           "BadHeader", "CONFIGS_NOT_ON_HUB", "HeaderCase", "INDEXES", "Run", "UnsupportedModel", "UsageError", "check_one_line", "run_cli", "run_inprocess", "short_repo_id", "st"]

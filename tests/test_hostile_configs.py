@@ -14,7 +14,7 @@ import pytest
 from fakehub import FakeHub, SparseFile
 from fixtures_models import safetensors_header
 from hostile import CONFIGS, CONFIGS_NOT_ON_HUB, MISSING, check_one_line, run_cli, short_repo_id
-from planner import api
+from planner import api, prequant
 from planner.arch import read_arch
 from planner.errors import FitcheckError
 from planner.profiles import load_profile
@@ -55,12 +55,18 @@ def _check(err: FitcheckError, case_id: str, ref: str) -> None:
 def test_config_reader(case_id: str) -> None:
     config, error, needle = CONFIGS[case_id]
     where = "config.json of evil/repo"
-    if error is None:
+
+    def read() -> Any:
         arch = read_arch(config, where=where)
+        prequant.detect(arch.quantization_config, where=where)  # the rest of the config's checks
+        return arch
+
+    if error is None:
+        arch = read()
         assert arch.num_layers >= 1 and arch.num_heads >= 1 and arch.head_dim >= 1
         return
     with pytest.raises(error) as e:
-        read_arch(config, where=where)
+        read()
     assert needle.format(repo="evil/repo") in e.value.message and where in e.value.message
 
 
