@@ -27,7 +27,7 @@ from planner.errors import BadConfig, BadHeader, FitcheckError, HubError, HubUna
 from planner.headers import header_length, parse_header
 from planner.hubhttp import Response, Session, json_body
 from planner.records import Fetch, RepoFile, Snapshot, Tensor
-from planner.weightfiles import SAFE_INDEX, SAFE_SINGLE, choose
+from planner.weightfiles import SAFE_INDEX, SAFE_SINGLE, choose, is_safe_shard
 
 # First read of a lone model.safetensors when its header size is unknown: huggingface_hub reads
 # the first 100,000 bytes because 97 % of headers on the Hub are smaller
@@ -49,7 +49,8 @@ MAX_ALL_HEADERS_BYTES = 256_000_000
 MAX_WORKERS = 64
 
 
-def read_hub(repo_id: str, *, revision: str | None, token: str | bool | None, endpoint: str, timeout: float) -> Snapshot:
+def read_hub(repo_id: str, *, revision: str | None, token: str | bool | None, endpoint: str, timeout: float,
+             deadline: float | None = None) -> Snapshot:
     """Read a repo's listing, config and weight headers from the Hub.
 
     Raises:
@@ -57,7 +58,7 @@ def read_hub(repo_id: str, *, revision: str | None, token: str | bool | None, en
         BadHeader, BadConfig, NoWeights: what it gave is not a model fitcheck can size.
     """
     started = time.monotonic()
-    session = Session(endpoint, token, timeout)
+    session = Session(endpoint, token, timeout, deadline=deadline)
     rev = revision or "main"
     with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
         snap = _read(session, pool, repo_id, rev, requested=revision)
@@ -267,8 +268,12 @@ def _from_all_headers(resp: Response, repo_id: str, listing: dict[str, int | Non
     where = f"shard headers of {repo_id}"
     data = _json_object(resp.body, where, BadHeader)
     headers, index = data.get("headers"), data.get("index", {})
-    if not isinstance(headers, dict) or not isinstance(index, dict):
+    if not isinstance(headers, dict) or not headers or not isinstance(index, dict):
         raise BadHeader(f"{where}: answer lacks 'headers' or 'index'")
+    missing = sorted(p for p in listing if is_safe_shard(p) and p not in headers)
+    if missing:
+        # A shard of the listing without its header would be a model counted in part.
+        raise BadHeader(f"{where}: answer has no header for {ids.show(missing[0])}")
     tensors: list[Tensor] = []
     for shard, header in headers.items():
         ids.repo_path(shard, where=where)

@@ -58,9 +58,11 @@ class Session:
         endpoint: the Hub's base URL (``HF_ENDPOINT``, read by the caller at call time).
         token: a token, or None to let huggingface_hub find one (HF_TOKEN, the login file).
         timeout: total seconds for every request of this session together.
+        deadline: a ``time.monotonic()`` instant to stop at if it comes sooner (the caller's
+            deadline, when other requests already spent part of ``timeout``).
     """
 
-    def __init__(self, endpoint: str, token: str | bool | None, timeout: float) -> None:
+    def __init__(self, endpoint: str, token: str | bool | None, timeout: float, *, deadline: float | None = None) -> None:
         from huggingface_hub.utils import build_hf_headers, get_session
 
         from planner import __version__
@@ -71,6 +73,8 @@ class Session:
         self.endpoint = endpoint.rstrip("/")
         self.token = token
         self.deadline = time.monotonic() + timeout
+        if deadline is not None:
+            self.deadline = min(self.deadline, deadline)  # a deadline the caller already started
         self.timeout = timeout
         self._client = get_session()
         self._headers = build_hf_headers(token=token, library_name="fitcheck", library_version=__version__)

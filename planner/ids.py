@@ -11,12 +11,14 @@ import re
 
 from planner.errors import BadHeader, UsageError
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?\Z")
 # Git ref names (git check-ref-format): no "..", no control characters, spaces or ~^:?*[\ ; a
 # 40-hex commit sha is also a revision.
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,254}$")
-_REPO_PATH = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9._/+-]{0,499}$")
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,254}\Z")
+_REPO_PATH = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9._/+-]{0,499}\Z")
+COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
+# The patterns end in \Z, not $: "$" also matches before a final newline, which would let
+# "main\n" through as a revision and "org/m\n" as a repo id.
 
 
 def repo_id(value: str) -> str:

@@ -222,6 +222,21 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> P
     )
 
 
+def reprice(fp: Footprint, hw: Hardware, c: Constraints, plan: Plan) -> Plan:
+    """``plan``'s scheme, placement and strategy on the same GPUs, placed and priced again under ``c``.
+
+    The units may land elsewhere (a longer context leaves less room for weights); the kind of
+    plan does not change. Used by :mod:`planner.context` to search the largest context.
+    """
+    if plan.placement == "mps":
+        gpus = hw.gpus[:1]
+    elif plan.placement.startswith("gpu"):
+        gpus = hw.gpus[:1] if plan.strategy == "single" else hw.gpus
+    else:
+        gpus = ()
+    return evaluate(fp, hw, c, _Candidate(plan.scheme, plan.placement, plan.strategy, tuple(gpus)))
+
+
 def _margin(free: int, c: Constraints) -> int:
     return max(int(free * c.margin_fraction), c.margin_floor)
 

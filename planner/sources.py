@@ -42,7 +42,12 @@ def offline_now() -> bool:
 
 
 def is_local(ref: str) -> bool:
-    """A path, not a repo id: it starts like one, or names a folder that exists (as transformers decides)."""
+    """A path, not a repo id: it starts like one, or names a folder that exists (as transformers decides).
+
+    An empty or blank string is neither (``Path("")`` is the current folder): it is refused as a repo id.
+    """
+    if not ref.strip():
+        return False
     return ref.startswith((".", "/", "~")) or Path(ref).is_dir()
 
 
@@ -64,7 +69,7 @@ def read_model(ref: str, *, revision: str | None = None, token: str | bool | Non
     deadline = time.monotonic() + timeout
 
     if use_cache:
-        hit = _from_metadata_cache(endpoint, repo, rev, offline=offline, ttl=ttl, token=token, timeout=timeout)
+        hit = _from_metadata_cache(endpoint, repo, rev, offline=offline, ttl=ttl, token=token, timeout=timeout, deadline=deadline)
         if hit is not None:
             return hit
         hit = _from_hf_cache(repo, rev)
@@ -76,10 +81,7 @@ def read_model(ref: str, *, revision: str | None = None, token: str | bool | Non
     from planner.hub import read_hub
 
     try:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise HubUnavailable(f"{repo}@{rev}: no answer within the {timeout:g} s deadline", hint="check the network or raise --timeout")
-        snap = read_hub(repo, revision=revision, token=token, endpoint=endpoint, timeout=left)
+        snap = read_hub(repo, revision=revision, token=token, endpoint=endpoint, timeout=timeout, deadline=deadline)
     except HubUnavailable as e:
         fallback = _from_catalog(repo, rev, "the Hub could not be reached")
         if fallback is None:
@@ -92,7 +94,8 @@ def read_model(ref: str, *, revision: str | None = None, token: str | bool | Non
     return snap
 
 
-def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, ttl: float, token: str | bool | None, timeout: float) -> Snapshot | None:
+def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, ttl: float, token: str | bool | None, timeout: float,
+                         deadline: float) -> Snapshot | None:
     if ids.COMMIT.match(rev):
         snap = cache.load(endpoint, repo, rev)
         # The entry may have been stored by a read of a branch: report the commit that was asked for.
@@ -102,7 +105,7 @@ def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, t
         return None
     commit, age = ref
     if not offline and age > ttl:
-        current = _head_commit(endpoint, repo, rev, token=token, timeout=timeout)
+        current = _head_commit(endpoint, repo, rev, token=token, timeout=timeout, deadline=deadline)
         if current != commit:
             return None
         cache.store_ref(endpoint, repo, rev, commit)
@@ -110,14 +113,14 @@ def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, t
     return replace(snap, revision=rev) if snap is not None else None
 
 
-def _head_commit(endpoint: str, repo: str, rev: str, *, token: str | bool | None, timeout: float) -> str | None:
+def _head_commit(endpoint: str, repo: str, rev: str, *, token: str | bool | None, timeout: float, deadline: float) -> str | None:
     """The commit a branch points at now, from one HEAD request; None when it cannot be told."""
     from huggingface_hub import hf_hub_url
 
     from planner.hubhttp import Session
 
     try:
-        session = Session(endpoint, token, min(timeout, 10.0))
+        session = Session(endpoint, token, min(timeout, 10.0), deadline=deadline)
         resp = session.get(hf_hub_url(repo, "config.json", revision=rev, endpoint=endpoint), what=f"revision check of {repo}",
                            limit=0, method="HEAD")
     except (HubUnavailable, RepoNotFound):

@@ -19,8 +19,8 @@ SAFE_SINGLE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_SINGLE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
-_BIN_SHARD = re.compile(r"^pytorch_model-\d+-of-\d+\.bin$")
-_SAFE_SHARD = re.compile(r"^model-\d+-of-\d+\.safetensors$")
+_BIN_SHARD = re.compile(r"^pytorch_model-\d+-of-\d+\.bin\Z")
+_SAFE_SHARD = re.compile(r"^model-\d+-of-\d+\.safetensors\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,11 @@ class WeightSet:
     index: str | None
     bin_files: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+
+
+def is_safe_shard(path: str) -> bool:
+    """Whether ``path`` is a safetensors shard that transformers would load (``model-00001-of-00004.safetensors``)."""
+    return bool(_SAFE_SHARD.match(path))
 
 
 def choose(paths: Iterable[str], *, where: str) -> WeightSet:

