@@ -44,13 +44,25 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "num_experts": (1, 100_000),
     "num_experts_per_tok": (1, 100_000),
     "kv_lora_rank": (1, 1_000_000),
+    # The same quantities under the names encoder-decoder, MLA and MoE configs use: each is bounded
+    # like its standard counterpart (the fuzz run found 16,384 decoder layers accepted before).
+    "num_decoder_layers": (1, 2_000),
+    "num_layers": (1, 2_000),
+    "decoder_attention_heads": (1, 10_000),
+    "qk_nope_head_dim": (0, 100_000),
+    "qk_rope_head_dim": (1, 100_000),
+    "v_head_dim": (1, 100_000),
+    "moe_intermediate_size": (1, 10_000_000),
+    "n_shared_experts": (0, 100_000),
+    "max_window_layers": (0, 2_000),
+    "sliding_window_pattern": (0, 2_000),
 }
 
 # Names a config gives (model_type, torch_dtype) and Python class names (architectures). Real ones
 # are short identifiers ("qwen2_5_vl", "bfloat16", "LlamaForCausalLM"); these strings reach the
 # report and the terminal, so nothing else (control characters, quotes, spaces) is accepted.
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
-_CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}\Z")
+_CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}\Z")
 # Real configs nest 4-6 levels (text_config > rope_scaling, quantization_config > config_groups >
 # group > weights); 32 leaves room and keeps recursive walks (JSON encoding, to_dict) far from
 # Python's recursion limit.
@@ -67,6 +79,8 @@ _RECURRENT = frozenset(
 _ENCODER_DECODER = frozenset({"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "m2m_100", "nllb_moe",
                               "longt5", "switch_transformers", "led", "blenderbot", "prophetnet"})
 _MLA = frozenset({"deepseek_v2", "deepseek_v3", "kimi_k2", "longcat_flash", "glm4_moe_lite"})
+# Multimodal (image-text-to-text) types whose module names planner.naming maps.
+_MULTIMODAL = frozenset({"llava", "llava_next", "gemma3", "mistral3", "paligemma", "qwen2_vl", "qwen2_5_vl"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +179,7 @@ def read_arch(config: Mapping[str, Any], *, where: str = "config.json") -> Arch:
             hint="fitcheck refuses rather than guesses; attention-only and MoE models are supported",
         )
     is_encdec = bool(config.get("is_encoder_decoder")) or outer_type in _ENCODER_DECODER
+    _refuse_unknown(config, text, model_type, outer_type, architectures, is_encdec, where)
 
     layers = _int(text, "num_hidden_layers", where)
     if is_encdec:
@@ -265,8 +280,69 @@ KNOWN_MODEL_TYPES = frozenset(
     {"llama", "mistral", "qwen2", "qwen3", "phi3", "phi", "gemma", "gemma2", "gemma3", "gemma3_text", "granite",
      "olmo", "olmo2", "starcoder2", "gpt2", "gpt_neox", "falcon", "stablelm", "cohere", "mixtral", "qwen2_moe",
      "qwen3_moe", "gpt_oss", "deepseek_v2", "deepseek_v3", "llava", "qwen2_vl", "qwen2_5_vl", "mistral3",
-     "llama4", "t5", "bart", "smollm3", "exaone", "internlm2", "ministral"}
+     "llama4", "t5", "bart", "smollm3", "exaone", "internlm2", "ministral", "llava_next", "paligemma",
+     "qwen2_vl_text", "qwen2_5_vl_text", "mt5", "umt5"}
 )
+
+
+# Config keys that mark attention or state a plain KV cache does not describe (latent attention,
+# linear attention, state-space layers, per-layer block types): an unknown model type carrying one
+# is refused rather than sized as a standard decoder.
+_NONSTANDARD_KEYS = ("kv_lora_rank", "q_lora_rank", "ssm_cfg", "state_size", "ssm_state_size", "mamba_d_state",
+                     "linear_attn_config", "linear_conv_kernel_dim", "conv_kernel", "attn_layer_indices",
+                     "layers_block_type", "block_types", "full_attn_idxs", "hybrid_override_pattern", "layer_block_types")
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+def _refuse_unknown(config: Mapping[str, Any], text: Mapping[str, Any], model_type: str, outer_type: str,
+                    architectures: tuple[str, ...], is_encdec: bool, where: str) -> None:
+    """The rule for model types fitcheck does not know (not in :data:`KNOWN_MODEL_TYPES`).
+
+    fitcheck sizes weights from the headers, whatever the model; what needs knowledge of the type
+    is how transformers names its modules (the device_map) and what its cache holds. So an unknown
+    type is planned only when both follow from the standard decoder: a decoder-only causal LM
+    (architectures ``*ForCausalLM`` / ``*LMHeadModel``) with no vision or audio part and no config
+    key of latent, linear or state-space attention. Everything else -- an unknown multimodal or
+    encoder-decoder type, another task, or no architectures to tell -- is refused.
+
+    Raises:
+        UnsupportedModel: with a hint naming what fitcheck supports.
+    """
+    outer_known = not outer_type or outer_type in KNOWN_MODEL_TYPES
+    if outer_known and model_type in KNOWN_MODEL_TYPES:
+        return
+    name = outer_type or model_type or (architectures[0] if architectures else "?")
+    hint = "supported: decoder-only causal LMs, MoE, and the multimodal/encoder-decoder types " + ", ".join(
+        sorted(KNOWN_MODEL_TYPES & (_MULTIMODAL | _ENCODER_DECODER)))
+    composite = is_encdec or (outer_type and outer_type != model_type) or any(
+        k in config for k in ("vision_config", "audio_config", "speech_config"))
+    if not outer_known and composite:
+        raise UnsupportedModel(
+            f"{where}: model_type {name!r} is a multimodal or encoder-decoder model fitcheck does not know: transformers "
+            "renames its modules per model type, so a device_map for it would be a guess", hint=hint)
+    if not composite and (not architectures or not architectures[0].endswith(_CAUSAL_SUFFIXES)):
+        what = f"architecture {architectures[0]!r}" if architectures else "a config without 'architectures'"
+        raise UnsupportedModel(f"{where}: model_type {name!r} with {what} is not a text-generation model fitcheck can size",
+                               hint=hint)
+    marker = next((k for k in _NONSTANDARD_KEYS if k in text or k in config), None)
+    if marker is not None:
+        raise UnsupportedModel(
+            f"{where}: model_type {name!r} is not one fitcheck knows, and its config field {marker!r} marks attention or "
+            "state that a standard KV cache does not describe", hint=hint)
+
+
+def remote_code_note(config: Any) -> str | None:
+    """A note for a config whose model classes live in the repo (``auto_map``) and are not a type
+    fitcheck knows: fitcheck sizes it from the headers, never running that code, and says what
+    loading it takes. Total on any JSON: called before :func:`read_arch` has checked the config."""
+    if not isinstance(config, Mapping) or not isinstance(config.get("auto_map"), Mapping):
+        return None
+    text = config.get("text_config")
+    model_type = (text.get("model_type") if isinstance(text, Mapping) else None) or config.get("model_type")
+    if isinstance(model_type, str) and model_type in KNOWN_MODEL_TYPES:
+        return None
+    return ("config.json points at model code in the repo (auto_map): sized from the headers, that code was not run; "
+            "loading the model runs it, so the emitted script enables it only with --trust-remote-code (review the code first)")
 
 
 def _auto_class(architectures: tuple[str, ...], has_vision: bool, is_encdec: bool) -> str:

@@ -38,6 +38,11 @@ FORMAT = 1
 _NUM = re.compile(r"(?<=\.)(?:0|[1-9][0-9]{0,17})(?=\.|$)")
 
 
+# What decoding an entry that is not what encode() wrote can raise (a wrong type, a missing key, a
+# number too large for the float arithmetic of sizes): the entry is then discarded and read again.
+CORRUPT = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError, RecursionError)
+
+
 def cache_dir() -> Path:
     """The cache folder, read from the environment at call time."""
     env = os.environ.get("FITCHECK_CACHE_DIR")
@@ -70,7 +75,7 @@ def load(endpoint: str, repo: str, commit: str) -> Snapshot | None:
         return None
     try:
         return decode(data, source="cache")
-    except (KeyError, TypeError, ValueError, IndexError):
+    except CORRUPT:
         _discard(cache_dir() / "entries" / f"{_key(endpoint, repo, commit)}.json")
         return None
 

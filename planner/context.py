@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from planner.errors import UsageError
+from planner.estimate import Footprint
 from planner.memory import kv
 from planner.records import Plan, _ToDict
-from planner.solve import reprice
+from planner.solve import Constraints, reprice
 from planner.units import fmt_bytes
 
 if TYPE_CHECKING:
@@ -36,9 +37,12 @@ class ContextRow(_ToDict):
     Attributes:
         context: prompt tokens per sequence.
         kv_cache: KV cache bytes of all layers at this context, the batch and the new tokens.
-        required: device -> bytes that must fit there (disk left out).
+        required: device -> bytes that must fit there (disk left out). When ``placed`` is
+            False, only what was placed: the rest found room nowhere.
         capacity: device -> what the plan may use there (free memory minus the margin).
         fits: every device fits at this context.
+        placed: every unit found a device (False: the need exceeds the capacity by more than
+            ``required`` shows).
     """
 
     context: int
@@ -46,6 +50,7 @@ class ContextRow(_ToDict):
     required: dict[str, int]
     capacity: dict[str, int]
     fits: bool
+    placed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,18 +163,19 @@ def _limiting_device(p: Plan) -> str:
     return next((d for d in p.memory if d != "disk"), "")
 
 
-def _row(p: Plan, context: int, fp, c) -> ContextRow:
+def _row(p: Plan, context: int, fp: Footprint, c: Constraints) -> ContextRow:
     kv_total = kv.total_bytes(fp.arch, context=context, new_tokens=c.new_tokens, batch=c.batch,
                               dtype_bytes=p.scheme.dtype_bytes)
     devices = {d: m for d, m in p.memory.items() if d != "disk"}
+    over = any(m.required > m.capacity for m in devices.values())
     return ContextRow(context=context, kv_cache=kv_total, required={d: m.required for d, m in devices.items()},
-                      capacity={d: m.capacity for d, m in devices.items()}, fits=p.fits)
+                      capacity={d: m.capacity for d, m in devices.items()}, fits=p.fits, placed=p.fits or over)
 
 
 def render_table(mc: MaxContext) -> str:
     """The result for people: one line, then KV cache and what must fit against context."""
     if mc.limit == "memory":
-        why = f"one more token does not fit on {mc.limiting_device}"
+        why = f"memory: one more token does not fit on {mc.limiting_device}"
     else:
         why = f"the model's max_position_embeddings ({mc.max_position_embeddings:,}) less {mc.new_tokens} new tokens"
     headroom = ", ".join(f"{d} {fmt_bytes(h)}" for d, h in mc.headroom.items())
@@ -180,7 +186,10 @@ def render_table(mc: MaxContext) -> str:
     head = f"  {'context':>10} {'KV cache':>11} " + " ".join(f"{'needs ' + d:>14}" for d in devices) + "   fits"
     lines.append(head)
     for r in mc.table:
-        needs = " ".join(f"{fmt_bytes(r.required.get(d, 0)):>14}" for d in devices)
+        if r.placed:
+            needs = " ".join(f"{fmt_bytes(r.required.get(d, 0)):>14}" for d in devices)
+        else:  # some units found no room: the need passes every capacity
+            needs = " ".join(f"{'> ' + fmt_bytes(r.capacity.get(d, 0)):>14}" for d in devices)
         mark = "yes" if r.fits else "no"
         star = "  <- max" if r.context == mc.max_context else ""
         lines.append(f"  {r.context:>10,} {fmt_bytes(r.kv_cache):>11} {needs}   {mark:>4}{star}")

@@ -14,7 +14,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from planner import __version__
+from planner import __version__, formats
 from planner.records import Plan
 from planner.secrets import redact
 
@@ -27,6 +27,9 @@ _AUTO_CLASSES = frozenset({"AutoModelForCausalLM", "AutoModelForImageTextToText"
 # The label is fitcheck's own words, but it goes into a docstring: keep only harmless characters.
 _LABEL_SAFE = re.compile(r"[^A-Za-z0-9 +()._-]")
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9._-]{0,60}")
+# A pip requirement with an optional version range ("kernels>=0.18.2,<0.19") and an import name.
+_PACKAGE_SPEC = re.compile(r"[a-z0-9][a-z0-9._-]{0,60}(?:[<>=!]=?[0-9][0-9a-z.]*)?(?:,[<>=!]=?[0-9][0-9a-z.]*)?")
+_MODULE = re.compile(r"[a-z_][a-z0-9_]{0,60}")
 _TORCH_DTYPES = {"float32": "torch.float32", "bfloat16": "torch.bfloat16", "float16": "torch.float16"}
 
 
@@ -45,8 +48,9 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
     packages = ["torch", "transformers", "accelerate"]
     if bnb is not None:
         packages.append("bitsandbytes")
-    if fp.prequant is not None and fp.prequant.package and fp.prequant.package not in packages:
-        packages.append(fp.prequant.package)
+    prequantized = _prequantized(r, p)
+    if prequantized is not None:
+        packages += [pip for pip, _ in prequantized["requires"] if pip not in packages]
     main = next((f"cuda:{v}" for v in p.device_map.values() if isinstance(v, int)), None)
     if main is None:
         main = "mps" if "mps" in p.device_map.values() else "cpu"
@@ -59,11 +63,39 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
         "max_memory": {_mm_key(d): m.capacity for d, m in p.memory.items() if d != "disk"},
         "offload_folder": offload_dir if "disk" in p.device_map.values() else None,
         "bitsandbytes": bnb,
+        "prequantized": prequantized,
         "use_safetensors": True if r.snapshot.weight_format == "safetensors" else None,
+        "pickled_weights": r.snapshot.weight_format == "pytorch",
         "trust_remote_code": bool(trust_remote_code),
         "exec_device": main,
         "packages": packages,
     }
+
+
+def _prequantized(r: Report, p: Plan) -> dict[str, Any] | None:
+    """How the plan loads a pre-quantized checkpoint: as stored or dequantized, the quantization
+    config the script passes for that (planner.formats), and the packages it needs."""
+    fp = r.footprint
+    if fp.prequant is None:
+        return None
+    gpus = tuple(g for g in r.hardware.gpus if g.device in p.memory)
+    d = formats.for_footprint(fp, gpus)
+    config = formats.script_config(d, fp.prequant.config) if d.action == formats.DEQUANTIZE or d.rule.config else None
+    return {
+        "method": fp.prequant.method,
+        "action": d.action,
+        "reason": d.reason,
+        "config": {"class": config[0], "kwargs": config[1]} if config else None,
+        "requires": [[pkg.pip, pkg.module] for pkg in d.rule.packages],
+    }
+
+
+def _layer_device(device_map: dict[str, Any], unit: str) -> Any:
+    """The device of a decoder layer's attention: the layer's key, or (split MoE layer) its self_attn's."""
+    if unit in device_map:
+        return device_map[unit]
+    prefix = unit + "."
+    return next((v for k, v in device_map.items() if k.startswith(prefix) and not k.endswith(".experts")), None)
 
 
 def kv_after_prefill(r: Report, p: Plan, device: str) -> int:
@@ -76,7 +108,7 @@ def kv_after_prefill(r: Report, p: Plan, device: str) -> int:
     for u in fp.units:
         if u.kind != "layer" or u.layer is None:
             continue
-        where = p.device_map.get(u.name)
+        where = _layer_device(p.device_map, u.name)
         where = f"cuda:{where}" if isinstance(where, int) else where
         holder = where if where in ("cpu", "mps") or str(where).startswith("cuda") else exec_device
         if holder == device:
@@ -120,6 +152,7 @@ def script_from_settings(s: dict[str, Any], generate: dict[str, Any], *, label: 
         items = {k: v for k, v in bnb.items() if k != "bnb_4bit_compute_dtype"}
         quant_lines = f"    kwargs[\"quantization_config\"] = BitsAndBytesConfig(**{literal(items)}"
         quant_lines += f", bnb_4bit_compute_dtype={_TORCH_DTYPES[bnb['bnb_4bit_compute_dtype']]})\n" if "bnb_4bit_compute_dtype" in bnb else ")\n"
+    quant_lines += _prequant_lines(s.get("prequantized"))
     remote = ""
     if s["trust_remote_code"]:
         remote = ("    # --trust-remote-code was given: this runs Python code from the model repo. Review it first.\n"
@@ -127,10 +160,13 @@ def script_from_settings(s: dict[str, Any], generate: dict[str, Any], *, label: 
     pre = ""
     if prequant:
         pre = f"    # Pre-quantized checkpoint ({_LABEL_SAFE.sub('', prequant)}): transformers reads its quantization_config from config.json.\n"
+    if s.get("pickled_weights"):
+        pre += ("    # This repo has only pickled pytorch_model*.bin weights: loading them unpickles files that can run code.\n"
+                "    # Load them only from a source you trust.\n")
     text = _TEMPLATE.format(
         label=_LABEL_SAFE.sub("", label),
         version=__version__,
-        packages=", ".join(p for p in s["packages"] if _PACKAGE.fullmatch(p)),
+        packages=", ".join(p for p in s["packages"] if _PACKAGE_SPEC.fullmatch(p)),
         imports=imports,
         model_lit=literal(s["model"]),
         revision=literal(s["revision"]),
@@ -149,6 +185,33 @@ def script_from_settings(s: dict[str, Any], generate: dict[str, Any], *, label: 
         prequant=pre,
     )
     return redact(text)
+
+
+def _prequant_lines(pq: dict[str, Any] | None) -> str:
+    """Lines of load_model for a pre-quantized checkpoint: check the packages the planned load
+    needs (a missing one makes transformers fall back silently, e.g. MXFP4 to bf16, ~3x the
+    memory), and pass the quantization config that makes the load do what was planned."""
+    if not pq:
+        return ""
+    out = ""
+    requires = [[str(pip), str(module)] for pip, module in pq.get("requires") or ()
+                if _PACKAGE_SPEC.fullmatch(str(pip)) and _MODULE.fullmatch(str(module))]
+    if requires:
+        out += ("    # The planned load needs these packages; without them transformers loads differently than planned.\n"
+                "    import importlib.util\n"
+                f"    missing = [pip for pip, module in {literal(requires)} if importlib.util.find_spec(module) is None]\n"
+                "    if missing:\n"
+                "        sys.exit(\"this plan needs: pip install \" + \" \".join(repr(m) for m in missing))\n")
+    config = pq.get("config")
+    if config:
+        name = config["class"]
+        if name not in formats.CONFIG_CLASSES:
+            raise ValueError(f"unexpected quantization config class {name!r}")
+        what = "dequantized to the load dtype" if pq.get("action") == formats.DEQUANTIZE else "as planned"
+        out += (f"    # Planned {what}; this config makes transformers load it that way on any machine.\n"
+                f"    from transformers import {name}\n"
+                f"    kwargs[\"quantization_config\"] = {name}(**{literal(config['kwargs'])})\n")
+    return out
 
 
 def literal(value: Any) -> str:

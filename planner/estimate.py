@@ -35,6 +35,8 @@ _SPLIT_EXPERT = re.compile(r"\.experts\.\d+\.")
 _ROUTER = re.compile(r"(\.mlp\.gate\.weight$|\.router\.weight$|\.gate\.e_score_correction_bias$)")
 _EMBED = re.compile(r"(embed_tokens|wte|wpe|word_embeddings|embed_in|position_embeddings|embed_positions|\bshared|tok_embeddings|embeddings)\.weight$")
 _HEAD = re.compile(r"(^|\.)(lm_head|embed_out|output)\.weight$")
+_TOKEN_EMBEDDINGS = frozenset({"embed_tokens", "shared", "wte", "word_embeddings", "embed_in", "tok_embeddings"})
+_ENCDEC_EMBED = re.compile(r"(?:^|\.)((?:encoder|decoder)\.embed_tokens\.weight)$")
 _VISION = re.compile(r"(vision|visual|image|patch_embed|vit\b|img)")
 _PROJECTOR = re.compile(r"(multi_modal_projector|mm_projector|projector|merger)")
 
@@ -77,6 +79,12 @@ class Unit(_ToDict):
         tied_to: for a tied LM head, the unit whose weight it shares.
         rebuilt_bytes: stored bytes of tensors transformers rebuilds at load (per-expert tensors
             fused into one parameter); they cannot stay memory-mapped and are rewritten when offloaded.
+        expert_params: true parameters of routed experts in the unit (packed ones unpacked).
+        parts: for a MoE decoder layer whose experts a device_map may place apart from the rest
+            (transformers 5 fuses them into one ``...mlp.experts`` module): the dense part (named
+            after the layer, its modules in ``keys``) and the experts module, in that order.
+        keys: for a dense part, the sibling modules it stands for in a device_map (flat and
+            disjoint from the experts module: ``self_attn``, ``input_layernorm``, ``mlp.gate`` ...).
     """
 
     name: str
@@ -88,9 +96,17 @@ class Unit(_ToDict):
     modules: dict[str, int] = field(default_factory=dict)
     tied_to: str | None = None
     rebuilt_bytes: int = 0
+    expert_params: int = 0
+    parts: tuple[Unit, ...] = ()
+    keys: tuple[str, ...] = ()
 
     def role(self, name: str) -> RoleStats:
         return self.roles.get(name, _EMPTY)
+
+    @property
+    def packed_params(self) -> int:
+        """Parameters stored packed (pre-quantized), which a dequantizing load rewrites."""
+        return self.role("packed").params
 
 
 _EMPTY = RoleStats()
@@ -115,6 +131,10 @@ class Footprint(_ToDict):
             at a time through a full-precision copy).
         nf4_cpu_ok: every quantizable weight has out_features divisible by 32, which bnb's CPU
             4-bit kernel requires (bitsandbytes functional._convert_weight_packed_for_cpu).
+        components: "vision_tower", "projector", "language_model" (or "encoder", "decoder",
+            "shared" for encoder-decoder models) -> (parameters, bytes as stored).
+        dequantize_blockers: pre-quantized tensors transformers cannot dequantize (see
+            :func:`planner.prequant.dequantize_blockers`).
     """
 
     arch: Arch
@@ -129,10 +149,21 @@ class Footprint(_ToDict):
     unloaded_tensors: int = 0
     largest_linear: int = 0
     nf4_cpu_ok: bool = True
+    components: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dequantize_blockers: tuple[str, ...] = ()
 
     @property
     def is_moe(self) -> bool:
         return self.arch.is_moe
+
+    def unit_index(self) -> dict[str, Unit]:
+        """Every unit and split part by name."""
+        out: dict[str, Unit] = {}
+        for u in self.units:
+            out[u.name] = u
+            for p in u.parts:
+                out.setdefault(p.name, p)
+        return out
 
 
 def estimate(snapshot: Snapshot) -> Footprint:
@@ -152,65 +183,59 @@ def estimate(snapshot: Snapshot) -> Footprint:
         raise UnsupportedModel(f"{snapshot.id}: the weight files describe no tensors")
 
     rename = naming.renamer(arch)
-    names = {t.name for t in tensors}
+    renamed = [(rename(t.name), t) for t in tensors]
+    names = {n for n, _ in renamed}
     tied = arch.tie_word_embeddings and any(_EMBED.search(n) for n in names)
-    has_layers = _decoder_prefix(tensors, arch)
+    decoder = _decoder_prefix(names, arch)
+    packed = quant.packed_modules(names) if quant is not None else frozenset()
 
-    acc: dict[str, dict[str, list[int]]] = {}
-    modules: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    meta: dict[str, tuple[str, int | None]] = {}
+    acc = _Acc()
     unloaded_bytes = unloaded = 0
     float_bytes: dict[str, int] = defaultdict(int)
-    rebuilt: dict[str, int] = defaultdict(int)
+    components: dict[str, list[int]] = {}
     expert_params = largest_linear = 0
     nf4_cpu_ok = True
 
-    for t in tensors:
-        name = rename(t.name)
-        unit, kind, layer, sub = _unit_of(name, has_layers)
+    # Encoder-decoder models share one embedding: transformers ties encoder.embed_tokens and
+    # decoder.embed_tokens to ``shared`` (T5, BART: all_tied_weights_keys), so copies saved under
+    # those names are loaded once.
+    shared = {n.rsplit("shared.weight", 1)[0] for n in names if n.endswith("shared.weight")} if arch.is_encoder_decoder else set()
+    for name, t in renamed:
+        unit, kind, layer, sub = _unit_of(name, decoder)
+        m = _ENCDEC_EMBED.search(name)
         if _NOT_LOADED.search(name) or (kind == "layer" and layer is not None and layer >= arch.num_layers) or (
             tied and _HEAD.search(name)
-        ):
+        ) or (m is not None and name[: m.start(1)] in shared):
             unloaded_bytes += t.nbytes
             unloaded += 1
             continue
-        role, params, rows = _classify(t, name, quant, moe=arch.is_moe)
-        if role == "expert":
+        role, params, rows = _classify(t, name, quant, moe=arch.is_moe, packed=packed)
+        experts = _experts_module(name) if arch.is_moe else None
+        if experts is not None:
             expert_params += params
-            if _SPLIT_EXPERT.search(name):
-                rebuilt[unit] += t.nbytes
-        elif role == "linear":
+        if role == "linear":
             largest_linear = max(largest_linear, params)
             nf4_cpu_ok = nf4_cpu_ok and t.shape[0] % 32 == 0 and t.shape[1] % 2 == 0
-        stats = acc.setdefault(unit, {})
-        s = stats.setdefault(role, [0, 0, 0, 0])
-        s[0] += params
-        s[1] += t.nbytes
-        s[2] += rows
-        s[3] += 1
-        modules[unit][sub] += t.nbytes
-        meta.setdefault(unit, (kind, layer))
+        rebuilt = t.nbytes if role == "expert" and _SPLIT_EXPERT.search(name) else 0
+        acc.add(unit, kind, layer, sub, role, params, t.nbytes, rows, rebuilt, expert=experts is not None)
+        if kind == "layer":
+            acc.add_part(unit, name, experts, role, params, t.nbytes, rows, rebuilt, sub)
+        c = components.setdefault(_component(name, kind, arch), [0, 0])
+        c[0] += params
+        c[1] += t.nbytes
         if t.dtype in SAFETENSORS_TO_TORCH and role not in ("packed", "qaux"):
             float_bytes[t.dtype] += t.nbytes
 
-    units = [
-        Unit(
-            name=name,
-            kind=meta[name][0],
-            layer=meta[name][1],
-            params=sum(v[0] for v in stats.values()),
-            stored_bytes=sum(v[1] for v in stats.values()),
-            roles={r: RoleStats(*v) for r, v in stats.items()},
-            modules=dict(modules[name]),
-            rebuilt_bytes=rebuilt.get(name, 0),
-        )
-        for name, stats in acc.items()
-    ]
-    if tied:
-        embed = next((u for u in units if u.kind == "embed"), None)
-        if embed is not None:
-            units.append(Unit(name=naming.head_name(arch, embed.name), kind="head", layer=None, params=0,
-                              stored_bytes=0, roles={}, tied_to=embed.name))
+    units = acc.units()
+    embed = _input_embedding(units)
+    if tied and embed is not None:
+        units.append(Unit(name=naming.head_name(arch, embed.name), kind="head", layer=None, params=0,
+                          stored_bytes=0, roles={}, tied_to=embed.name))
+    for prefix in sorted(shared):
+        if embed is not None and embed.name == prefix + "shared":
+            # every tied name must be in the device_map, with its source (accelerate's check_device_map)
+            units += [Unit(name=f"{prefix}{side}.embed_tokens", kind="tied", layer=None, params=0, stored_bytes=0, roles={},
+                           tied_to=embed.name) for side in ("encoder", "decoder")]
     units.sort(key=_forward_order)
 
     parameters = sum(u.params for u in units)
@@ -233,14 +258,165 @@ def estimate(snapshot: Snapshot) -> Footprint:
         unloaded_tensors=unloaded,
         largest_linear=largest_linear,
         nf4_cpu_ok=nf4_cpu_ok,
+        components={k: (v[0], v[1]) for k, v in components.items()},
+        dequantize_blockers=prequant.dequantize_blockers(quant, (t for _, t in renamed)),
     )
 
 
-def _decoder_prefix(tensors: Iterable[Tensor], arch: Arch) -> str | None:
-    """The block prefix of the decoder layers: the non-vision prefix with the most numbered blocks."""
+class _Acc:
+    """Per-unit (and, for MoE layers, per-part) aggregates of role statistics while tensors are read."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, dict[str, list[int]]] = {}
+        self.modules: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.meta: dict[str, tuple[str, int | None]] = {}
+        self.rebuilt: dict[str, int] = defaultdict(int)
+        self.experts: dict[str, int] = defaultdict(int)
+        # layer -> part ("dense" or the experts module's name) -> role stats; the dense part's modules;
+        # the experts modules found in the layer (one, for a layer that can be split)
+        self.parts: dict[str, dict[str, dict[str, list[int]]]] = defaultdict(dict)
+        self.part_rebuilt: dict[tuple[str, str], int] = defaultdict(int)
+        self.part_modules: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.dense_modules: dict[str, set[str]] = defaultdict(set)
+        self.experts_of: dict[str, set[str]] = defaultdict(set)
+
+    def add(self, unit: str, kind: str, layer: int | None, sub: str, role: str, params: int, nbytes: int, rows: int,
+            rebuilt: int, *, expert: bool) -> None:
+        _bump(self.stats.setdefault(unit, {}), role, params, nbytes, rows)
+        self.modules[unit][sub] += nbytes
+        self.meta.setdefault(unit, (kind, layer))
+        self.rebuilt[unit] += rebuilt
+        if expert:
+            self.experts[unit] += params
+
+    def add_part(self, unit: str, name: str, experts: str | None, role: str, params: int, nbytes: int, rows: int,
+                 rebuilt: int, sub: str) -> None:
+        part = experts or "dense"
+        if experts is None:
+            self.dense_modules[unit].add(name.rsplit(".", 1)[0])
+        else:
+            self.experts_of[unit].add(experts)
+        _bump(self.parts[unit].setdefault(part, {}), role, params, nbytes, rows)
+        self.part_rebuilt[(unit, part)] += rebuilt
+        self.part_modules[(unit, part)][sub] += nbytes
+
+    def merge_nested(self) -> None:
+        """Merge every unit nested inside another into it, so device_map keys stay disjoint.
+
+        A module holding parameters of its own *and* children with parameters (a projector with
+        a bare weight beside a norm) would otherwise give a parent key and a child key, which
+        accelerate's dispatch cannot place apart (research notes Q1).
+        """
+        keep: list[str] = []
+        for name in sorted(self.stats, key=lambda n: (n.count("."), n)):
+            parent = next((k for k in keep if name.startswith(k + ".")), None)
+            if parent is None:
+                keep.append(name)
+                continue
+            for role, v in self.stats.pop(name).items():
+                s = self.stats[parent].setdefault(role, [0, 0, 0, 0])
+                for i in range(4):
+                    s[i] += v[i]
+            for sub, n in self.modules.pop(name, {}).items():
+                self.modules[parent][sub] += n
+            self.rebuilt[parent] += self.rebuilt.pop(name, 0)
+            self.experts[parent] += self.experts.pop(name, 0)
+
+    def units(self) -> list[Unit]:
+        self.merge_nested()
+        out = []
+        for name in self.stats:
+            stats = self.stats[name]
+            kind, layer = self.meta[name]
+            out.append(Unit(name=name, kind=kind, layer=layer, params=sum(v[0] for v in stats.values()),
+                            stored_bytes=sum(v[1] for v in stats.values()), roles={r: RoleStats(*v) for r, v in stats.items()},
+                            modules=dict(self.modules[name]), rebuilt_bytes=self.rebuilt.get(name, 0),
+                            expert_params=self.experts.get(name, 0), parts=self._split(name, layer)))
+        return out
+
+    def _split(self, name: str, layer: int | None) -> tuple[Unit, ...]:
+        """(dense part, experts module) of a MoE layer, when a flat device_map can name them apart."""
+        experts = self.experts_of.get(name, set())
+        if len(experts) != 1 or "dense" not in self.parts[name]:
+            return ()
+        (module,) = experts
+        keys = _dense_keys(name, module, self.dense_modules[name])
+        if keys is None:
+            return ()
+        out = []
+        for part, part_name, kind in (("dense", f"{name}:dense", "layer"), (module, module, "experts")):
+            stats = self.parts[name][part]
+            out.append(Unit(name=part_name, kind=kind, layer=layer, params=sum(v[0] for v in stats.values()),
+                            stored_bytes=sum(v[1] for v in stats.values()), roles={r: RoleStats(*v) for r, v in stats.items()},
+                            modules=dict(self.part_modules[(name, part)]), rebuilt_bytes=self.part_rebuilt.get((name, part), 0),
+                            expert_params=sum(v[0] for v in stats.values()) if kind == "experts" else 0,
+                            keys=keys if kind == "layer" else ()))
+        return tuple(out)
+
+
+def _bump(stats: dict[str, list[int]], role: str, params: int, nbytes: int, rows: int) -> None:
+    s = stats.setdefault(role, [0, 0, 0, 0])
+    s[0] += params
+    s[1] += nbytes
+    s[2] += rows
+    s[3] += 1
+
+
+def _experts_module(name: str) -> str | None:
+    """The fused experts module a (renamed) tensor belongs to: ``model.layers.3.mlp.experts``."""
+    i = name.find(".experts.")
+    return name[: i + len(".experts")] if i >= 0 else None
+
+
+def _dense_keys(layer: str, experts: str, modules: set[str]) -> tuple[str, ...] | None:
+    """Flat device_map keys covering a layer's tensors outside its experts module.
+
+    Each tensor's module is named by its shortest prefix that is not the experts module or one of
+    its ancestors (``self_attn``, ``mlp.gate``, ``mlp.shared_expert``). None when a tensor sits
+    directly on an ancestor of the experts module (then only the whole layer can be placed).
+    """
+    inner = experts[len(layer) + 1:].split(".")
+    keys = set()
+    for module in modules:
+        rel = module[len(layer) + 1:].split(".") if module.startswith(layer + ".") else []
+        depth = 0
+        while depth < len(rel) and depth < len(inner) and rel[depth] == inner[depth]:
+            depth += 1
+        if depth == len(rel) or depth == len(inner):
+            return None  # on the layer, the mlp, or inside the experts module itself
+        keys.add(f"{layer}." + ".".join(rel[: depth + 1]))
+    return tuple(sorted(keys))
+
+
+def _component(name: str, kind: str, arch: Arch) -> str:
+    """Which part of a multimodal or encoder-decoder model a tensor belongs to, for the report.
+
+    A projector inside the vision tower's module (Qwen2-VL's ``model.visual.merger``) is placed
+    with the tower but reported as the projector.
+    """
+    if kind in ("vision", "projector"):
+        return "projector" if any(_PROJECTOR.search(seg) for seg in name.split(".")[:-1]) else "vision_tower"
+    if arch.is_encoder_decoder:
+        if name.startswith("encoder.") or kind == "encoder":
+            return "encoder"
+        return "shared" if kind == "embed" and not name.startswith("decoder.") else "decoder"
+    return "language_model"
+
+
+def _input_embedding(units: list[Unit]) -> Unit | None:
+    """The token embedding (a tied head's weight), not a position embedding."""
+    embeds = [u for u in units if u.kind == "embed"]
+    return next((u for u in embeds if u.name.rsplit(".", 1)[-1] in _TOKEN_EMBEDDINGS), embeds[0] if embeds else None)
+
+
+def _decoder_prefix(names: Iterable[str], arch: Arch) -> str | None:
+    """The block prefix of the decoder layers: the non-vision prefix with the most numbered blocks.
+
+    ``names`` are the loaded model's names (renamed): a device_map and the unit names use them.
+    """
     counts: dict[str, set[int]] = defaultdict(set)
-    for t in tensors:
-        m = _BLOCK.match(t.name)
+    for name in names:
+        m = _BLOCK.match(name)
         if m and not _VISION.search(m.group(1)):
             counts[m.group(1)].add(int(m.group(2)))
     if not counts:
@@ -253,7 +429,21 @@ def _decoder_prefix(tensors: Iterable[Tensor], arch: Arch) -> str | None:
 
 
 def _unit_of(name: str, decoder: str | None) -> tuple[str, str, int | None, str]:
-    """(unit name, kind, layer index, sub-module) of a (renamed) tensor name."""
+    """(unit name, kind, layer index, sub-module) of a (renamed) tensor name.
+
+    A vision tower or a multimodal projector is one unit, named by its root module
+    (``model.vision_tower``, ``model.visual``, ``model.multi_modal_projector``): it then covers
+    the tower's non-persistent buffers too (``embeddings.position_ids``, ``rotary_pos_emb``), which
+    transformers places by the device_map key that prefixes them, and it is small next to the
+    language model (a SigLIP-so400m tower is 0.4B parameters).
+    """
+    if decoder is None or not name.startswith(decoder + "."):
+        segments = name.split(".")
+        for i, seg in enumerate(segments[:-1]):
+            kind = "vision" if _VISION.search(seg) else "projector" if _PROJECTOR.search(seg) else None
+            if kind is not None:
+                sub = segments[i + 1] if i + 2 < len(segments) else "."
+                return ".".join(segments[: i + 1]), kind, None, sub
     m = _BLOCK.match(name)
     if m:
         prefix, index = m.group(1), int(m.group(2))
@@ -291,10 +481,11 @@ def _sub(path: str) -> str:
     return parts[0]
 
 
-def _classify(t: Tensor, name: str, quant: prequant.PreQuant | None, *, moe: bool = False) -> tuple[str, int, int]:
+def _classify(t: Tensor, name: str, quant: prequant.PreQuant | None, *, moe: bool = False,
+              packed: frozenset[str] = frozenset()) -> tuple[str, int, int]:
     """(role, true parameters, rows) of one tensor."""
     if quant is not None:
-        special = quant.classify(t, name)
+        special = quant.classify(t, name, packed)
         if special is not None:
             return special
     numel = t.numel

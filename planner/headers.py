@@ -31,6 +31,10 @@ _MIN_HEADER_BYTES = 2
 _MAX_NUMEL = 2**48
 # Transformer weights are at most 5-D (conv3d kernels); deeper shapes are hostile.
 _MAX_RANK = 8
+# The longest tensor names on the Hub are under 200 characters (nested vision towers, e.g.
+# "model.vision_tower.vision_model.encoder.layers.26.self_attn.out_proj.weight"); a name 5x the
+# longest is hostile, and longer ones would carry numbers past int()'s 4,300-digit limit.
+_MAX_NAME = 1024
 
 
 def header_length(prefix: bytes, *, where: str, file_size: int | None = None) -> int:
@@ -135,6 +139,8 @@ def _metadata(value: Any, where: str) -> dict[str, str]:
 
 def _tensor(name: str, entry: Any, file: str, where: str) -> Tensor:
     label = f"{where}: tensor {show(name)}"
+    if len(name) > _MAX_NAME:
+        raise BadHeader(f"{label}: name is {len(name)} characters; no checkpoint's is over {_MAX_NAME}")
     if not isinstance(entry, Mapping):
         raise BadHeader(f"{label} is a JSON {type(entry).__name__}, not an object")
     dtype = entry.get("dtype")

@@ -9,9 +9,10 @@ Round trips are what a cold plan costs, so requests are made concurrently and sp
    the index (the tensor names it lists say how long the header is);
 3. rarely: the rest of a header that the first read did not cover, sized from its length prefix.
 
-No file is fetched twice, and a speculative read that turns out unneeded is a few bytes. Every
-answer must come from the commit the model info names; a branch that moved mid-read is re-read
-at that commit.
+No file is fetched twice, and a speculative read that turns out unneeded is a few bytes; it gets
+one attempt, so a fault on it costs no retries, and it is asked again (with retries) only when it
+turns out to be needed. Every answer must come from the commit the model info names; a branch
+that moved mid-read is re-read at that commit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from planner import ids
+from planner.arch import remote_code_note
 from planner.errors import BadConfig, BadHeader, FitcheckError, HubError, HubUnavailable, printable
 from planner.headers import header_length, parse_header
 from planner.hubhttp import Response, Session, json_body
@@ -95,10 +97,11 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *,
     if config_resp is None:
         raise BadConfig(f"{repo_id}: has no config.json", hint="fitcheck needs the model's config.json to size its cache and layers")
     config = _json_object(config_resp.body, f"config.json of {repo_id}", BadConfig)
+    remote = remote_code_note(config)
 
     tensors: list[Tensor] = []
     weight_files: tuple[str, ...]
-    notes: list[str] = []
+    notes: list[str] = [remote] if remote else []
     if ws.format == "pytorch":
         weight_files = ws.bin_files
         notes.append("only pickled pytorch_model*.bin weights: sized from the file listing and config, never downloaded or unpickled; "

@@ -5,7 +5,8 @@ huggingface_hub supplies the client (``get_session``), the auth headers and toke
 needs, is done here:
 
 - every body is read to a byte limit, so a server that answers a Range request with the whole
-  file (200 instead of 206) costs at most the limit, not the file;
+  file (200 instead of 206) costs at most the range's end, not the file, and the bytes asked for
+  are taken from their offset in it;
 - a 206 whose Content-Range disagrees with the request, or a body shorter than announced, is
   rejected rather than parsed;
 - 429 (honouring Retry-After), 500/502/503/504, resets and timeouts are retried with exponential

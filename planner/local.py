@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from planner import ids
+from planner.arch import remote_code_note
 from planner.errors import BadConfig, BadHeader, NoWeights, RepoNotFound, printable
 from planner.headers import MAX_HEADER_BYTES, header_length, parse_header
 from planner.records import RepoFile, Snapshot, Tensor
@@ -39,7 +41,8 @@ def read_folder(folder: Path, *, model_id: str, source: str = "local", revision:
     config = _read_json(folder / "config.json", f"config.json of {model_id}", MAX_CONFIG_BYTES, BadConfig)
 
     tensors: list[Tensor] = []
-    notes: list[str] = []
+    remote = remote_code_note(config)
+    notes: list[str] = [remote] if remote else []
     if ws.format == "pytorch":
         weight_files = ws.bin_files
         notes.append("only pickled pytorch_model*.bin weights: sized from file sizes and config, never unpickled; loading them unpickles code-capable files")
@@ -79,7 +82,10 @@ def read_folder(folder: Path, *, model_id: str, source: str = "local", revision:
 def read_header(path: Path, *, file: str, where: str) -> list[Tensor]:
     """Parse one local safetensors file's header, reading only the header bytes."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+            raise NoWeights(f"{where}: is not a regular file")
+        size = st.st_size
         with open(path, "rb") as fh:
             n = header_length(fh.read(8), where=where, file_size=size)
             raw = fh.read(min(n, MAX_HEADER_BYTES))
@@ -110,6 +116,8 @@ def _listing(folder: Path, model_id: str) -> tuple[RepoFile, ...]:
 
 def _read_json(path: Path, where: str, limit: int, error: type) -> dict[str, Any]:
     try:
+        if path.exists() and not path.is_file():  # a FIFO would block, a device never end
+            raise error(f"{where}: is not a regular file")
         with open(path, "rb") as fh:
             raw = fh.read(limit + 1)
     except FileNotFoundError:

@@ -14,14 +14,22 @@ from collections.abc import Callable
 from planner.arch import Arch
 
 # transformers/conversion_mapping.py, "llava" (also used by gemma3, mistral3, paligemma, aya_vision,
-# internvl, got_ocr2, vipllava): the language model moves under model.language_model, the tower and
-# projector under model.
+# internvl, got_ocr2, vipllava) and "llava_next": the language model moves under
+# model.language_model, the tower and projector under model. CLIP and SigLIP towers also lose their
+# "vision_model." level (conversion_mapping.py:971, PrefixChange(prefix_to_remove="vision_model")
+# scoped to the CLIPVisionModel sub-model): Hub files name them vision_tower.vision_model.*, the
+# checkpoints transformers 4.52-4.57 saved model.vision_tower.vision_model.*, transformers 5 saves
+# vision_tower.*; all three load as model.vision_tower.* (checked on meta models in
+# tests/test_multimodal.py).
 _LLAVA = (
     (r"^language_model\.lm_head\.", "lm_head."),
     (r"^language_model\.model\.", "model.language_model."),
     (r"^language_model\.", "model.language_model."),
+    (r"^vision_tower\.vision_model\.", "model.vision_tower."),
     (r"^vision_tower\.", "model.vision_tower."),
+    (r"^model\.vision_tower\.vision_model\.", "model.vision_tower."),
     (r"^multi_modal_projector\.", "model.multi_modal_projector."),
+    (r"^image_newline$", "model.image_newline"),
 )
 # transformers/models/qwen2_vl/modeling_qwen2_vl.py, _checkpoint_conversion_mapping: the text model
 # moves under model.language_model and the vision tower "visual" under model.
@@ -38,6 +46,7 @@ _RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "mistral3": _LLAVA,
     "paligemma": _LLAVA,
     "aya_vision": _LLAVA,
+    "llava_next": _LLAVA,
     "qwen2_vl": _QWEN_VL,
     "qwen2_5_vl": _QWEN_VL,
     "mixtral": _MIXTRAL,

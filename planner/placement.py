@@ -10,6 +10,10 @@ Offloaded units ("cpu" or "disk" while an accelerator runs the model) are execut
 device: accelerate's hooks copy each one's weights there for its forward, and its KV cache lives
 there. Both are reserved on the main device before packing, iterating until the reservation
 covers what ends up offloaded (it only grows, so this settles in a few rounds).
+
+A MoE decoder layer may come as two costs, its dense part and its fused experts module (same
+``group``); when they land on different devices, :func:`flat_device_map` names the dense part's
+modules one by one, so that the map stays flat and disjoint as accelerate's dispatch requires.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Cost:
             memory-mapping it.
         written: bytes written to the offload folder if it goes to disk (only tensors rebuilt at
             load are; others are read from the checkpoint in place).
+        group: the module a split cost belongs to (a MoE layer split into dense part and experts).
+        keys: the device_map keys a dense part stands for, when its group is split across devices.
     """
 
     name: str
@@ -46,6 +52,8 @@ class Cost:
     stored: int = 0
     converted: bool = False
     written: int = 0
+    group: str | None = None
+    keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +149,34 @@ def balanced_caps(costs: list[Cost], gpus: list[Slot]) -> dict[str, int]:
     share = -(-total // max(1, len(gpus))) + largest
     caps = {s.device: min(s.room, share) for s in gpus[:-1]}
     return caps
+
+
+def split_groups(costs: list[Cost], device_of: dict[str, str]) -> list[str]:
+    """Groups (MoE layers) whose parts landed on different devices."""
+    devices: dict[str, set[str]] = {}
+    for c in costs:
+        if c.group is not None and c.name in device_of:
+            devices.setdefault(c.group, set()).add(device_of[c.name])
+    return [g for g, ds in devices.items() if len(ds) > 1]
+
+
+def flat_device_map(costs: list[Cost], device_of: dict[str, str]) -> dict[str, str]:
+    """Module name -> device for every placed cost: flat, disjoint keys, never ``""``.
+
+    A split group whose parts share a device is named once (``model.layers.3``); otherwise the
+    dense part's modules are listed beside the experts module.
+    """
+    split = set(split_groups(costs, device_of))
+    out: dict[str, str] = {}
+    for c in costs:
+        if c.name not in device_of:
+            continue
+        dev = device_of[c.name]
+        if c.group is None:
+            out[c.name] = dev
+        elif c.group not in split:
+            out[c.group] = dev
+        else:
+            for key in c.keys or (c.name,):
+                out[key] = dev
+    return out

@@ -39,10 +39,12 @@ def report_dict(r: Report) -> dict[str, Any]:
             "weights_bytes": fp.stored_bytes,
             "download_bytes": fp.download_bytes,
             "stored_dtype": fp.stored_dtype,
-            "prequantized": fp.prequant.to_dict() if fp.prequant else None,
+            "prequantized": _prequantized(fp),
             "weight_format": snap.weight_format,
             "weight_files": list(snap.weight_files),
             "unloaded_bytes": fp.unloaded_bytes,
+            # vision tower, projector and language model (encoder, decoder, shared for seq2seq)
+            "components": {name: {"parameters": params, "bytes": nbytes} for name, (params, nbytes) in fp.components.items()},
             "kv_bytes_per_token": kv.bytes_per_token(arch, dtype_bytes=2),
             "layers": arch.num_layers,
             "max_position_embeddings": arch.max_position_embeddings,
@@ -74,6 +76,19 @@ def report_dict(r: Report) -> dict[str, Any]:
         "suggestion": r.suggestion,
     }
     return _redacted(out)
+
+
+def _prequantized(fp: Any) -> dict[str, Any] | None:
+    """The checkpoint's quantization, with its bytes as stored: packed weights, and their scales,
+    zeros and indices (which hold no parameters)."""
+    if fp.prequant is None:
+        return None
+    roles = [s for u in fp.units for role, s in u.roles.items() if role in ("packed", "qaux")]
+    packed = [s for u in fp.units for role, s in u.roles.items() if role == "packed"]
+    return {**fp.prequant.to_dict(),
+            "packed_parameters": sum(s.params for s in packed),
+            "packed_bytes": sum(s.bytes for s in packed),
+            "scale_bytes": sum(s.bytes for s in roles) - sum(s.bytes for s in packed)}
 
 
 def plan_dict(r: Report, p: Plan) -> dict[str, Any]:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from planner import formats
 from planner.errors import NoFeasiblePlan, UsageError
 from planner.estimate import Footprint, Unit
 from planner.memory import activations, budget, kv, weights
-from planner.placement import Assignment, Cost, Slot, assign, balanced_caps
+from planner.placement import Assignment, Cost, Slot, assign, balanced_caps, flat_device_map, split_groups
 from planner.records import Gpu, Hardware, Plan, Scheme
 from planner.speed import tokens_per_second
 from planner.units import MiB, fmt_bytes
@@ -141,9 +142,30 @@ def _candidates(fp: Footprint, hw: Hardware, c: Constraints):
         for q in quants:
             scheme = Scheme(dtype, q)
             if hw.gpus:
-                yield from _gpu_candidates(scheme, hw, c)
+                yield from (_runtime_format(fp, cand) for cand in _gpu_candidates(scheme, hw, c))
             for placement in ("cpu", "cpu+disk") if c.offload else ("cpu",):
-                yield _Candidate(scheme, placement, "single", ())
+                yield _runtime_format(fp, _Candidate(scheme, placement, "single", ()))
+
+
+def _runtime_format(fp: Footprint, cand: _Candidate) -> _Candidate:
+    """A pre-quantized candidate as the runtime loads it on the candidate's devices (planner.formats):
+    a load that dequantizes becomes a plain scheme in the load dtype; refusals are rejected later."""
+    q = formats.runtime_quantization(fp, cand.gpus, cand.scheme.quantization)
+    return cand if q == cand.scheme.quantization else _Candidate(Scheme(cand.scheme.dtype, q), cand.placement, cand.strategy, cand.gpus)
+
+
+def _dequantized(fp: Footprint, scheme: Scheme) -> bool:
+    return fp.prequant is not None and scheme.quantization == "none"
+
+
+def _split_experts(fp: Footprint, cand: _Candidate) -> bool:
+    """Whether MoE layers may be placed as dense part + experts module (expert-first offload).
+
+    accelerate runs every offloaded module on the main device, so with one GPU (or the CPU) the
+    experts can go to cpu/disk while attention stays put; across several GPUs each layer's parts
+    must stay together, so there whole layers are placed.
+    """
+    return cand.strategy == "single" and any(u.parts for u in fp.units)
 
 
 def _gpu_candidates(scheme: Scheme, hw: Hardware, c: Constraints):
@@ -163,7 +185,7 @@ def _gpu_candidates(scheme: Scheme, hw: Hardware, c: Constraints):
 def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> Plan:
     """Place and price one candidate; a plan that does not fit says why."""
     scheme = cand.scheme
-    reasons = _static_rejections(fp, hw, cand)
+    reasons = _static_rejections(fp, hw, cand) + formats.rejections(fp, cand.scheme, cand.placement, cand.gpus)
     arch = fp.arch
     width = scheme.dtype_bytes
     cpu_exec = not cand.gpus
@@ -173,7 +195,8 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> P
         logits=activations.logits_bytes(arch, batch=c.batch),
         quantize=fp.largest_linear * width if scheme.bnb else 0,
     )
-    costs = _costs(fp, c, scheme, offload_possible=offloading or "disk" in cand.placement, cpu_exec=cpu_exec)
+    costs = _costs(fp, c, scheme, offload_possible=offloading or "disk" in cand.placement, cpu_exec=cpu_exec,
+                   dequantize=_dequantized(fp, scheme), split=_split_experts(fp, cand))
 
     devices: dict[str, tuple[int, int]] = {}
     for g in cand.gpus:
@@ -205,7 +228,7 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> P
             if m.required > m.capacity:
                 reasons.append(f"{scheme.label} needs {fmt_bytes(m.required)} on {d}, {fmt_bytes(m.capacity)} usable")
 
-    device_map = {name: _map_value(dev) for name, dev in result.device_of.items()}
+    device_map = {name: _map_value(dev) for name, dev in flat_device_map(costs, result.device_of).items()}
     return Plan(
         scheme=scheme,
         placement=cand.placement,
@@ -216,7 +239,7 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> P
         quality=_quality(fp, scheme),
         fits=not reasons,
         reasons=tuple(reasons),
-        notes=tuple(_notes(fp, cand, result)),
+        notes=tuple(_notes(fp, cand, result) + formats.notes(fp, cand.scheme, cand.gpus) + _split_notes(cand, costs, result)),
         offloaded_bytes=sum(memory[d].weights for d in ("cpu", "disk") if d in memory and cand.gpus),
         disk_bytes=memory["disk"].total if "disk" in memory else 0,
     )
@@ -241,28 +264,43 @@ def _margin(free: int, c: Constraints) -> int:
     return max(int(free * c.margin_fraction), c.margin_floor)
 
 
-def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: bool, cpu_exec: bool) -> list[Cost]:
+def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: bool, cpu_exec: bool,
+           dequantize: bool = False, split: bool = False) -> list[Cost]:
+    """One cost per unit in forward order; with ``split``, MoE layers' dense parts in order and
+    their experts modules after everything else, so that the sequential walk offloads experts
+    before any dense layer (expert-first, as llama.cpp's fit does)."""
     arch = fp.arch
     width = scheme.dtype_bytes
     stored_width = {"float32": 4, "bfloat16": 2, "float16": 2}.get(fp.stored_dtype, 2)
     cast = width != stored_width or scheme.dtype != fp.stored_dtype
     embed = next((u.name for u in fp.units if u.kind == "embed"), None)
     tied_embed = {u.tied_to for u in fp.units if u.tied_to}
-    out = []
+
+    def cost(u: Unit, layer_kv: int, group: str | None = None) -> Cost:
+        acc = weights.unit_bytes(u, scheme, offloaded=False, prequant=fp.prequant, cpu=cpu_exec, dequantize=dequantize)
+        off = weights.unit_bytes(u, scheme, offloaded=True, prequant=fp.prequant, dequantize=dequantize) if offload_possible else acc
+        quantized = scheme.bnb and u.role("linear").params > 0
+        dequantized = dequantize and u.packed_params > 0
+        converted = cast or quantized or dequantized or u.rebuilt_bytes > 0
+        # rebuilt experts and dequantized weights are rewritten to the offload folder in the load
+        # dtype (research notes Q1; MXFP4 experts measured in tests/test_formats.py)
+        written = (u.role("expert").params * width if u.rebuilt_bytes else 0) + (u.packed_params * width if dequantized else 0)
+        return Cost(name=u.name, on_exec=acc + layer_kv, kv=layer_kv, offloaded=off, streamed=off,
+                    tied_to=u.tied_to, no_disk=u.name in tied_embed or (u.name == embed and bool(tied_embed)),
+                    stored=u.stored_bytes, converted=converted, written=written, group=group, keys=u.keys)
+
+    out, experts = [], []
     for u in fp.units:
-        acc = weights.unit_bytes(u, scheme, offloaded=False, prequant=fp.prequant, cpu=cpu_exec)
-        off = weights.unit_bytes(u, scheme, offloaded=True, prequant=fp.prequant) if offload_possible else acc
         layer_kv = 0
         if u.kind == "layer" and u.layer is not None:
             layer_kv = kv.layer_bytes(arch, u.layer, context=c.context, new_tokens=c.new_tokens, batch=c.batch, dtype_bytes=width)
-        quantized = scheme.bnb and u.role("linear").params > 0
-        converted = cast or quantized or u.rebuilt_bytes > 0
-        # rebuilt experts are rewritten to the offload folder in the load dtype (research notes Q1)
-        written = u.role("expert").params * width if u.rebuilt_bytes else 0
-        out.append(Cost(name=u.name, on_exec=acc + layer_kv, kv=layer_kv, offloaded=off, streamed=off,
-                        tied_to=u.tied_to, no_disk=u.name in tied_embed or (u.name == embed and bool(tied_embed)),
-                        stored=u.stored_bytes, converted=converted, written=written))
-    return out
+        if split and u.parts:
+            dense, moe = u.parts
+            out.append(cost(dense, layer_kv, group=u.name))
+            experts.append(cost(moe, 0, group=u.name))
+        else:
+            out.append(cost(u, layer_kv))
+    return out + experts
 
 
 def _shortfall(cand: _Candidate, costs: list[Cost], slots: list[Slot], devices: dict[str, tuple[int, int]],
@@ -304,14 +342,15 @@ def _quality(fp: Footprint, s: Scheme) -> int:
         return 8
     if s.quantization == "nf4":
         return 4
-    if s.quantization == "prequantized":
+    if s.quantization == "prequantized" or _dequantized(fp, s):
+        # a dequantized checkpoint holds no more information than it stored
         return fp.prequant.bits if fp.prequant else 16
     stored = _BITS.get(fp.stored_dtype, 16)
     return min(_BITS[s.dtype], stored)
 
 
 def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], result: Assignment) -> float:
-    units = {u.name: u for u in fp.units}
+    units = fp.unit_index()
     by_name = {x.name: x for x in costs}
     gpu_bw = {g.device: g.bandwidth for g in cand.gpus}
     reads: dict[str, list[int]] = {}
@@ -326,6 +365,8 @@ def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], res
         elif dev == "cpu" and not cand.gpus:
             cpu_exec += per_token
         elif dev == "cpu":
+            # accelerate's hook copies an offloaded module whole to the main device per forward:
+            # an offloaded experts module costs all its experts, not the routed top-k
             pcie += cost.offloaded + cost.kv
         elif dev == "disk":
             disk += cost.offloaded
@@ -343,7 +384,7 @@ def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], res
 def _active_fraction(fp: Footprint, unit: Unit, resident: int) -> int:
     """Bytes of a unit read per token: MoE layers read only the routed top-k experts."""
     arch = fp.arch
-    experts = unit.role("expert").params
+    experts = unit.expert_params
     if not arch.is_moe or not experts or not unit.params:
         return resident
     share = experts / unit.params
@@ -356,6 +397,15 @@ def _notes(fp: Footprint, cand: _Candidate, result: Assignment) -> list[str]:
     if cand.scheme.bnb and any(v in ("cpu", "disk") for v in result.device_of.values()) and cand.gpus:
         notes.append("offloaded modules stay unquantized (llm_int8_enable_fp32_cpu_offload)")
     return notes
+
+
+def _split_notes(cand: _Candidate, costs: list[Cost], result: Assignment) -> list[str]:
+    split = split_groups(costs, result.device_of)
+    if not split:
+        return []
+    where = cand.gpus[0].device if cand.gpus else "cpu"
+    return [f"experts of {len(split)} MoE layers offloaded before any dense layer; attention and routers stay on {where}; "
+            "each offloaded experts module is streamed whole per forward"]
 
 
 def _map_value(device: str) -> int | str:

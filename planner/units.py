@@ -95,7 +95,10 @@ def parse_size(text: str, *, what: str = "size") -> int:
     factor = _FACTORS.get(unit.upper())
     if factor is None:
         raise UsageError(f"{what} {text!r} has an unknown unit {unit!r}", hint="use B, KB, MB, GB, TB or KiB, MiB, GiB, TiB")
-    value = int(float(number) * factor)
+    scaled = float(number) * factor
+    if not math.isfinite(scaled) or scaled > _MAX_SIZE:  # "1" and 400 zeros is a float overflow, not a size
+        raise UsageError(f"{what} {text!r} is larger than any machine fitcheck plans for")
+    value = int(scaled)
     if value <= 0:
         raise UsageError(f"{what} {text!r} must be larger than zero")
     if value > _MAX_SIZE:

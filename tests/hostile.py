@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from planner.errors import BadConfig, BadHeader, FitcheckError, UnsupportedModel, UsageError
+from planner.errors import BadConfig, BadHeader, FitcheckError, UnsupportedModel
 from planner.units import DTYPE_BITS
 
 # A config that every header case is paired with: any tensor layout estimates under it.
@@ -216,7 +216,9 @@ HEADERS: dict[str, HeaderCase] = {
     "f4-half-byte": _hc({"w": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}, BadHeader, "not a whole number of bytes"),
     "f6-odd-bits": _hc({"w": {"dtype": "F6_E2M3", "shape": [3], "data_offsets": [0, 3]}}, BadHeader, "not a whole number of bytes"),
     "zero-size-tensor-claims-bytes": _hc(_w(shape=[0]), BadHeader, "needs 0"),
-    "name-10k-chars-bad-dtype": _hc({"x" * 10_000: {**_F32x2, "dtype": "Q"}}, BadHeader, "field 'dtype'"),
+    "name-10k-chars": _hc({"x" * 10_000: _F32x2}, BadHeader, "name is 10000 characters"),
+    "name-5000-digit-layer": _hc({"model.layers." + "1" * 5000 + ".w": _F32x2}, BadHeader, "name is 5015 characters"),
+    "name-1024-chars-bad-dtype": _hc({"x" * 1024: {**_F32x2, "dtype": "Q"}}, BadHeader, "field 'dtype'"),
     # -- odd but valid: must parse exactly ----------------------------------------------------------
     "ok-missing-metadata": _hc(_w(), None, tensors=1),
     "ok-empty-metadata": _hc({"__metadata__": {}, **_w()}, None, tensors=1),
@@ -308,7 +310,8 @@ CONFIGS: dict[str, tuple[Any, type[FitcheckError] | None, str]] = {
     "head-dim-zero": (_cfg(head_dim=0), BadConfig, "field 'head_dim' = 0"),
     "intermediate-negative": (_cfg(intermediate_size=-5), BadConfig, "field 'intermediate_size' = -5"),
     "context-2^40": (_cfg(max_position_embeddings=2**40), BadConfig, "field 'max_position_embeddings'"),
-    "sliding-window-zero": (_cfg(sliding_window=0), BadConfig, "field 'sliding_window' = 0"),
+    "sliding-window-negative": (_cfg(sliding_window=-1), BadConfig, "field 'sliding_window' = -1"),
+    "sliding-window-2^40": (_cfg(sliding_window=2**40), BadConfig, "field 'sliding_window'"),
     "layer-types-wrong-length": (_cfg(layer_types=["full_attention"] * 3), BadConfig, "field 'layer_types' must list one string per layer"),
     "layer-types-not-list": (_cfg(layer_types="full_attention"), BadConfig, "field 'layer_types'"),
     "experts-per-token-exceed": (_cfg(num_local_experts=2, num_experts_per_tok=4), BadConfig, "field 'num_experts_per_tok' (4) exceeds"),
@@ -317,6 +320,14 @@ CONFIGS: dict[str, tuple[Any, type[FitcheckError] | None, str]] = {
     "model-type-escape": (_cfg(model_type="llama\x1b[2J"), BadConfig, "field 'model_type' must be a short name"),
     "model-type-long": (_cfg(model_type="l" * 5000), BadConfig, "field 'model_type' must be a short name"),
     "model-type-code": (_cfg(model_type="__import__('os').system('x')"), BadConfig, "field 'model_type'"),
+    "model-type-newline": (_cfg(model_type="llama\n"), BadConfig, "field 'model_type'"),
+    "architectures-newline": (_cfg(architectures=["LlamaForCausalLM\n"]), BadConfig, "field 'architectures'"),
+    "encdec-decoder-layers-16384": ({"model_type": "t5", "is_encoder_decoder": True, "d_model": 64, "num_heads": 4, "num_layers": 2,
+                                     "num_decoder_layers": 16384, "vocab_size": 100, "d_kv": 16}, BadConfig, "field 'num_decoder_layers' = 16384"),
+    "encdec-decoder-heads-10^12": ({"model_type": "bart", "d_model": 64, "num_attention_heads": 4, "decoder_attention_heads": 10**12,
+                                    "num_hidden_layers": 2, "vocab_size": 100}, BadConfig, "field 'decoder_attention_heads'"),
+    "mla-v-head-dim-2^40": (_cfg(model_type="deepseek_v3", kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=2**40),
+                            BadConfig, "field 'v_head_dim'"),
     "architectures-string": (_cfg(architectures="LlamaForCausalLM"), BadConfig, "field 'architectures' must be a list of class names"),
     "architectures-ints": (_cfg(architectures=[1]), BadConfig, "field 'architectures'"),
     "architectures-code": (_cfg(architectures=["Llama'); import os #"]), BadConfig, "field 'architectures'"),
@@ -342,6 +353,7 @@ CONFIGS: dict[str, tuple[Any, type[FitcheckError] | None, str]] = {
     "ok-gpt2-aliases": ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 1, "n_embd": 64, "n_head": 4,
                          "vocab_size": 100, "n_positions": 512}, None, ""),
     "ok-architectures-only": (_cfg(model_type=None), None, ""),
+    "ok-sliding-window-zero": (_cfg(sliding_window=0), None, ""),  # some configs save 0 for "no window"
 }
 
 
@@ -417,6 +429,7 @@ BAD_SIZES = [
     ("--gpu", "2000PiB", "larger than any machine"), ("--gpu", "24GiB;rm -rf /", "is not a size"), ("--ram", "-1", "is not a size"),
     ("--ram", "0.1", "larger than zero"), ("--ram", "lots", "is not a size"), ("--ram", "", "is empty"), ("--disk", "12XB", "is not a size"),
     ("--disk", "-1TB", "is not a size"), ("--gpu", "", "is empty"), ("--gpu", " ", "is empty"),
+    ("--gpu", "1" + "0" * 400, "larger than any machine"), ("--ram", "9" * 400 + "PiB", "larger than any machine"),
 ]
 
 BAD_OPTIONS = [
@@ -490,5 +503,5 @@ def run_inprocess(capsys: Any, *args: str) -> Run:
     return Run(code, out.out, out.err, time.monotonic() - started)
 
 
-__all__ = ["BAD_OPTIONS", "BAD_PATHS", "BAD_REPO_IDS", "BAD_REVISIONS", "BAD_SIZES", "CONFIG", "CONFIGS", "HEADERS", "MISSING", "BadConfig",
-           "BadHeader", "CONFIGS_NOT_ON_HUB", "HeaderCase", "INDEXES", "Run", "UnsupportedModel", "UsageError", "check_one_line", "run_cli", "run_inprocess", "short_repo_id", "st"]
+__all__ = ["BAD_OPTIONS", "BAD_PATHS", "BAD_REPO_IDS", "BAD_REVISIONS", "BAD_SIZES", "CONFIG", "CONFIGS", "CONFIGS_NOT_ON_HUB",
+           "HEADERS", "INDEXES", "MISSING", "HeaderCase", "Run", "check_one_line", "run_cli", "run_inprocess", "short_repo_id", "st"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import pytest
 
@@ -38,10 +37,10 @@ def repo_id(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Backoff of 10 ms and attempts of 0.5 s, so that a table of faults runs in seconds. The
+    """Backoff of 10 ms and attempts of 0.2 s, so that a table of faults runs in seconds. The
     constants are read at call time; their real values are exercised by the timing tests below."""
     monkeypatch.setattr(hubhttp, "BACKOFF_FIRST_S", 0.01)
-    monkeypatch.setattr(hubhttp, "ATTEMPT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(hubhttp, "ATTEMPT_TIMEOUT_S", 0.2)
 
 
 def add_sharded(hub: FakeHub, repo_id: str) -> None:
@@ -65,7 +64,7 @@ TARGETS = {
 }
 TRANSIENT: dict[str, Fault] = {
     "500": faults.status(500), "502": faults.status(502), "503": faults.status(503), "504": faults.status(504),
-    "408": faults.status(408), "429": faults.rate_limited(0), "reset": faults.reset, "hang": faults.hang(1.0),
+    "408": faults.status(408), "429": faults.rate_limited(0), "reset": faults.reset, "hang": faults.hang(0.4),
     "truncated": faults.truncated, "ignore-range": faults.ignore_range, "wrong-content-range": faults.wrong_content_range(),
     "wrong-content-range-back": faults.wrong_content_range(-1),
 }
@@ -100,7 +99,7 @@ def test_transient_fault_gives_the_right_tensors(target: str, fault: str, hub: F
     hub.wait_idle()  # a hung answer is logged when it is (too late) sent
     hits = [r for r in hub.requests if where in r.path]
     assert len(hits) >= FAULTS[(target, fault)] + (target == "rest-of-header")
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 15
     assert not [r for r in hub.requests if r.status >= 500 and r.fault is None]
 
 
@@ -120,7 +119,7 @@ PERMANENT = {
     ("shard-header", "wrong-content-range"): (f"header of {SHARD2} of", "Content-Range"),
     ("rest-of-header", "wrong-content-range-back"): (f"header of {SHARD2} of", "Content-Range"),
 }
-_DEADLINE = 1.0
+_DEADLINE = 0.4
 
 
 @pytest.mark.parametrize(("target", "fault"), sorted(PERMANENT), ids=[f"{t}-{f}" for t, f in sorted(PERMANENT)])
@@ -138,7 +137,7 @@ def test_permanent_fault_names_the_request_within_the_deadline(target: str, faul
     what, why = PERMANENT[(target, fault)]
     msg = e.value.message
     assert what in msg and repo_id in msg and why in msg and "deadline" in msg, msg
-    assert elapsed < _DEADLINE + 0.75, elapsed
+    assert elapsed < _DEADLINE + 2, elapsed  # slack for a loaded CI machine; the hang alone is 0.4 s per try
     hub.clear_faults()
     hub.wait_idle()
     assert len([r for r in hub.requests if where in r.path]) >= 2  # it was retried
@@ -172,7 +171,7 @@ def test_a_failing_optional_endpoint_costs_no_retries(hub: FakeHub, repo_id: str
     started = time.monotonic()
     snap = read_model(repo_id, timeout=10)
     assert {t.name: t.shape for t in snap.tensors} == EXPECTED
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # retries would run to the 10 s deadline
     assert len(hub.find(path_contains="/safetensors-metadata/")) == 1
 
 
@@ -184,7 +183,7 @@ def test_a_failing_speculative_read_costs_no_retries(hub: FakeHub, repo_id: str)
     started = time.monotonic()
     snap = read_model(repo_id, timeout=10)
     assert {t.name for t in snap.tensors} == set(TENSORS1)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # retries would run to the 10 s deadline
     assert len(hub.find(path_contains="/resolve/main/model.safetensors.index.json")) == 1
 
 
@@ -219,19 +218,20 @@ def test_retry_after_past_the_deadline_fails_at_once(hub: FakeHub, repo_id: str)
     started = time.monotonic()
     with pytest.raises(HubUnavailable) as e:
         read_model(repo_id, timeout=3)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5  # at once, not after 3 s or 100 s
     assert "rate limited" in e.value.message and "100 s" in e.value.message and "3 s deadline" in e.value.message
 
 
 def test_backoff_spaces_the_retries(hub: FakeHub, repo_id: str) -> None:
-    """With the real backoff (0.25 s, doubling), 2 s of a failing Hub is a handful of attempts."""
+    """With the real backoff (0.25 s, then 0.5 s, doubling), 1.2 s of a failing Hub is three
+    attempts (at 0, 0.25 and 0.75 s), not a busy loop."""
     add_sharded(hub, repo_id)
     hub.inject(faults.status(503), path_contains=TARGETS["model-info"], times=None)
     started = time.monotonic()
     with pytest.raises(HubUnavailable, match="HTTP 503"):
-        read_model(repo_id, timeout=2)
-    assert 1.9 < time.monotonic() - started < 2.6
-    assert 3 <= len(hub.find(path_contains=TARGETS["model-info"])) <= 6
+        read_model(repo_id, timeout=1.2)
+    assert 1.1 < time.monotonic() - started < 3
+    assert 2 <= len(hub.find(path_contains=TARGETS["model-info"])) <= 4
 
 
 @pytest.mark.parametrize(("setup", "error"), [("missing", RepoNotFound), ("gated", GatedRepo), ("revision", RepoNotFound)])
@@ -243,7 +243,7 @@ def test_answers_that_will_not_change_are_not_retried(setup: str, error: type, h
     started = time.monotonic()
     with pytest.raises(error):
         read_model(repo_id, revision="no-such-branch" if setup == "revision" else None, timeout=10)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 3  # retries would run to the 10 s deadline
     paths = [r.path for r in hub.requests]
     assert len(paths) == len(set(paths))  # every request made once
 
@@ -255,26 +255,31 @@ def test_garbage_from_the_api_is_a_clear_error_not_a_retry(hub: FakeHub, repo_id
         read_model(repo_id, timeout=5)
 
 
-def test_cli_total_deadline_holds_when_the_hub_hangs(hub: FakeHub, repo_id: str) -> None:
-    add_sharded(hub, repo_id)
-    hub.inject(faults.hang(4), times=None)
-    r = run_cli("plan", repo_id, "--hardware", "rtx-4090", "--timeout", "1.5")
-    check_one_line(r.code, r.stderr, repo_id, "1.5 s deadline", "timed out")
-    # 1.5 s of deadline plus the interpreter's start-up: the 4 s answers were not waited for.
-    assert r.seconds < 4, r.seconds
-    hub.clear_faults()
+def test_cli_total_deadline_holds_when_the_hub_hangs(repo_id: str) -> None:
+    """A Hub that never answers: the command ends at its --timeout, not at the 30 s hang. (A hub
+    of its own, so that stopping it ends the held requests instead of the next test waiting.)"""
+    own = FakeHub().start()
+    try:
+        add_sharded(own, repo_id)
+        own.inject(faults.hang(30), times=None)
+        r = run_cli("plan", repo_id, "--hardware", "rtx-4090", "--timeout", "1", env={"HF_ENDPOINT": own.url})
+        check_one_line(r.code, r.stderr, repo_id, "1 s deadline", "timed out")
+        # 1 s of deadline plus the interpreter's start-up on a loaded machine; far below 30 s.
+        assert r.seconds < 8, r.seconds
+    finally:
+        own.stop()
 
 
 def test_cli_names_the_failing_request(hub: FakeHub, repo_id: str) -> None:
     add_sharded(hub, repo_id)
     hub.sharded_metadata_endpoint = False
     hub.inject(faults.status(503), path_contains=SHARD2, times=None)
-    r = run_cli("plan", repo_id, "--hardware", "rtx-4090", "--timeout", "1.5", "--json")
-    check_one_line(r.code, r.stderr, f"header of {SHARD2} of {repo_id}", "HTTP 503", "1.5 s deadline")
+    r = run_cli("plan", repo_id, "--hardware", "rtx-4090", "--timeout", "1", "--json")
+    check_one_line(r.code, r.stderr, f"header of {SHARD2} of {repo_id}", "HTTP 503", "1 s deadline")
     assert r.stdout == ""
 
 
-def test_hub_down_falls_back_to_the_catalog_and_says_so(hub: FakeHub, monkeypatch: pytest.MonkeyPatch, quick: None) -> None:
+def test_hub_down_falls_back_to_the_catalog_and_says_so(hub: FakeHub, quick: None) -> None:
     hub.inject(faults.status(503), times=None)
-    snap = read_model("meta-llama/Llama-3.1-8B", timeout=1)
+    snap = read_model("meta-llama/Llama-3.1-8B", timeout=0.3)
     assert snap.source == "catalog" and any("Hub could not be reached" in n for n in snap.notes)

@@ -18,7 +18,7 @@ from fakehub import FakeHub, SparseFile
 from fixtures_models import safetensors_header
 from hostile import (BAD_OPTIONS, BAD_PATHS, BAD_REPO_IDS, BAD_REVISIONS, BAD_SIZES, CONFIG, INDEXES, check_one_line, run_cli,
                      run_inprocess, short_repo_id)
-from planner.errors import BadHeader
+from planner.errors import BadHeader, FitcheckError
 from planner.sources import read_model
 
 HW = ("--hardware", "rtx-4090")
@@ -52,7 +52,7 @@ def test_bad_revisions_are_refused_before_any_request(bad: str, hub: FakeHub, ca
     assert hub.requests == []
 
 
-@pytest.mark.parametrize(("option", "value", "needle"), BAD_SIZES, ids=[f"{o}={v!r}" for o, v, _ in BAD_SIZES])
+@pytest.mark.parametrize(("option", "value", "needle"), BAD_SIZES, ids=[f"{o}={v[:24]!r}" for o, v, _ in BAD_SIZES])
 def test_malformed_sizes(option: str, value: str, needle: str, hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
     r = run_inprocess(capsys, "plan", "org/m", *HW, option, value)
     check_one_line(r.code, r.stderr, needle)
@@ -75,6 +75,40 @@ def test_models_file_lines_are_checked_like_arguments(command: str, tmp_path: Pa
     r = run_inprocess(capsys, command, "--models-file", str(listing), *HW)
     check_one_line(r.code, r.stderr, "is not a Hub repo id")
     assert hub.requests == []
+
+
+# The other commands, with what they read: a plan file for `verify`, profile files for everything.
+PLAN_FILES = {"not-utf8": (b"\xff\xfe garbage", "cannot read plan file"), "not-json": (b"{load:", "is not one fitcheck wrote"),
+              "array": (b"[]", "is not one fitcheck wrote"), "no-predicted": (b'{"load": {}, "generate": {}}', "is not one fitcheck wrote")}
+
+
+@pytest.mark.parametrize("case", sorted(PLAN_FILES))
+def test_verify_refuses_plan_files_it_did_not_write(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw, needle = PLAN_FILES[case]
+    (tmp_path / "plan.json").write_bytes(raw)
+    r = run_inprocess(capsys, "verify", str(tmp_path / "plan.json"))
+    check_one_line(r.code, r.stderr, needle)
+
+
+@pytest.mark.parametrize(("args", "needle"), [(["verify", "/nonexistent/plan.json"], "does not exist"), (["verify", "/"], "is a directory"),
+                                              (["profiles", "--bogus"], "No such option"), (["probe", "--json", "--bogus"], "No such option")])
+def test_other_commands_one_line(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    r = run_inprocess(capsys, *args)
+    check_one_line(r.code, r.stderr, needle)
+
+
+@pytest.mark.parametrize(("content", "needle"), [("description = 1\n", "field 'description' must be a string"),
+                                                 ("not toml [[[", "cannot be read"), ("", "field 'description'")])
+def test_broken_profile_files(content: str, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mine.toml").write_text(content)
+    monkeypatch.setenv("FITCHECK_PROFILES_DIR", str(tmp_path))
+    for args in (["profiles"], ["plan", "org/m", "--hardware", "mine"]):
+        r = run_inprocess(capsys, *args)
+        check_one_line(r.code, r.stderr, "mine.toml", needle)
+    monkeypatch.setenv("FITCHECK_PROFILES_DIR", str(tmp_path / "missing"))
+    r = run_inprocess(capsys, "profiles")
+    check_one_line(r.code, r.stderr, "is not a folder")
 
 
 # The same refusals through the real command, where argv is bytes from a shell.
@@ -139,7 +173,8 @@ def test_hostile_index_in_a_local_folder(case_id: str, tmp_path: Path) -> None:
 
 
 def test_the_catalogue_holds_at_least_200_hostile_inputs_and_faults() -> None:
-    from test_faults import FAULTS
+    from test_cache import CORRUPTIONS
+    from test_faults import FAULTS, PERMANENT
 
     counts = {
         "safetensors headers": len(hostile.HEADERS),
@@ -149,6 +184,22 @@ def test_the_catalogue_holds_at_least_200_hostile_inputs_and_faults() -> None:
         "revisions": len(BAD_REVISIONS),
         "sizes": len(BAD_SIZES),
         "other options": len(BAD_OPTIONS),
-        "injected Hub faults": len(FAULTS),
+        "injected Hub faults": len(FAULTS) + len(PERMANENT),
+        "corrupted cache files": 2 * len(CORRUPTIONS),
     }
     assert sum(counts.values()) >= 200, counts
+
+
+@pytest.mark.parametrize("which", ["config.json", "model.safetensors"])
+def test_a_fifo_in_a_local_folder_does_not_block(which: str, tmp_path: Path) -> None:
+    """A named pipe where a file should be would block a reader forever: it is refused unopened."""
+    import os
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    (folder / "model.safetensors").write_bytes(_GOOD + bytes(_GOOD_SIZE - len(_GOOD)))
+    (folder / which).unlink()
+    os.mkfifo(folder / which)
+    with pytest.raises(FitcheckError, match="is not a regular file"):
+        read_model(str(folder))

@@ -18,6 +18,10 @@ Variants (see FINDINGS.md for the fixes they stand for):
   connection per thread, Range, byte limit) and hf_hub_url by an f-string, so the cold path
   imports neither huggingface_hub nor httpx2.
 - ``all three``: the three above together.
+- ``no cache write``: cache.store does nothing. It stands for writing a per-unit footprint
+  instead of every tensor, or writing after the plan is printed: the per-tensor encode, JSON,
+  SHA-256 and fsync leave the cold path.
+- ``all four``: all of the above.
 - warm variants: ``warm`` (as it is), ``warm, gc off``, and ``warm, footprint cached``: the warm
   path loads a pickled Footprint (what estimate() returns: per-unit aggregates) and a snapshot
   without tensors, instead of decoding every tensor and estimating again.
@@ -56,7 +60,7 @@ from planner import __version__ as _v
 
 class _Session:
     """A stand-in for hubhttp.Session on http.client: keep-alive, one connection per thread."""
-    def __init__(self, endpoint, token, timeout):
+    def __init__(self, endpoint, token, timeout, **_ignored):  # deadline=...: this one has none
         import os
         self.endpoint = endpoint.rstrip("/")
         self.requests = 0
@@ -139,12 +143,19 @@ _src.read_model = lambda *a, **k: _snap
 _api.estimate = lambda snap: _fp
 """
 
+_NO_CACHE_WRITE = """
+import planner.cache as _cache
+_cache.store = lambda *a, **k: None
+"""
+
 COLD = {
     "baseline": "",
     "gc off": _GC_OFF,
     "no index": _NO_INDEX,
     "stdlib http": _STDLIB_HTTP,
     "all three": _GC_OFF + _STDLIB_HTTP + _NO_INDEX,  # _NO_INDEX wraps the _Urls.file it finds
+    "no cache write": _NO_CACHE_WRITE,
+    "all four": _GC_OFF + _STDLIB_HTTP + _NO_INDEX + _NO_CACHE_WRITE,
 }
 WARM = {
     "warm": "",
@@ -172,10 +183,12 @@ def run(hub, repos: list[str], runs: int, scratch: Path, base_env) -> list[tuple
                 wall, reqs, nbytes, _, rc, err = bench.run_once(argv_for(prelude, ["plan", repo]), base_env(hub.url, folder),
                                                                 hub, scratch / "exp.log")
                 if rc != 0:
-                    raise SystemExit(f"experiment {name} on {repo} failed: {err}")
+                    print(f"[exp] {name} on {repo} failed, skipped: {err}", flush=True)
+                    break
                 if i >= 0:
                     walls.append(wall)
-            out.append((name, repo, walls, reqs, nbytes))
+            if walls:
+                out.append((name, repo, walls, reqs, nbytes))
         folder = Path(tempfile.mkdtemp(dir=scratch))
         env = {**base_env(hub.url, folder), "FOOTPRINT_PICKLE": str(folder / "footprint.pickle")}
         bench.run_once(argv_for(_FOOTPRINT_DUMP, ["plan", repo]), env, hub, scratch / "exp.log")  # primes both caches
@@ -184,10 +197,12 @@ def run(hub, repos: list[str], runs: int, scratch: Path, base_env) -> list[tuple
             for i in range(-1, runs):
                 wall, reqs, nbytes, _, rc, err = bench.run_once(argv_for(prelude, ["plan", repo]), env, hub, scratch / "exp.log")
                 if rc != 0:
-                    raise SystemExit(f"experiment {name} on {repo} failed: {err}")
+                    print(f"[exp] {name} on {repo} failed, skipped: {err}", flush=True)
+                    break
                 if i >= 0:
                     walls.append(wall)
-            out.append((name, repo, walls, reqs, nbytes))
+            if walls:
+                out.append((name, repo, walls, reqs, nbytes))
         for name, r, walls, q, b in out:
             if r == repo:
                 print(f"[exp] {repo:28} {name:32} median {statistics.median(walls):.3f} s  min {min(walls):.3f} s  "
@@ -209,8 +224,8 @@ def table(results: list[tuple[str, str, list[float], int, int]]) -> list[str]:
                 cells.append("")
                 continue
             med = statistics.median(row[2])
-            ref = base[(repo, "warm" if name.startswith("warm") else "cold")]
-            delta = "" if name in ("baseline", "warm") else f" ({med - ref:+.3f})"
+            ref = base.get((repo, "warm" if name.startswith("warm") else "cold"))
+            delta = "" if name in ("baseline", "warm") or ref is None else f" ({med - ref:+.3f})"
             cells.append(f"{med:.3f}{delta}, min {min(row[2]):.3f} · {row[4] / 1e6:.2f} MB")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
@@ -224,6 +239,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--repos", nargs="*", default=["bench/llama-3.1-8b", "bench/llama-3.1-70b", "bench/deepseek-v3"])
     args = parser.parse_args()
+    print(f"[exp] planner/ copied aside, digest {bench.take_snapshot()}", flush=True)
     hub = benchhub.start(args.repos)
     scratch = Path(tempfile.mkdtemp(prefix="fitcheck-exp-"))
     started = time.monotonic()

@@ -25,12 +25,16 @@ import os
 import pstats
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
 from contextlib import redirect_stdout
 from functools import wraps
 
+# Children run here, not in the repo root, where `python -c` / `-m` would import the live planner/
+# (sys.path[0] is the current folder) ahead of PYTHONPATH.
+_CWD = tempfile.gettempdir()
 # Phase-timing runs per report: the per-phase median is reported.
 PHASE_RUNS = 5
 _phases: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
@@ -98,7 +102,6 @@ def _instrument() -> None:
 def main() -> None:
     """Orchestrate: a phase-timing run, a cProfile run, an importtime run; write the report."""
     import json
-    import tempfile
 
     repo, out_path, *rest = sys.argv[1:]
     warm = "--warm" in rest
@@ -112,10 +115,11 @@ def main() -> None:
         return env
 
     if warm:  # prime the cache the warm runs read
-        subprocess.run([sys.executable, "-m", "planner.cli", *argv], capture_output=True, env=fresh_env(), check=True)
+        subprocess.run([sys.executable, "-m", "planner.cli", *argv], capture_output=True, env=fresh_env(), check=True, cwd=_CWD)
     runs = []
     for mode in ["phases"] * PHASE_RUNS + ["cprofile"]:
-        proc = subprocess.run([sys.executable, __file__, "--child", mode, *argv], capture_output=True, text=True, env=fresh_env())
+        proc = subprocess.run([sys.executable, __file__, "--child", mode, *argv], capture_output=True, text=True, env=fresh_env(),
+                              cwd=_CWD)
         if proc.returncode != 0:
             raise SystemExit(f"profile child failed: {proc.stderr[-2000:]}")
         runs.append(json.loads(proc.stdout.splitlines()[-1]))
@@ -210,7 +214,7 @@ def _importtime(argv: list[str], *, warm: bool, env: dict[str, str]) -> list[str
     """Top imports of the same command in a fresh interpreter. For a cold profile it gets an
     empty cache folder of its own (the profiled run has filled the first one)."""
     code = "import sys; from planner.cli import main; main(sys.argv[1:])"
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *argv], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *argv], capture_output=True, text=True, env=env, cwd=_CWD)
     rows = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:

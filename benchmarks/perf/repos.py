@@ -9,7 +9,7 @@ repo                      shards  tensors  layout
 bench/llama-3.1-8b-1shard      1      291  Llama-3.1-8B in one model.safetensors (16 GB)
 bench/llama-3.1-8b             4      291  Llama-3.1-8B as published (4 shards)
 bench/llama-3.1-70b           30      723  Llama-3.1-70B as published (30 shards)
-bench/deepseek-v3            163   91,929  DeepSeek-V3: FP8 block-quantised MoE + MTP layer
+bench/deepseek-v3            163   91,991  DeepSeek-V3: FP8 block-quantised MoE + MTP layer
 ========================  ======  =======  ===============================================
 
 The DeepSeek-V3 layout follows the published checkpoint (deepseek-ai/DeepSeek-V3, 163 shards named
@@ -17,8 +17,7 @@ The DeepSeek-V3 layout follows the published checkpoint (deepseek-ai/DeepSeek-V3
 the other 58 with 256 routed experts and one shared expert, plus the multi-token-prediction layer
 61 that the checkpoint carries and transformers skips. Every 2-D projection is F8_E4M3 with an F32
 ``weight_scale_inv`` of one value per 128x128 block; norms, embeddings, the router and the head are
-BF16. The real index lists 91,991 tensors; this one has 91,929 (the difference is a handful of
-per-layer buffers that change nothing here).
+BF16. Like the real index, it lists 91,991 tensors.
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ class Run:
     maxrss_kb: int
     rc: int
     error: str = ""
+    load: float = field(default_factory=lambda: os.getloadavg()[0])  # 1-min load average when recorded
 
 
 @dataclass
@@ -202,7 +203,10 @@ def run_once(argv: list[str], env: dict[str, str], hub: benchhub.BenchHub, log: 
     wrapped = [str(TIME), "-o", str(rss_file), "-f", "%M", *argv] if TIME.exists() else argv
     with open(log, "wb") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen(wrapped, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # cwd: not the repo root, where `python -c` would import the live planner/ (sys.path[0] is
+        # the current folder) instead of the snapshot.
+        proc = subprocess.Popen(wrapped, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=log.parent)
         # A blocking wait, with a timer to kill a hung child: Popen.wait(timeout=...) polls with
         # sleeps of up to 50 ms, which would round every wall time up by as much.
         watchdog = threading.Timer(timeout, proc.kill)
@@ -221,8 +225,8 @@ def run_once(argv: list[str], env: dict[str, str], hub: benchhub.BenchHub, log: 
         rss = 0
     error = ""
     if rc != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()
-        error = " | ".join(tail[-2:])[-300:]
+        tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip().strip("^~ ")]
+        error = (tail[-1] if tail else f"exit {rc}, no output")[-300:]
     return wall, len(reqs), sum(r.bytes_sent for r in reqs), rss, rc, error
 
 
@@ -301,7 +305,7 @@ def scaling(scratch: Path) -> dict[str, list[dict]]:
     for label, extra in (("gc on", []), ("gc off", ["--gc-off"])):
         path = scratch / f"scaling-{extra and 'off' or 'on'}.json"
         proc = subprocess.run([sys.executable, str(HERE / "scaling.py"), "--json", str(path), *extra],
-                              capture_output=True, text=True, env=base_env("http://127.0.0.1:9", scratch))
+                              capture_output=True, text=True, env=base_env("http://127.0.0.1:9", scratch), cwd=scratch)
         if proc.returncode != 0:
             print(f"[bench] scaling ({label}) failed: {proc.stderr[-500:]}", flush=True)
             continue
@@ -325,7 +329,7 @@ def profile(hub: benchhub.BenchHub, scratch: Path) -> dict[str, dict]:
             name = f"profile-{tag}-{'warm' if warm else 'cold'}"
             folder = Path(tempfile.mkdtemp(dir=scratch))
             argv = [sys.executable, str(HERE / "profile_plan.py"), repo, str(HERE / f"{name}.txt"), *(["--warm"] if warm else [])]
-            proc = subprocess.run(argv, env=base_env(hub.url, folder), capture_output=True, text=True)
+            proc = subprocess.run(argv, env=base_env(hub.url, folder), capture_output=True, text=True, cwd=scratch)
             if proc.returncode != 0:
                 print(f"[bench] profiling {repo} failed: {proc.stderr[-500:]}", flush=True)
                 continue
@@ -391,7 +395,9 @@ def write_report(results: list[Run], profiles: dict[str, dict], args: argparse.N
         "",
         "**Machine.** " + "; ".join(f"{k}: {v}" for k, v in meta["machine"].items()) + ". "
         f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in meta['load_before'])}; after: "
-        f"{', '.join(f'{x:.2f}' for x in meta['load_after'])}. The machine is shared: a load above the core count "
+        f"{', '.join(f'{x:.2f}' for x in meta['load_after'])}; 1-min load during the timed runs: median "
+        f"{statistics.median(r.load for r in results):.2f}, max {max(r.load for r in results):.2f} (per run in results.csv). "
+        "The machine is shared: a load above the core count "
         "means other work competed for the CPUs, which inflates every tool's times (the min column is the least "
         "disturbed run).",
         "",
@@ -544,10 +550,10 @@ def write_report(results: list[Run], profiles: dict[str, dict], args: argparse.N
 def write_csv(results: list[Run], date: str) -> None:
     with open(HERE / "results.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["date", "tool", "repo", "shards", "run", "wall_s", "requests", "bytes", "maxrss_kb", "rc", "error"])
+        w.writerow(["date", "tool", "repo", "shards", "run", "wall_s", "requests", "bytes", "maxrss_kb", "rc", "load1", "error"])
         for r in results:
             shards = "+".join(str(REPOS[x][0]) for x in r.repo.split("+")) if r.repo != "-" else ""
-            w.writerow([date, r.tool, r.repo, shards, r.index, f"{r.wall_s:.4f}", r.requests, r.bytes, r.maxrss_kb, r.rc, r.error])
+            w.writerow([date, r.tool, r.repo, shards, r.index, f"{r.wall_s:.4f}", r.requests, r.bytes, r.maxrss_kb, r.rc, f"{r.load:.2f}", r.error])
 
 
 def main() -> None:
@@ -572,20 +578,33 @@ def main() -> None:
     results: list[Run] = []
     try:
         meta["fitcheck"]["snapshot"] = stable_snapshot(hub, scratch)
+        full = not args.quick
+        profiles: dict[str, dict] = {}
+        exps: list = []
+        scales: dict[str, list[dict]] = {}
+
+        def save() -> None:  # after every stage: a failure later loses nothing measured
+            meta["elapsed_s"] = time.monotonic() - started
+            meta["load_after"] = os.getloadavg()
+            write_csv(results, date)
+            write_report(results, profiles, args, meta, exps, scales)
+
         measure_startup(args.runs, scratch, hub, results)
         measure(hub, tools(args.quick), repos, args.runs, scratch, results)
+        save()
         measure_multi(hub, args.runs, scratch, results)
-        full = not args.quick
-        profiles = profile(hub, scratch) if full and not args.no_profile else {}
-        exps = experiments(hub, args.runs, scratch) if full else []
-        scales = scaling(scratch) if full else {}
+        save()
+        if full and not args.no_profile:
+            profiles = profile(hub, scratch)
+            save()
+        if full:
+            exps = experiments(hub, args.runs, scratch)
+            save()
+            scales = scaling(scratch)
+            save()
     finally:
         hub.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    meta["elapsed_s"] = time.monotonic() - started
-    meta["load_after"] = os.getloadavg()
-    write_csv(results, date)
-    write_report(results, profiles, args, meta, exps, scales)
     print(f"[bench] wrote {HERE / 'RESULTS.md'} and results.csv in {meta['elapsed_s'] / 60:.1f} min", flush=True)
 
 
