@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,17 +61,26 @@ def resolve_hardware(*, hardware: str | None = None, gpus: tuple[int, ...] | Non
     return hw
 
 
-def plan(model: str, *, hardware: Hardware, constraints: Constraints = Constraints(), revision: str | None = None,
-         token: str | bool | None = None, endpoint: str | None = None, timeout: float = 30.0,
+def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints: Constraints = Constraints(),
+         revision: str | None = None, token: str | bool | None = None, endpoint: str | None = None, timeout: float = 30.0,
          snapshot: Snapshot | None = None) -> Report:
     """Read ``model``, estimate it and solve for ``hardware``.
 
+    ``hardware`` may be a callable (e.g. the probe): it then runs while the Hub is read.
     A model that fits nowhere still returns a Report (``fits`` is False, ``rejected`` says why and
     ``suggestion`` names the smallest profile that would fit); errors reading it raise.
     """
     from planner.sources import read_model
 
-    snap = snapshot or read_model(model, revision=revision, token=token, endpoint=endpoint, timeout=timeout)
+    if callable(hardware):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            probing = pool.submit(hardware)
+            snap = snapshot or read_model(model, revision=revision, token=token, endpoint=endpoint, timeout=timeout)
+            hardware = probing.result()
+    else:
+        snap = snapshot or read_model(model, revision=revision, token=token, endpoint=endpoint, timeout=timeout)
     fp = estimate(snap)
     try:
         solution = solve(fp, hardware, constraints)
@@ -86,7 +96,11 @@ def smallest_fit(fp: Footprint, constraints: Constraints) -> str | None:
     def size(hw: Hardware) -> tuple[int, int]:
         return (sum(g.total_bytes for g in hw.gpus), hw.ram_total)
 
+    floor = _smallest_weights(fp)
     for hw in sorted(list_profiles(), key=size):
+        room = sum(g.free_bytes for g in hw.gpus if not g.unified) + hw.ram_free + (hw.disk_free if constraints.offload else 0)
+        if room < floor:
+            continue  # not even the smallest weights fit: skip solving it
         try:
             sol = solve(fp, hw, constraints)
         except NoFeasiblePlan:
@@ -94,6 +108,15 @@ def smallest_fit(fp: Footprint, constraints: Constraints) -> str | None:
         gpu = f"{len(hw.gpus)}x {fmt_bytes(hw.gpus[0].total_bytes)} GPU" if hw.gpus else "no GPU"
         return f"{hw.name} ({gpu}, {fmt_bytes(hw.ram_total)} RAM): {sol.chosen.label}"
     return None
+
+
+def _smallest_weights(fp: Footprint) -> int:
+    """A lower bound of any plan's weights: every unit in its smallest form (nf4, or as stored)."""
+    from planner.memory.weights import unit_bytes
+    from planner.records import Scheme
+
+    scheme = Scheme("bfloat16", "prequantized" if fp.prequant else "nf4")
+    return sum(min(unit_bytes(u, scheme, offloaded=False, prequant=fp.prequant), u.stored_bytes) for u in fp.units)
 
 
 def with_constraints(report: Report, **changes: Any) -> Report:
@@ -104,10 +127,14 @@ def with_constraints(report: Report, **changes: Any) -> Report:
 
 
 
-def plan_many(models: list[str], *, hardware: Hardware, constraints: Constraints = Constraints(), revision: str | None = None,
-              token: str | bool | None = None, endpoint: str | None = None, timeout: float = 30.0) -> list[Report]:
+def plan_many(models: list[str], *, hardware: Hardware | Callable[[], Hardware], constraints: Constraints = Constraints(),
+              revision: str | None = None, token: str | bool | None = None, endpoint: str | None = None,
+              timeout: float = 30.0) -> list[Report]:
     """Plan several models concurrently on the same hardware (one thread per model, one HTTP pool)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    if callable(hardware):
+        hardware = hardware()
 
     def one(m: str) -> Report:
         return plan(m, hardware=hardware, constraints=constraints, revision=revision, token=token, endpoint=endpoint, timeout=timeout)
