@@ -85,13 +85,18 @@ def gpu_state(torch: Any) -> dict[str, dict[str, int]]:
     except Exception:
         pynvml = None
     for i in range(torch.cuda.device_count()):
-        entry = {"torch_peak_reserved": int(torch.cuda.max_memory_reserved(i)), "torch_reserved": int(torch.cuda.memory_reserved(i))}
+        entry = {"torch_peak_reserved": int(torch.cuda.max_memory_reserved(i)), "torch_reserved": int(torch.cuda.memory_reserved(i)),
+                 "torch_peak_allocated": int(torch.cuda.max_memory_allocated(i)), "torch_allocated": int(torch.cuda.memory_allocated(i))}
         if pynvml is not None:
             try:
                 h = pynvml.nvmlDeviceGetHandleByIndex(i)
                 entry["nvml_used"] = int(pynvml.nvmlDeviceGetMemoryInfo(h).used)
             except Exception:
                 pass
+        if "nvml_used" not in entry:
+            # without NVML, the driver's own count of used memory (this process holds a context already)
+            free, total = torch.cuda.mem_get_info(i)
+            entry["nvml_used"] = int(total - free)
         out[f"cuda:{i}"] = entry
     return out
 
