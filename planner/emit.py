@@ -26,7 +26,6 @@ DEFAULT_OFFLOAD_DIR = "fitcheck-offload"
 _AUTO_CLASSES = frozenset({"AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModelForSeq2SeqLM"})
 # The label is fitcheck's own words, but it goes into a docstring: keep only harmless characters.
 _LABEL_SAFE = re.compile(r"[^A-Za-z0-9 +()._-]")
-_PACKAGE = re.compile(r"[a-z0-9][a-z0-9._-]{0,60}")
 # A pip requirement with an optional version range ("kernels>=0.18.2,<0.19") and an import name.
 _PACKAGE_SPEC = re.compile(r"[a-z0-9][a-z0-9._-]{0,60}(?:[<>=!]=?[0-9][0-9a-z.]*)?(?:,[<>=!]=?[0-9][0-9a-z.]*)?")
 _MODULE = re.compile(r"[a-z_][a-z0-9_]{0,60}")

@@ -85,6 +85,7 @@ class Rule(_ToDict):
 KERNELS = Package("kernels>=0.18.2,<0.19", "kernels")  # utils/import_utils.py:177-178 KERNELS_MIN/MAX_VERSION
 TRITON_34 = Package("triton>=3.4", "triton")  # quantizer_mxfp4.py:83
 GPTQMODEL = Package("gptqmodel>=1.4.3", "gptqmodel")  # quantizer_gptq.py:35
+GPTQMODEL_AWQ = Package("gptqmodel", "gptqmodel")  # quantizer_awq.py:46-49 (no version checked)
 OPTIMUM = Package("optimum>=1.24", "optimum")  # quantizer_gptq.py:36
 BITSANDBYTES = Package("bitsandbytes", "bitsandbytes")
 FBGEMM = Package("fbgemm-gpu", "fbgemm_gpu")  # quantizer_fbgemm_fp8.py:59-63
@@ -140,9 +141,9 @@ RULES: tuple[Rule, ...] = (
          source="quantizers/quantizer_gptq.py:58-66"),
     # --- AWQ -----------------------------------------------------------------------------------
     Rule("awq", "cuda", AS_STORED, why="runs as stored through gptqmodel; AWQ's CUDA kernels have no bfloat16, so transformers loads float16",
-         source="quantizers/quantizer_awq.py:45-62", packages=(GPTQMODEL,), dtype="float16"),
+         source="quantizers/quantizer_awq.py:45-62", packages=(GPTQMODEL_AWQ,), dtype="float16"),
     Rule("awq", "cpu", AS_STORED, why="runs as stored on CPU through gptqmodel",
-         source="quantizers/quantizer_awq.py:45-62", packages=(GPTQMODEL,)),
+         source="quantizers/quantizer_awq.py:45-62", packages=(GPTQMODEL_AWQ,)),
     Rule("awq", "mps", REFUSE, why="fitcheck does not plan AWQ on Apple mps: transformers' AWQ path goes through gptqmodel's CUDA/XPU/CPU kernels",
          source="quantizers/quantizer_awq.py:45-62"),
     # --- bitsandbytes, serialized 4-bit and 8-bit --------------------------------------------------
@@ -227,7 +228,7 @@ def decide(method: str, variant: str, gpus: Iterable[Gpu], *, blockers: tuple[st
                        "older GPUs may dequantize or refuse it")
         if rule.action == DEQUANTIZE and blockers:
             return Decision(REFUSE, rule, kind, f"{method} on {where}: transformers would dequantize, but cannot: "
-                            f"{blockers[0]} (transformers/integrations/finegrained_fp8.py:1148-1151)", assumed, blockers)
+                            f"{blockers[0]} (transformers/integrations/finegrained_fp8.py:1149-1152)", assumed, blockers)
         return Decision(rule.action, rule, kind, reason, assumed, blockers)
     return Decision(REFUSE, Rule(method, kind, REFUSE, "no rule", "-"), kind,
                     f"{method} on {kind}: fitcheck has no rule for this combination")
@@ -243,7 +244,9 @@ def script_config(decision: Decision, checkpoint_config: dict[str, Any]) -> tupl
         value = checkpoint_config.get(key)
         if value is None and key == "modules_to_not_convert":
             value = checkpoint_config.get("ignored_layers")  # FineGrainedFP8Config's alias
-        out[key] = value
+        # a list of module names, as transformers expects; anything else is not passed along
+        ok = isinstance(value, list) and len(value) <= 10_000 and all(isinstance(v, str) and len(v) <= 500 for v in value)
+        out[key] = list(value) if ok else None
     return name, out
 
 

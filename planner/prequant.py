@@ -176,7 +176,7 @@ def dequantize_blockers(quant: PreQuant | None, tensors: Iterable[Tensor]) -> tu
     """Block-scaled FP8 weights that transformers 5.24 cannot dequantize.
 
     ``Fp8Dequantize`` derives the block from the scale grid and refuses a weight whose rows or
-    columns do not divide evenly by it (integrations/finegrained_fp8.py:1148-1151), which is every
+    columns do not divide evenly by it (integrations/finegrained_fp8.py:1149-1152), which is every
     weight with a dimension that is not a multiple of the 128 block: DeepSeek-V3's
     ``kv_a_proj_with_mqa`` [576, 7168] has a [5, 56] grid. Verified on CPU with a [320, 256]
     weight (tests/test_formats.py). Such a checkpoint loads only where FP8 runs as stored.

@@ -65,9 +65,10 @@ def loads(tiny_models, tmp_path_factory):
     out["offload"] = root / "offload"
     yield out
     for load in out.values():
-        if isinstance(load, _Load) and load.proc.poll() is None:
-            load.proc.kill()
-            load.proc.communicate()
+        if isinstance(load, _Load):
+            if load.proc.poll() is None:
+                load.proc.kill()
+            load.proc.communicate()  # closes the pipes of a run no test waited for
 
 
 def _params(folder: Path) -> int:
@@ -179,3 +180,27 @@ def test_plan_file_records_how_the_checkpoint_loads(loads) -> None:
     # verify renders the same script from the plan file
     text = emit.script_from_settings(doc["load"], doc["generate"], label="x")
     assert "Mxfp4Config(**{'dequantize': True})" in text
+
+
+def test_checkpoint_strings_reach_the_script_only_as_literals(tmp_path: Path) -> None:
+    import ast
+
+    from fixtures_models import sparse_repo_files
+
+    hostile = ['lm_head"\nimport os; os.system("x")  #', "q'''", "\\x1b[2J"]
+    dims = dict(layers=1, hidden=256, intermediate=512, heads=4, kv_heads=2, vocab=1024)
+    cfg = L.decoder_config(quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128],
+                                                "modules_to_not_convert": hostile}, dtype="bfloat16", **dims)
+    files = sparse_repo_files(L.decoder(L.fp8_block(), dtype="BF16", **dims))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    for name, content in files.items():
+        with open(tmp_path / name, "wb") as f:
+            f.write(content.prefix)
+            f.truncate(content.size)
+    r = api.plan(str(tmp_path), hardware=_cpu(), constraints=C)
+    text = emit.script(r, r.solution.chosen)
+    tree = ast.parse(text)
+    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert "os.system" not in calls
+    (config_call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) == "FineGrainedFP8Config"]
+    assert ast.literal_eval(config_call.keywords[0].value)["modules_to_not_convert"] == hostile

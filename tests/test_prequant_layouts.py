@@ -177,7 +177,7 @@ def test_awq_on_cuda_loads_in_float16(hub: FakeHub, repo_id: str) -> None:
     r = api.plan(repo_id, hardware=_gpu((8, 6), 24, "RTX 3090"))
     assert r.solution.chosen.scheme.dtype == "float16"
     assert any("transformers loads it in float16" in reason for q in r.rejected for reason in q.reasons)
-    assert "gptqmodel>=1.4.3" in r.to_dict()["plan"]["load"]["packages"]
+    assert "gptqmodel" in r.to_dict()["plan"]["load"]["packages"]
 
 
 def test_prequantized_bnb_is_never_offloaded_and_never_requantized(hub: FakeHub, repo_id: str) -> None:
