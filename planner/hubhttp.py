@@ -81,7 +81,7 @@ class Session:
         self._headers = build_hf_headers(token=token, library_name="fitcheck", library_version=__version__)
         # Whatever token huggingface_hub found (HF_TOKEN, the login file, --token) is what may leak
         # back in an answer or an exception: make sure every message hides it.
-        scheme, _, sent = self._headers.get("authorization", "").partition(" ")
+        _, _, sent = self._headers.get("authorization", "").partition(" ")
         register(sent.strip() or None)
         self._lock = threading.Lock()
         self.requests = 0

@@ -309,7 +309,9 @@ def _shortfall(cand: _Candidate, costs: list[Cost], slots: list[Slot], devices: 
     if len(slots) == 1:
         d = slots[0].device
         free, margin = devices[d]
-        need = sum(c.on_exec for c in costs if c.tied_to is None) + (free - margin - slots[0].room)
+        slot = slots[0]
+        units = sum(int((c.on_exec - c.kv) * slot.weight_scale + c.kv * slot.transient_scale) for c in costs if c.tied_to is None)
+        need = units + (free - margin - slot.room)
         return f"{label} needs {fmt_bytes(need)} on {d}, {fmt_bytes(free - margin)} usable"
     where = " and ".join(s.device for s in slots)
     usable = ", ".join(f"{s.device} {fmt_bytes(devices[s.device][0] - devices[s.device][1])}" for s in slots)
@@ -325,8 +327,6 @@ def _static_rejections(fp: Footprint, hw: Hardware, cand: _Candidate) -> list[st
                 out.append(f"bf16: {g.name} ({cc}) has no native bfloat16")
     if s.dtype == "float16" and not cand.gpus:
         out.append("fp16 on CPU is not planned: many CPU kernels lack float16; bf16 or fp32 run there")
-    if s.bnb and any(g.backend == "mps" for g in cand.gpus):
-        out.append(f"{s.quantization}: bitsandbytes does not run on Apple mps")
     if s.bnb and not cand.gpus and "disk" in cand.placement:
         # With a cpu/disk map transformers needs llm_int8_enable_fp32_cpu_offload, which leaves every
         # cpu and disk module unquantized (quantizer_bnb_4bit.py:125-128): on a CPU-only machine

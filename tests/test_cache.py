@@ -125,7 +125,7 @@ _HAMMER = textwrap.dedent("""
     snap = Snapshot(id="org/m", revision="main", commit="a" * 40, source="hub", config={"seed": 0}, files=(RepoFile("model.safetensors", 1),),
                     weight_format="safetensors", weight_files=("model.safetensors",), tensors=tensors)
     stored = torn = 0
-    for i in range(150):
+    for i in range(80):
         if (i + seed) % 2 == 0:
             cache.store("http://x", snap)
             cache.store_ref("http://x", "org/m", "main", "a" * 40)
@@ -141,7 +141,7 @@ _HAMMER = textwrap.dedent("""
 
 
 def test_writers_and_readers_never_see_half_an_entry(tmp_path: Path) -> None:
-    """8 processes writing and reading the same entry and ref 150 times each: every read after
+    """8 processes writing and reading the same entry and ref 80 times each: every read after
     a process's own first write finds the whole entry."""
     env = {**os.environ, "FITCHECK_CACHE_DIR": str(tmp_path)}
     procs = [subprocess.Popen([sys.executable, "-c", _HAMMER, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

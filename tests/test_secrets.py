@@ -103,6 +103,7 @@ def test_canary_token_never_leaks(source: str, token: str, hub: FakeHub, repo_id
     files = {"config.json": json.dumps(CONFIG).encode(), "model.safetensors": SparseFile(HEADER, SIZE)}
     hub.add_repo(repo_id, files, private=True, tokens=[token])
     hub.add_repo(repo_id + "-gated", files, gated="manual", tokens=["hf_someone_else_entirely_000000"])
+    hub.add_repo(repo_id + "-private", files, private=True, tokens=["hf_someone_else_entirely_000000"])
     env, targs = _setup(source, token, tmp_path)
     plan_file, script_file = tmp_path / "plan.json", tmp_path / "load.py"
     hw = ["--hardware", "rtx-4090"]
@@ -110,6 +111,7 @@ def test_canary_token_never_leaks(source: str, token: str, hub: FakeHub, repo_id
         # --json, a plan file, a script; and, once, the text report with huggingface_hub logging its requests (HF_DEBUG)
         "plan": (["plan", repo_id, *hw, "--json", "--config", str(plan_file), "--script", str(script_file), *targs], env, None),
         "gated": (["check", repo_id + "-gated", *hw, *targs], {**env, "FITCHECK_DEBUG": "1"}, None),
+        "private": (["plan", repo_id + "-private", *hw, "--json", *targs], env, None),
         "crash": (["plan", repo_id, *hw, *targs], {**env, "FITCHECK_DEBUG": "1", "CANARY": token}, _CRASH),
     }
     if source == "HF_TOKEN_PATH":
@@ -134,6 +136,8 @@ def test_canary_token_never_leaks(source: str, token: str, hub: FakeHub, repo_id
     gated = results["gated"]
     assert "Traceback" in gated.stderr  # FITCHECK_DEBUG=1 shows it (redacted), then the usual line
     check_one_line(gated.returncode, "\n".join(line for line in gated.stderr.splitlines() if line.startswith("fitcheck: ")), "gated")
+
+    check_one_line(results["private"].returncode, results["private"].stderr, repo_id + "-private", "not found")
 
     crash = results["crash"]
     assert crash.returncode == 2 and "Traceback" in crash.stderr and "RuntimeError" in crash.stderr
