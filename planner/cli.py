@@ -192,11 +192,13 @@ def profiles(as_json: bool) -> None:
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--timeout", default=1800.0, show_default=True, type=click.FloatRange(1, 86400), help="Seconds the load and generate may take.")
-def verify(plan_file: str, as_json: bool, timeout: float) -> None:
+@click.option("--trust-remote-code", is_flag=True, help="Allow a plan that runs the model repo's own code.")
+@click.option("--allow-pickle", is_flag=True, help="Allow a plan that unpickles pytorch_model*.bin weights.")
+def verify(plan_file: str, as_json: bool, timeout: float, trust_remote_code: bool, allow_pickle: bool) -> None:
     """Run a plan file's load and a generate; compare measured memory with the prediction."""
     from planner.verify import render_verification, verify_plan_file
 
-    result = verify_plan_file(Path(plan_file), timeout=timeout)
+    result = verify_plan_file(Path(plan_file), timeout=timeout, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_verification(result))
     sys.exit(0 if result.ok else 1)
 
@@ -282,7 +284,7 @@ def _verify_report(r: Any, o: dict[str, Any]) -> Any:
     from planner.verify import verify_plan_text
 
     text = emit.plan_file(r, r.solution.chosen, offload_dir=o["offload_dir"], trust_remote_code=o["trust_remote_code"])
-    return verify_plan_text(text)
+    return verify_plan_text(text, trust_remote_code=o["trust_remote_code"])
 
 
 def render_max_context(mc: Any) -> str:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from planner import __version__, formats
 from planner.records import Plan
-from planner.secrets import redact
+from planner.errors import UsageError
+from planner.secrets import contains_known
 
 if TYPE_CHECKING:
     from planner.api import Report
@@ -126,7 +127,7 @@ def plan_file(r: Report, p: Plan, **kw: Any) -> str:
         "predicted": {d: {**m.to_dict(), "kv_after_prefill": kv_after_prefill(r, p, d)} for d, m in p.memory.items()},
         "margin": {"fraction": r.constraints.margin_fraction, "floor_bytes": r.constraints.margin_floor},
     }
-    return redact(json.dumps(doc, indent=2)) + "\n"
+    return _no_secrets(json.dumps(doc, indent=2) + "\n")
 
 
 def script(r: Report, p: Plan, **kw: Any) -> str:
@@ -183,7 +184,7 @@ def script_from_settings(s: dict[str, Any], generate: dict[str, Any], *, label: 
         remote=remote,
         prequant=pre,
     )
-    return redact(text)
+    return _no_secrets(text)
 
 
 def _prequant_lines(pq: dict[str, Any] | None) -> str:
@@ -211,6 +212,22 @@ def _prequant_lines(pq: dict[str, Any] | None) -> str:
                 f"    from transformers import {name}\n"
                 f"    kwargs[\"quantization_config\"] = {name}(**{literal(config['kwargs'])})\n")
     return out
+
+
+def render_check(settings: Any, generate: Any) -> str | None:
+    """Why a plan file's load settings cannot render a script, or None when they can."""
+    try:
+        script_from_settings(settings, generate, label="check")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        return f"{type(e).__name__}: {str(e)[:120]}"
+    return None
+
+
+def _no_secrets(text: str) -> str:
+    if contains_known(text):
+        raise UsageError("refusing to write a plan or script: it would contain your Hub token",
+                         hint="a model path or revision holds the token; the files never need it")
+    return text
 
 
 def literal(value: Any) -> str:

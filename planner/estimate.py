@@ -25,7 +25,7 @@ ROLES = ("linear", "embed", "head", "expert", "float", "packed", "qaux", "int")
 # A numbered block: "<prefix>.<layers|h|blocks|block|layer>.<index>." (Llama, GPT-2/Falcon/Bloom,
 # ViT/Siglip, T5, BERT-style). The prefix is matched lazily so T5's "encoder.block.0.layer.1" groups
 # at the block.
-_BLOCK = re.compile(r"^(.*?(?:^|\.)(?:layers|h|blocks|block|layer))\.(\d+)\.")
+_BLOCK = re.compile(r"^(.*?(?:^|\.)(?:layers|h|blocks|block|layer))\.(\d{1,9})\.")  # no model has 10^9 layers
 _EXPERT = re.compile(r"\.experts\.")
 # Per-expert checkpoint tensors ("mlp.experts.7.w1.weight") that transformers 5 fuses into one 3-D
 # parameter per layer at load (conversion_mapping.py, MergeModulelist): rebuilt, not mmapped.

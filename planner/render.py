@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from planner.errors import printable
 from planner.memory import kv
 from planner.records import DeviceMemory, Hardware, Plan
 from planner.units import fmt_bytes, fmt_count
@@ -17,8 +18,17 @@ SHOW_ALTERNATIVES = 6
 SHOW_REJECTED = 6
 
 
+def _safe(text: str) -> str:
+    """Escape non-printable characters line by line: names and notes come from strangers' files."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def report(r: Report) -> str:
-    lines = [*model_lines(r), hardware_line(r.hardware), ""]
+    return _safe(_report(r))
+
+
+def _report(r: Report) -> str:
+    lines = [*model_lines(r), _hardware_line(r.hardware), ""]
     if r.solution is None:
         lines.append(f"✘ Nothing fits on {r.hardware.name} at context {r.constraints.context} x batch {r.constraints.batch}.")
         lines += _rejections(r.rejected, limit=SHOW_REJECTED * 2)
@@ -64,6 +74,10 @@ def model_lines(r: Report) -> list[str]:
 
 
 def hardware_line(hw: Hardware) -> str:
+    return printable(_hardware_line(hw))
+
+
+def _hardware_line(hw: Hardware) -> str:
     if hw.gpus:
         gpus = ", ".join(f"{g.name} {fmt_bytes(g.total_bytes)} ({fmt_bytes(g.free_bytes)} free)" for g in hw.gpus)
     else:
@@ -129,6 +143,10 @@ def _rejections(plans: tuple[Plan, ...], *, limit: int) -> list[str]:
 
 def comparison(reports: list[Report]) -> str:
     """One row per model: the best plan of each on the same hardware."""
+    return _safe(_comparison(reports))
+
+
+def _comparison(reports: list[Report]) -> str:
     rows = [f"{'model':<44} {'params':>8} {'fits':>5}  {'best plan':<34} {'tok/s':>8} {'peak':>10}"]
     for r in reports:
         if r.solution is None:
@@ -141,6 +159,10 @@ def comparison(reports: list[Report]) -> str:
 
 
 def hardware_table(machines: list[Hardware]) -> str:
+    return _safe(_hardware_table(machines))
+
+
+def _hardware_table(machines: list[Hardware]) -> str:
     rows = [f"{'name':<24} {'GPUs':<34} {'RAM':>10} {'disk':>10}  description"]
     for hw in machines:
         gpus = " + ".join(f"{g.name} {fmt_bytes(g.total_bytes, precision=0)}" for g in hw.gpus) if hw.gpus else "none"

@@ -37,13 +37,26 @@ def redact(text: str) -> str:
     """Return ``text`` with every known or token-shaped secret replaced by a mask."""
     if not text:
         return text
-    secrets = set(_known)
-    for candidate in (os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"), _login_token()):
-        if candidate and len(candidate) >= 4:
-            secrets.add(candidate)
-    for secret in sorted(secrets, key=len, reverse=True):
+    for secret in _secrets():
         text = text.replace(secret, _MASK)
     return _TOKEN_SHAPE.sub(_MASK, text)
+
+
+def contains_known(text: str) -> bool:
+    """Whether ``text`` holds a token fitcheck knows (registered, HF_TOKEN, the login file).
+
+    Generated code and plan files are checked with this instead of being redacted: masking a
+    token-shaped module name would change what the script loads, so fitcheck refuses to write a
+    file holding a real token rather than editing it."""
+    return bool(text) and any(secret in text for secret in _secrets())
+
+
+def _secrets() -> list[str]:
+    found = set(_known)
+    for candidate in (os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"), _login_token()):
+        if candidate and len(candidate) >= 4:
+            found.add(candidate)
+    return sorted(found, key=len, reverse=True)
 
 
 def _login_token() -> str | None:

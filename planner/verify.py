@@ -101,22 +101,30 @@ class Verification(_ToDict):
         }
 
 
-def verify_plan_file(path: Path, *, timeout: float = 1800.0) -> Verification:
+def verify_plan_file(path: Path, *, timeout: float = 1800.0, trust_remote_code: bool = False, allow_pickle: bool = False) -> Verification:
     """Verify the plan file at ``path``."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise VerifyError(f"cannot read plan file {str(path)!r} ({type(e).__name__})") from None
-    return verify_plan_text(text, timeout=timeout)
+    return verify_plan_text(text, timeout=timeout, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 
 
-def verify_plan_text(text: str, *, timeout: float = 1800.0) -> Verification:
-    """Verify a plan file given as text."""
-    try:
-        plan = json.loads(text)
-        plan["load"], plan["generate"], plan["predicted"]
-    except (ValueError, KeyError, TypeError):
-        raise VerifyError("the plan file is not one fitcheck wrote (needs load, generate and predicted)") from None
+def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: bool = False, allow_pickle: bool = False) -> Verification:
+    """Verify a plan file given as text.
+
+    A plan file can come from anywhere (a pull request, a colleague), and verifying it runs a
+    load: code from the model repo runs only with ``trust_remote_code``, and pickled weights are
+    unpickled only with ``allow_pickle`` -- whatever the file itself asks for.
+    """
+    plan = _checked(text)
+    load = plan["load"]
+    if load.get("trust_remote_code") and not trust_remote_code:
+        raise VerifyError("the plan runs Python code from the model repo (trust_remote_code)",
+                          hint="review that code, then pass --trust-remote-code to verify")
+    if load.get("pickled_weights") and not allow_pickle:
+        raise VerifyError("the plan loads pickled pytorch_model*.bin weights, and unpickling can run code",
+                          hint="pass --allow-pickle to verify if you trust the repo")
     with tempfile.TemporaryDirectory(prefix="fitcheck-verify-") as tmp:
         plan_path, out_path = Path(tmp) / "plan.json", Path(tmp) / "result.json"
         plan_path.write_text(text)
@@ -133,6 +141,22 @@ def verify_plan_text(text: str, *, timeout: float = 1800.0) -> Verification:
             raise VerifyError(f"the load failed with exit code {proc.returncode}{killed}: {last[:300]}")
         raw = json.loads(out_path.read_text())
     return compare(plan, raw, seconds)
+
+
+def _checked(text: str) -> dict[str, Any]:
+    """Parse a plan file and check it is one fitcheck could have written, before anything runs."""
+    from planner.emit import render_check
+
+    try:
+        plan = json.loads(text)
+    except (ValueError, RecursionError):
+        raise VerifyError("the plan file is not JSON") from None
+    if not isinstance(plan, dict) or not all(isinstance(plan.get(k), dict) for k in ("load", "generate", "predicted")):
+        raise VerifyError("the plan file is not one fitcheck wrote (needs load, generate and predicted objects)")
+    problem = render_check(plan["load"], plan["generate"])
+    if problem:
+        raise VerifyError(f"the plan file cannot be loaded as written: {problem}")
+    return plan
 
 
 def compare(plan: dict[str, Any], raw: dict[str, Any], seconds: float) -> Verification:
