@@ -34,6 +34,11 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # a flaky network from eating a CI job's budget (huggingface_hub uses 1 s and 8 s for uploads).
 BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 4.0
+# Attempts for a connection that cannot even be opened (DNS failure, connection refused, no
+# route): that does not heal in seconds, so after three tries (0.75 s of backoff) the Hub counts as
+# unreachable and the caller falls back to the caches or the catalog, instead of spending the
+# whole --timeout.
+CONNECT_ATTEMPTS = 3
 # Per-attempt socket timeout, capped by what is left of the deadline.
 ATTEMPT_TIMEOUT_S = 10.0
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -50,6 +55,14 @@ class Response:
 
 class Retryable(Exception):
     """An attempt failed in a way another attempt may not."""
+
+    unreachable = False
+
+
+class Unreachable(Retryable):
+    """The connection could not be opened at all."""
+
+    unreachable = True
 
 
 class Session:
@@ -103,18 +116,21 @@ class Session:
                 deadline ends the retries.
         """
         wait = BACKOFF_FIRST_S
-        attempt = 0
+        attempt = unreachable = 0
         last = "no attempt made"
         while True:
             attempt += 1
             if self.left() <= 0:
-                raise HubUnavailable(f"{what}: no answer within the {self.timeout:g} s deadline ({last})",
+                raise HubUnavailable(f"{what}: no answer within the {self.timeout:.3g} s deadline ({last})",
                                      hint="check the network or raise --timeout")
             try:
                 return self._attempt(url, what=what, limit=limit, byte_range=byte_range, method=method, ok_missing=ok_missing)
             except Retryable as e:
                 last = str(e)
                 retry_after = getattr(e, "retry_after", None)
+                unreachable = unreachable + 1 if e.unreachable else 0
+            if unreachable >= CONNECT_ATTEMPTS:
+                raise HubUnavailable(f"{what}: the Hub cannot be reached ({last})", hint="check the network, or HF_ENDPOINT")
             if attempts is not None and attempt >= attempts:
                 raise HubUnavailable(f"{what}: failed after {attempt} attempt{'s' if attempt > 1 else ''} ({last})",
                                      hint="check the network or raise --timeout")
@@ -169,6 +185,8 @@ class Session:
                 return Response(status=status, headers=resp_headers, body=bytes(body[skip:keep]))
         except httpx2.TimeoutException as e:
             raise Retryable(f"timed out after {per_attempt:.1f} s") from e
+        except httpx2.ConnectError as e:
+            raise Unreachable(f"connection failed: {type(e).__name__}") from e
         except (httpx2.TransportError, httpx2.StreamError) as e:
             raise Retryable(f"connection failed: {type(e).__name__}") from e
 

@@ -174,3 +174,22 @@ def test_repos_without_loadable_weights(hub: FakeHub, repo_id: str) -> None:
     hub.add_repo(repo_id, {"config.json": b"{}", "model.gguf": b"GGUF"})
     with pytest.raises(NoWeights, match="model.gguf"):
         read_model(repo_id)
+
+
+def test_an_unreachable_hub_is_given_up_quickly_not_after_the_whole_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    from planner.errors import HubUnavailable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(HubUnavailable, match="cannot be reached"):
+        read_model("tests/not-in-the-catalog", timeout=30)
+    assert time.monotonic() - started < 5
+    # a catalog model falls back to the catalog, and says so
+    snap = read_model("meta-llama/Llama-3.1-8B", timeout=30)
+    assert snap.source == "catalog" and any("could not be reached" in n for n in snap.notes)
