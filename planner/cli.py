@@ -7,6 +7,8 @@ FITCHECK_DEBUG=1).
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import math
 import os
@@ -24,6 +26,10 @@ from planner.secrets import redact, register
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click group, mapping errors to one line and an exit code."""
+    # A plan lives a second or two and builds no reference cycles worth collecting, while parsing
+    # a 90,000-tensor header allocates ~500,000 containers: with the cyclic collector on, that
+    # costs 0.27-0.63 s (benchmarks/perf/FINDINGS.md #3). Reference counting still frees memory.
+    gc.disable()
     try:
         cli.main(args=argv, prog_name="fitcheck", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -224,13 +230,16 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
     for name in ("hardware", "gpu", "ram", "disk"):
         if o.get(name) is not None and not o[name].strip():
             raise UsageError(f"--{name} is empty", hint="give a value, or leave the option out")
-    hw = api.resolve_hardware(
-        hardware=o["hardware"],
+    sizes = dict(
         gpus=parse_size_list(o["gpu"], what="--gpu") if o["gpu"] is not None else None,
         ram=parse_size(o["ram"], what="--ram") if o["ram"] is not None else None,
         disk=parse_size(o["disk"], what="--disk") if o["disk"] is not None else None,
-        offload_dir=o.get("offload_dir"),
     )
+    if o["hardware"] is not None:
+        hw: Any = api.resolve_hardware(hardware=o["hardware"], **sizes)
+    else:
+        # probe this machine while the Hub is being read (FINDINGS.md #9)
+        hw = functools.partial(api.resolve_hardware, offload_dir=o.get("offload_dir"), **sizes)
     kw: dict[str, Any] = {}
     if o.get("margin") is not None:
         kw["margin_fraction"] = o["margin"]

@@ -72,7 +72,10 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *,
     url = _Urls(session.endpoint, repo_id, rev)
     info_f = pool.submit(session.get, url.info(), what=f"model info of {repo_id}@{rev}", limit=MAX_INFO_BYTES)
     config_f = pool.submit(session.get, url.file("config.json"), what=f"config.json of {repo_id}", limit=MAX_CONFIG_BYTES, ok_missing=True)
-    index_f = _Speculative(pool, session, url.file(SAFE_INDEX), what=f"{SAFE_INDEX} of {repo_id}", limit=MAX_INDEX_BYTES, ok_missing=True)
+    # On main the all-shard-headers answer carries the index's metadata: the index itself (8.9 MB for
+    # DeepSeek-V3) is then asked for only if that answer is missing (benchmarks/perf/FINDINGS.md #4).
+    index_f = _Speculative(pool, session, url.file(SAFE_INDEX), what=f"{SAFE_INDEX} of {repo_id}", limit=MAX_INDEX_BYTES,
+                           ok_missing=True, eager=rev != "main")
     single_f = _Speculative(pool, session, url.file(SAFE_SINGLE), what=f"header of {SAFE_SINGLE} of {repo_id}",
                             limit=FIRST_READ, byte_range=(0, FIRST_READ - 1), ok_missing=True)
     all_f = None
@@ -161,11 +164,13 @@ class _Speculative:
     read that turns out unneeded costs no retries (and no wait for them); :meth:`result` asks
     again, with retries, when it is needed after all."""
 
-    def __init__(self, pool: ThreadPoolExecutor, session: Session, url: str, **kw: Any) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, session: Session, url: str, *, eager: bool = True, **kw: Any) -> None:
         self._session, self._url, self._kw = session, url, kw
-        self.future = pool.submit(session.get, url, attempts=1, **kw)
+        self.future = pool.submit(session.get, url, attempts=1, **kw) if eager else None
 
     def result(self) -> Response | None:
+        if self.future is None:  # not sent ahead: ask now, with retries
+            return self._session.get(self._url, **self._kw)
         try:
             return self.future.result()
         except HubUnavailable:
@@ -311,8 +316,11 @@ def _json_object(raw: bytes, where: str, error: type[FitcheckError]) -> dict[str
 
 
 def _commit_of(f: Future | _Speculative) -> str | None:
+    fut = _future(f)
+    if fut is None:
+        return None
     try:
-        resp = _future(f).result()
+        resp = fut.result()
     except Exception:
         return None
     return resp.headers.get("x-repo-commit") if resp is not None else None
@@ -334,15 +342,16 @@ def _check_unique(tensors: list[Tensor], repo_id: str) -> None:
 def _drain(futures: list[Future | _Speculative | None]) -> None:
     """Wait for speculative requests we will not use, swallowing their errors."""
     for f in futures:
-        if f is None:
+        fut = _future(f) if f is not None else None
+        if fut is None:
             continue
         try:
-            _future(f).result()
+            fut.result()
         except Exception:
             pass
 
 
-def _future(f: Future | _Speculative) -> Future:
+def _future(f: Future | _Speculative) -> Future | None:
     return f.future if isinstance(f, _Speculative) else f
 
 

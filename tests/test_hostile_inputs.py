@@ -78,7 +78,7 @@ def test_models_file_lines_are_checked_like_arguments(command: str, tmp_path: Pa
 
 
 # The other commands, with what they read: a plan file for `verify`, profile files for everything.
-PLAN_FILES = {"not-utf8": (b"\xff\xfe garbage", "cannot read plan file"), "not-json": (b"{load:", "is not one fitcheck wrote"),
+PLAN_FILES = {"not-utf8": (b"\xff\xfe garbage", "cannot read plan file"), "not-json": (b"{load:", "is not JSON"),
               "array": (b"[]", "is not one fitcheck wrote"), "no-predicted": (b'{"load": {}, "generate": {}}', "is not one fitcheck wrote")}
 
 
