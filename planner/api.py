@@ -82,6 +82,10 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     else:
         snap = snapshot or read_model(model, revision=revision, token=token, endpoint=endpoint, timeout=timeout)
     fp = estimate(snap)
+    if snapshot is None:
+        from planner.sources import remember_estimate
+
+        remember_estimate(endpoint, snap, fp)
     try:
         solution = solve(fp, hardware, constraints)
     except NoFeasiblePlan as e:

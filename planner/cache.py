@@ -19,6 +19,7 @@ mlp.experts.{}.down_proj.weight") and share dtype and shape, so a DeepSeek-V3-si
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -84,6 +85,29 @@ def store(endpoint: str, snap: Snapshot) -> None:
     """Cache a snapshot read from the Hub (only those with a commit: they are immutable)."""
     if snap.commit:
         _write(cache_dir() / "entries" / f"{_key(endpoint, snap.id, snap.commit)}.json", encode(snap))
+
+
+def load_summary(endpoint: str, repo: str, commit: str, version: str) -> Snapshot | None:
+    """The snapshot of ``repo`` at ``commit`` without tensors, carrying its cached footprint
+    (``Snapshot.summary``) from estimator ``version``; None when there is none."""
+    path = cache_dir() / "summaries" / f"{_key(endpoint, repo, commit, version)}.json"
+    data = _read(path)
+    if data is None:
+        return None
+    try:
+        snap = decode({**data["snapshot"], "tensors": [], "tensor_files": []}, source="cache")
+        return dataclasses.replace(snap, summary=data["footprint"]) if isinstance(data["footprint"], dict) else None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        _discard(path)
+        return None
+
+
+def store_summary(endpoint: str, snap: Snapshot, footprint: dict[str, Any], version: str) -> None:
+    """Cache a snapshot's footprint (a few kilobytes, even for 90,000 tensors) for warm plans."""
+    if snap.commit:
+        lite = dataclasses.replace(snap, tensors=(), summary=None)
+        _write(cache_dir() / "summaries" / f"{_key(endpoint, snap.id, snap.commit, version)}.json",
+               {"snapshot": encode(lite), "footprint": footprint})
 
 
 def encode(snap: Snapshot) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from planner import naming, prequant
 from planner.arch import Arch, read_arch
@@ -166,12 +167,46 @@ class Footprint(_ToDict):
         return out
 
 
+# The modules whose code decides a footprint. Their source digest versions cached footprints: a
+# fitcheck that estimates differently never reuses an older estimate.
+_ESTIMATOR_MODULES = ("estimate", "arch", "prequant", "naming", "synth", "units", "records")
+
+
+@lru_cache(maxsize=1)
+def version() -> str:
+    """A digest of the estimator's source code (cached footprints are keyed by it)."""
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for name in _ESTIMATOR_MODULES:
+        module = sys.modules.get(f"planner.{name}") or __import__(f"planner.{name}", fromlist=["_"])
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cached(snapshot: Snapshot) -> Footprint | None:
+    """The footprint the snapshot carries from fitcheck's cache, if any and readable."""
+    from planner.records import from_plain
+
+    if snapshot.summary is None:
+        return None
+    try:
+        return from_plain(Footprint, snapshot.summary)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def estimate(snapshot: Snapshot) -> Footprint:
-    """Build the footprint of a snapshot.
+    """Build the footprint of a snapshot (or take the one cached with it).
 
     Raises:
         BadConfig, UnsupportedModel: from the config, or for tensor layouts fitcheck cannot price.
     """
+    hit = cached(snapshot)
+    if hit is not None:
+        return hit
     arch = read_arch(snapshot.config, where=f"config.json of {snapshot.id}")
     quant = prequant.detect(arch.quantization_config, where=f"config.json of {snapshot.id}")
     tensors = snapshot.tensors

@@ -29,6 +29,64 @@ class _ToDict:
         return _plain(self)
 
 
+def from_plain(cls: type, data: Any) -> Any:
+    """Rebuild a record of type ``cls`` from :meth:`to_dict`'s output, guided by its type hints.
+
+    Nested records, tuples (fixed or ``tuple[X, ...]``), dicts of records and optional fields are
+    rebuilt; anything else is taken as is. Raises TypeError/KeyError/ValueError on data of another shape.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} needs an object, got {type(data).__name__}")
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise KeyError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
+    return cls(**{name: _coerce(hints[name], value) for name, value in data.items()})
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        import sys
+        import typing
+
+        # The module's names as locals too: a field named like a module (Footprint.prequant) would
+        # otherwise shadow it while its annotation ("prequant.PreQuant") is resolved.
+        names = vars(sys.modules[cls.__module__])
+        _HINTS[cls] = typing.get_type_hints(cls, names, names)
+    return _HINTS[cls]
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    import types
+    import typing
+
+    if value is None:
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return _coerce(options[0], value) if len(options) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        return from_plain(tp, value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list for {tp}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v) for v in value)
+        if len(args) != len(value):
+            raise ValueError(f"expected {len(args)} items for {tp}")
+        return tuple(_coerce(a, v) for a, v in zip(args, value, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object for {tp}")
+        return {k: _coerce(args[1], v) for k, v in value.items()}
+    return value
+
+
 # --------------------------------------------------------------------------------------------
 # Hardware (probe.py, profiles.py)
 # --------------------------------------------------------------------------------------------
@@ -169,6 +227,8 @@ class Snapshot(_ToDict):
         gated: whether the Hub marks the repo gated.
         notes: things the user should know about how it was read (one line each).
         fetch: what reading it cost.
+        summary: when the tensors were not read because fitcheck's cache holds their estimate
+            (``planner.estimate.Footprint.to_dict()`` for this commit and estimator version).
     """
 
     id: str
@@ -183,6 +243,7 @@ class Snapshot(_ToDict):
     gated: bool = False
     notes: tuple[str, ...] = ()
     fetch: Fetch = Fetch()
+    summary: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------

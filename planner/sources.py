@@ -97,7 +97,7 @@ def read_model(ref: str, *, revision: str | None = None, token: str | bool | Non
 def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, ttl: float, token: str | bool | None, timeout: float,
                          deadline: float) -> Snapshot | None:
     if ids.COMMIT.match(rev):
-        snap = cache.load(endpoint, repo, rev)
+        snap = _cached(endpoint, repo, rev)
         # The entry may have been stored by a read of a branch: report the commit that was asked for.
         return replace(snap, revision=rev) if snap is not None else None
     ref = cache.lookup_ref(endpoint, repo, rev)
@@ -109,8 +109,24 @@ def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, t
         if current != commit:
             return None
         cache.store_ref(endpoint, repo, rev, commit)
-    snap = cache.load(endpoint, repo, commit)
+    snap = _cached(endpoint, repo, commit)
     return replace(snap, revision=rev) if snap is not None else None
+
+
+def _cached(endpoint: str, repo: str, commit: str) -> Snapshot | None:
+    """The cached footprint of a commit (a few KB) when this estimator made one, else the cached
+    tensors (estimated again by the caller)."""
+    from planner.estimate import version
+
+    return cache.load_summary(endpoint, repo, commit, version()) or cache.load(endpoint, repo, commit)
+
+
+def remember_estimate(endpoint: str | None, snap: Snapshot, footprint: Any) -> None:
+    """Cache the estimate of a snapshot read from the Hub or the metadata cache, for warm plans."""
+    from planner.estimate import version
+
+    if snap.commit and snap.source in ("hub", "cache") and snap.summary is None and snap.tensors:
+        cache.store_summary((endpoint or endpoint_now()).rstrip("/"), snap, footprint.to_dict(), version())
 
 
 def _head_commit(endpoint: str, repo: str, rev: str, *, token: str | bool | None, timeout: float, deadline: float) -> str | None:

@@ -289,3 +289,29 @@ def test_tensor_names_survive_the_cache_exactly(names: list[str], hub: FakeHub, 
     second = read_model(repo_id)
     assert sorted(t.name for t in second.tensors) == sorted(names) == sorted(t.name for t in first.tensors)
     assert {(t.name, t.shape, t.nbytes) for t in second.tensors} == {(t.name, t.shape, t.nbytes) for t in first.tensors}
+
+
+def test_warm_plans_reuse_the_cached_estimate_without_reading_tensors(tiny_models, hub: FakeHub) -> None:
+    """The cold plan caches its footprint (keyed by commit and estimator version); the warm plan
+    loads that small summary, not the tensors, and gets the very same footprint."""
+    from planner import api
+    from planner.estimate import estimate
+    from planner.probe import apply_overrides
+    from planner.records import Hardware
+    from planner.sources import read_model
+
+    repo = "tests/warm-summary"
+    hub.add_local_model(repo, tiny_models["qwen2"])
+    hw = apply_overrides(Hardware(name="t", source="t", gpus=(), ram_total=1, ram_free=1, disk_free=1, cache_disk_free=1),
+                         ram=8 << 30, disk=10**12)
+    cold = api.plan(repo, hardware=hw)
+    warm_snap = read_model(repo)
+    assert warm_snap.source == "cache" and warm_snap.tensors == () and warm_snap.summary is not None
+    assert estimate(warm_snap) == cold.footprint
+    assert api.plan(repo, hardware=hw).to_dict()["plan"] == cold.to_dict()["plan"]
+    # a damaged summary is not trusted: the tensors are read from the full entry instead
+    summaries = [p for p in (Path(os.environ["FITCHECK_CACHE_DIR"]) / "summaries").iterdir()]
+    assert len(summaries) == 1
+    summaries[0].write_bytes(summaries[0].read_bytes()[:-10])
+    again = read_model(repo)
+    assert again.summary is None and again.tensors and estimate(again) == cold.footprint
