@@ -235,8 +235,9 @@ def estimate(snapshot: Snapshot) -> Footprint:
     # decoder.embed_tokens to ``shared`` (T5, BART: all_tied_weights_keys), so copies saved under
     # those names are loaded once.
     shared = {n.rsplit("shared.weight", 1)[0] for n in names if n.endswith("shared.weight")} if arch.is_encoder_decoder else set()
+    where_of = _UnitMemo(decoder)
     for name, t in renamed:
-        unit, kind, layer, sub = _unit_of(name, decoder)
+        unit, kind, layer, sub = where_of(name)
         m = _ENCDEC_EMBED.search(name)
         if _NOT_LOADED.search(name) or (kind == "layer" and layer is not None and layer >= arch.num_layers) or (
             tied and _HEAD.search(name)
@@ -461,6 +462,41 @@ def _decoder_prefix(names: Iterable[str], arch: Arch) -> str | None:
         if dec:
             return dec[0]
     return max(counts, key=lambda p: len(counts[p]))
+
+
+# A whole numeric component of a tensor name ("model.layers.12.mlp" -> "12").
+_NUM = re.compile(r"(?<=\.)\d+(?=\.|$)")
+
+
+class _UnitMemo:
+    """:func:`_unit_of`, computed once per name template (numbers replaced by ``{}``).
+
+    Names that differ only in their numbers (layer and expert indices) land in units that differ
+    only in those numbers: DeepSeek-V3's 91,991 names have ~70 templates, so the unit, kind and
+    sub-module are worked out ~70 times and the numbers substituted back (FINDINGS.md #7).
+    """
+
+    def __init__(self, decoder: str | None) -> None:
+        self.decoder = decoder
+        self.memo: dict[str, tuple[str, str, int | None, str, int]] = {}
+
+    def __call__(self, name: str) -> tuple[str, str, int | None, str]:
+        nums = _NUM.findall(name)
+        if not nums or "{" in name or "}" in name or any(len(n) > 1 and n[0] == "0" for n in nums):
+            return _unit_of(name, self.decoder)  # braces would break format(), leading zeros int(): no shortcut
+        template = _NUM.sub("{}", name)
+        hit = self.memo.get(template)
+        if hit is None:
+            # work it out on this name; its unit is a prefix of the name (module path), so the
+            # unit's template is the template's first components
+            unit, kind, layer, sub = _unit_of(name, self.decoder)
+            depth = unit.count(".") + 1
+            unit_template = ".".join(template.split(".")[:depth])
+            hit = self.memo[template] = (unit_template, kind, None if layer is None else unit_template.count("{}") - 1, sub,
+                                         unit_template.count("{}"))
+        unit_template, kind, layer_pos, sub, count = hit
+        unit = unit_template.format(*nums[:count]) if count else unit_template
+        return unit, kind, (int(nums[layer_pos]) if layer_pos is not None else None), sub
 
 
 def _unit_of(name: str, decoder: str | None) -> tuple[str, str, int | None, str]:

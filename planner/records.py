@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -165,9 +167,12 @@ class Hardware(_ToDict):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Tensor(_ToDict):
+class Tensor(NamedTuple):
     """One tensor as a safetensors header describes it.
+
+    The one record that is a NamedTuple rather than a frozen dataclass: a DeepSeek-V3-sized
+    checkpoint has 91,991 tensors, and a frozen dataclass costs ~1.2 us to build against ~0.3 us
+    for a NamedTuple (benchmarks/perf/FINDINGS.md #6). It is just as immutable.
 
     Attributes:
         name: the checkpoint's tensor name.
@@ -191,6 +196,10 @@ class Tensor(_ToDict):
         for d in self.shape:
             n *= d
         return n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "nbytes": self.nbytes, "file": self.file,
+                "offset": self.offset}
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,10 @@ from planner.paths import hf_cache_dir
 from planner.records import Snapshot
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+# Above this many tensors the full tensor list is not cached: encoding DeepSeek-V3's 91,991 tensors
+# costs ~0.3 s of a cold plan (FINDINGS.md #5), and the footprint summary cached after the estimate
+# is what warm plans read. Such a model is re-read from the Hub only if fitcheck's estimator changes.
+FULL_ENTRY_MAX_TENSORS = 20_000
 # How long a branch's commit is trusted without asking the Hub. Ten minutes keeps repeated
 # pre-flight checks in a script free of network while a push shows up quickly.
 DEFAULT_TTL_S = 600.0
@@ -88,7 +92,8 @@ def read_model(ref: str, *, revision: str | None = None, token: str | bool | Non
             raise
         return replace(fallback, notes=(*fallback.notes, f"network error: {e.message}"))
     if use_cache and snap.commit:
-        cache.store(endpoint, snap)
+        if len(snap.tensors) <= FULL_ENTRY_MAX_TENSORS:
+            cache.store(endpoint, snap)
         if rev != snap.commit:
             cache.store_ref(endpoint, repo, rev, snap.commit)
     return snap
