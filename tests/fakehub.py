@@ -958,6 +958,9 @@ def _config_summary(rev: _Revision) -> dict[str, Any] | None:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops SYNs when more clients connect at once (several
+    # fitcheck processes, 64 ranged reads): the client then resends after 1 s.
+    request_queue_size = 128
     hub: FakeHub
 
     def handle_error(self, request: Any, client_address: Any) -> None:
