@@ -221,7 +221,8 @@ def estimate(snapshot: Snapshot) -> Footprint:
     renamed = [(rename(t.name), t) for t in tensors]
     names = {n for n, _ in renamed}
     tied = arch.tie_word_embeddings and any(_EMBED.search(n) for n in names)
-    decoder = _decoder_prefix(names, arch)
+    grouped = list(_groups(renamed, by_template=quant is None or quant.method != "bitsandbytes"))
+    decoder = _decoder_prefix(grouped, arch)
     packed = quant.packed_modules(names) if quant is not None else frozenset()
 
     acc = _Acc()
@@ -235,32 +236,44 @@ def estimate(snapshot: Snapshot) -> Footprint:
     # decoder.embed_tokens to ``shared`` (T5, BART: all_tied_weights_keys), so copies saved under
     # those names are loaded once.
     shared = {n.rsplit("shared.weight", 1)[0] for n in names if n.endswith("shared.weight")} if arch.is_encoder_decoder else set()
-    where_of = _UnitMemo(decoder)
-    for name, t in renamed:
-        unit, kind, layer, sub = where_of(name)
+    for name, t, members in grouped:
+        # one representative per group of tensors that differ only in the numbers of their names:
+        # role, sizes, kind and sub-module are the same for every member (FINDINGS.md #7)
+        unit, kind, layer, sub = _unit_of(name, decoder)
         m = _ENCDEC_EMBED.search(name)
-        if _NOT_LOADED.search(name) or (kind == "layer" and layer is not None and layer >= arch.num_layers) or (
-            tied and _HEAD.search(name)
-        ) or (m is not None and name[: m.start(1)] in shared):
-            unloaded_bytes += t.nbytes
-            unloaded += 1
+        if _NOT_LOADED.search(name) or (tied and _HEAD.search(name)) or (m is not None and name[: m.start(1)] in shared):
+            unloaded_bytes += t.nbytes * len(members)
+            unloaded += len(members)
             continue
         role, params, rows = _classify(t, name, quant, moe=arch.is_moe, packed=packed)
         experts = _experts_module(name) if arch.is_moe else None
-        if experts is not None:
-            expert_params += params
         if role == "linear":
             largest_linear = max(largest_linear, params)
             nf4_cpu_ok = nf4_cpu_ok and t.shape[0] % 32 == 0 and t.shape[1] % 2 == 0
         rebuilt = t.nbytes if role == "expert" and _SPLIT_EXPERT.search(name) else 0
-        acc.add(unit, kind, layer, sub, role, params, t.nbytes, rows, rebuilt, expert=experts is not None)
-        if kind == "layer":
-            acc.add_part(unit, name, experts, role, params, t.nbytes, rows, rebuilt, sub)
+        module = name.rsplit(".", 1)[0]
+        fill = _Filler(name, unit, layer, experts, module)
+        counts: dict[tuple, int] = defaultdict(int)
+        for nums in members:
+            counts[fill(nums)] += 1  # experts tensors count per experts module, not per expert
+        loaded = 0
+        for (unit_i, layer_i, experts_i, module_i), n in counts.items():
+            layer_i = layer_i if kind == "layer" else None
+            if layer_i is not None and layer_i >= arch.num_layers:
+                unloaded_bytes += t.nbytes * n  # e.g. DeepSeek-V3's MTP layer 61, which transformers skips
+                unloaded += n
+                continue
+            loaded += n
+            acc.add(unit_i, kind, layer_i, sub, role, params, t.nbytes, rows, rebuilt, expert=experts is not None, count=n)
+            if kind == "layer":
+                acc.add_part(unit_i, module_i, experts_i, role, params, t.nbytes, rows, rebuilt, sub, count=n)
+        if experts is not None:
+            expert_params += params * loaded
         c = components.setdefault(_component(name, kind, arch), [0, 0])
-        c[0] += params
-        c[1] += t.nbytes
+        c[0] += params * loaded
+        c[1] += t.nbytes * loaded
         if t.dtype in SAFETENSORS_TO_TORCH and role not in ("packed", "qaux"):
-            float_bytes[t.dtype] += t.nbytes
+            float_bytes[t.dtype] += t.nbytes * loaded
 
     units = acc.units()
     embed = _input_embedding(units)
@@ -317,24 +330,26 @@ class _Acc:
         self.experts_of: dict[str, set[str]] = defaultdict(set)
 
     def add(self, unit: str, kind: str, layer: int | None, sub: str, role: str, params: int, nbytes: int, rows: int,
-            rebuilt: int, *, expert: bool) -> None:
-        _bump(self.stats.setdefault(unit, {}), role, params, nbytes, rows)
-        self.modules[unit][sub] += nbytes
+            rebuilt: int, *, expert: bool, count: int = 1) -> None:
+        """Add ``count`` tensors of these sizes to ``unit``."""
+        _bump(self.stats.setdefault(unit, {}), role, params, nbytes, rows, count)
+        self.modules[unit][sub] += nbytes * count
         self.meta.setdefault(unit, (kind, layer))
-        self.rebuilt[unit] += rebuilt
+        self.rebuilt[unit] += rebuilt * count
         if expert:
-            self.experts[unit] += params
+            self.experts[unit] += params * count
 
-    def add_part(self, unit: str, name: str, experts: str | None, role: str, params: int, nbytes: int, rows: int,
-                 rebuilt: int, sub: str) -> None:
+    def add_part(self, unit: str, module: str, experts: str | None, role: str, params: int, nbytes: int, rows: int,
+                 rebuilt: int, sub: str, *, count: int = 1) -> None:
+        """Add ``count`` tensors of module ``module`` to the dense part or the experts part of a layer."""
         part = experts or "dense"
         if experts is None:
-            self.dense_modules[unit].add(name.rsplit(".", 1)[0])
+            self.dense_modules[unit].add(module)
         else:
             self.experts_of[unit].add(experts)
-        _bump(self.parts[unit].setdefault(part, {}), role, params, nbytes, rows)
-        self.part_rebuilt[(unit, part)] += rebuilt
-        self.part_modules[(unit, part)][sub] += nbytes
+        _bump(self.parts[unit].setdefault(part, {}), role, params, nbytes, rows, count)
+        self.part_rebuilt[(unit, part)] += rebuilt * count
+        self.part_modules[(unit, part)][sub] += nbytes * count
 
     def merge_nested(self) -> None:
         """Merge every unit nested inside another into it, so device_map keys stay disjoint.
@@ -390,12 +405,12 @@ class _Acc:
         return tuple(out)
 
 
-def _bump(stats: dict[str, list[int]], role: str, params: int, nbytes: int, rows: int) -> None:
+def _bump(stats: dict[str, list[int]], role: str, params: int, nbytes: int, rows: int, count: int = 1) -> None:
     s = stats.setdefault(role, [0, 0, 0, 0])
-    s[0] += params
-    s[1] += nbytes
-    s[2] += rows
-    s[3] += 1
+    s[0] += params * count
+    s[1] += nbytes * count
+    s[2] += rows * count
+    s[3] += count
 
 
 def _experts_module(name: str) -> str | None:
@@ -445,16 +460,21 @@ def _input_embedding(units: list[Unit]) -> Unit | None:
     return next((u for u in embeds if u.name.rsplit(".", 1)[-1] in _TOKEN_EMBEDDINGS), embeds[0] if embeds else None)
 
 
-def _decoder_prefix(names: Iterable[str], arch: Arch) -> str | None:
+def _decoder_prefix(grouped: list[tuple[str, Tensor, list]], arch: Arch) -> str | None:
     """The block prefix of the decoder layers: the non-vision prefix with the most numbered blocks.
 
-    ``names`` are the loaded model's names (renamed): a device_map and the unit names use them.
+    Works on the groups of :func:`_groups` (representative name and every member's numbers). The
+    names are the loaded model's (renamed): a device_map and the unit names use them.
     """
-    counts: dict[str, set[int]] = defaultdict(set)
-    for name in names:
+    counts: dict[str, set[str]] = defaultdict(set)
+    for name, _, members in grouped:
         m = _BLOCK.match(name)
-        if m and not _VISION.search(m.group(1)):
-            counts[m.group(1)].add(int(m.group(2)))
+        if not m or _VISION.search(m.group(1)):
+            continue
+        pos = len(_NUM.findall(m.group(1)))  # the block number is the name's pos-th number
+        found = counts[m.group(1)]
+        for nums in members:
+            found.add(nums[pos] if nums is not None and len(nums) > pos else m.group(2))
     if not counts:
         return None
     if arch.is_encoder_decoder:
@@ -463,40 +483,62 @@ def _decoder_prefix(names: Iterable[str], arch: Arch) -> str | None:
             return dec[0]
     return max(counts, key=lambda p: len(counts[p]))
 
-
 # A whole numeric component of a tensor name ("model.layers.12.mlp" -> "12").
 _NUM = re.compile(r"(?<=\.)\d+(?=\.|$)")
 
 
-class _UnitMemo:
-    """:func:`_unit_of`, computed once per name template (numbers replaced by ``{}``).
+def _groups(renamed: list[tuple[str, Tensor]], *, by_template: bool):
+    """Group tensors whose names differ only in their numbers and that share dtype and shape.
 
-    Names that differ only in their numbers (layer and expert indices) land in units that differ
-    only in those numbers: DeepSeek-V3's 91,991 names have ~70 templates, so the unit, kind and
-    sub-module are worked out ~70 times and the numbers substituted back (FINDINGS.md #7).
+    Yields (representative name, representative tensor, members) where each member is the tuple
+    of numeric components of its name. DeepSeek-V3's 91,991 tensors fall into ~100 groups, so the
+    regexes of the estimate run ~100 times instead of ~92,000 (FINDINGS.md #7). Names whose numbers
+    cannot be substituted back exactly (leading zeros, braces) are their own group.
     """
-
-    def __init__(self, decoder: str | None) -> None:
-        self.decoder = decoder
-        self.memo: dict[str, tuple[str, str, int | None, str, int]] = {}
-
-    def __call__(self, name: str) -> tuple[str, str, int | None, str]:
-        nums = _NUM.findall(name)
+    groups: dict[tuple[str, str, tuple[int, ...]], list] = {}
+    for name, t in renamed:
+        nums = _NUM.findall(name) if by_template else None
         if not nums or "{" in name or "}" in name or any(len(n) > 1 and n[0] == "0" for n in nums):
-            return _unit_of(name, self.decoder)  # braces would break format(), leading zeros int(): no shortcut
+            yield name, t, [None]
+            continue
+        key = (_NUM.sub("{}", name), t.dtype, t.shape)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = [name, t, [tuple(nums)]]
+        else:
+            g[2].append(tuple(nums))
+    for name, t, members in groups.values():
+        yield name, t, members
+
+
+class _Filler:
+    """Turns a member's numbers into its unit, layer, experts module and module names, given the
+    representative's: each is a prefix of the tensor name, so its numbers are the name's first ones."""
+
+    def __init__(self, name: str, unit: str, layer: int | None, experts: str | None, module: str) -> None:
         template = _NUM.sub("{}", name)
-        hit = self.memo.get(template)
-        if hit is None:
-            # work it out on this name; its unit is a prefix of the name (module path), so the
-            # unit's template is the template's first components
-            unit, kind, layer, sub = _unit_of(name, self.decoder)
-            depth = unit.count(".") + 1
-            unit_template = ".".join(template.split(".")[:depth])
-            hit = self.memo[template] = (unit_template, kind, None if layer is None else unit_template.count("{}") - 1, sub,
-                                         unit_template.count("{}"))
-        unit_template, kind, layer_pos, sub, count = hit
-        unit = unit_template.format(*nums[:count]) if count else unit_template
-        return unit, kind, (int(nums[layer_pos]) if layer_pos is not None else None), sub
+        self.rep = (unit, layer, experts, module)
+
+        def part(prefix: str | None) -> tuple[str | None, int]:
+            if prefix is None:
+                return None, 0
+            t = ".".join(template.split(".")[: prefix.count(".") + 1])
+            return t, t.count("{}")
+
+        self.unit, self.unit_n = part(unit)
+        self.experts, self.experts_n = part(experts)
+        self.module, self.module_n = part(module)
+
+    def __call__(self, nums: tuple[str, ...] | None) -> tuple[str, int | None, str | None, str]:
+        if nums is None:
+            return self.rep
+        unit = self.unit.format(*nums[: self.unit_n])
+        layer = int(nums[self.unit_n - 1]) if self.unit_n else None
+        if self.experts is not None:
+            # the module inside an experts module is not a device_map key: leave it out, so the
+            # 256 experts of a layer count as one key
+            return unit, layer, self.experts.format(*nums[: self.experts_n]), None
+        return unit, layer, None, self.module.format(*nums[: self.module_n])
 
 
 def _unit_of(name: str, decoder: str | None) -> tuple[str, str, int | None, str]:
