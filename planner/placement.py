@@ -40,6 +40,13 @@ class Cost:
             load are; others are read from the checkpoint in place).
         group: the module a split cost belongs to (a MoE layer split into dense part and experts).
         keys: the device_map keys a dense part stands for, when its group is split across devices.
+        kept_mapped: stored bytes of converted tensors whose checkpoint pages stay mapped in the
+            process after the load (the file stays mapped while any tensor of it is used in
+            place); page cache, so reclaimable, but in the peak RSS.
+        retained: heap the CPU process keeps after converting this unit at load (glibc keeps
+            freed blocks under its mmap threshold; later allocations reuse them).
+        stream_retained: heap the CPU process keeps from streaming this unit from disk at every
+            forward, when each pass casts it (CPU execution).
     """
 
     name: str
@@ -54,6 +61,9 @@ class Cost:
     written: int = 0
     group: str | None = None
     keys: tuple[str, ...] = ()
+    kept_mapped: int = 0
+    retained: int = 0
+    stream_retained: int = 0
 
 
 @dataclass(frozen=True, slots=True)

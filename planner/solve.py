@@ -33,9 +33,14 @@ DTYPES = ("float32", "bfloat16", "float16")
 QUANTS = ("none", "int8", "nf4")
 PREFERENCES = ("speed", "quality", "memory")
 _BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
-# Headroom left unused on every device, as a fraction of its free memory with a floor. The
-# accuracy benchmark's worst CPU error was within +-5 % or 64 MiB (benchmarks/results), so a
-# margin of 5 % with a 128 MiB floor covers the model's error on every measured scenario.
+# Headroom left unused on every device, as a fraction of its free memory with a floor; it covers
+# what the memory model gets wrong on the low side. In benchmarks/accuracy (35 CPU scenarios, 101
+# runs, predicted against the highest run of each) the six worst under-predictions were 63, 59,
+# 57, 54, 48 and 44 MiB (at most 7.1 %, and 5.7 % above 1 GiB): the floor is twice the worst,
+# because a scenario's highest run is only the highest of 2-8 runs of a scattered peak (spread up
+# to 484 MiB). At the boundary 5 % of free memory is 5.3 % of the peak, and it takes over from the
+# floor only above 2.5 GiB free, where the heap scatter (the error's source) is a smaller share of
+# the peak. See benchmarks/accuracy/RESULTS.md and the README ("How much headroom").
 DEFAULT_MARGIN_FRACTION = 0.05
 DEFAULT_MARGIN_FLOOR = 128 * MiB
 # Tokens the emitted script generates after the prefill, planned into the KV cache.
@@ -191,7 +196,8 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> P
     cpu_exec = not cand.gpus
     offloading = bool(cand.gpus) and "cpu" in cand.placement
     t = budget.Transients(
-        prefill=activations.prefill_bytes(arch, context=c.context, batch=c.batch, dtype_bytes=width),
+        prefill=activations.prefill_bytes(arch, context=c.context, batch=c.batch, dtype_bytes=width,
+                                          quantization=scheme.quantization, largest_linear=fp.largest_linear, cpu=cpu_exec),
         logits=activations.logits_bytes(arch, batch=c.batch),
         quantize=fp.largest_linear * width if scheme.bnb else 0,
     )
@@ -285,9 +291,22 @@ def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: b
         # rebuilt experts and dequantized weights are rewritten to the offload folder in the load
         # dtype (research notes Q1; MXFP4 experts measured in tests/test_formats.py)
         written = (u.role("expert").params * width if u.rebuilt_bytes else 0) + (u.packed_params * width if dequantized else 0)
-        return Cost(name=u.name, on_exec=acc + layer_kv, kv=layer_kv, offloaded=off, streamed=off,
+        # a cast converts every tensor, so the checkpoint is unmapped after the load; otherwise
+        # tensors used in place keep it mapped, with the pages the conversion read
+        kept = 0 if cast else weights.converted_stored(u, scheme, dequantize=dequantized)
+        streamed = off
+        stream_kept = 0
+        if cpu_exec:
+            # a disk unit, per forward: accelerate reads it from the checkpoint (its pages mapped
+            # while read, and a copy) and casts that copy when the load dtype differs (research Q1)
+            streamed = off + u.stored_bytes + (u.stored_bytes if cast else 0)
+            # (experts rebuilt at load are rewritten in the load dtype: read back without a cast)
+            stream_kept = weights.stream_retained(u, scheme) if cast and not u.rebuilt_bytes else 0
+        return Cost(name=u.name, on_exec=acc + layer_kv, kv=layer_kv, offloaded=off, streamed=streamed,
                     tied_to=u.tied_to, no_disk=u.name in tied_embed or (u.name == embed and bool(tied_embed)),
-                    stored=u.stored_bytes, converted=converted, written=written, group=group, keys=u.keys)
+                    stored=u.stored_bytes, converted=converted, written=written, group=group, keys=u.keys,
+                    kept_mapped=kept, retained=weights.load_retained(u, scheme) if converted else 0,
+                    stream_retained=stream_kept)
 
     out, experts = [], []
     for u in fp.units:

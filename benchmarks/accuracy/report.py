@@ -9,7 +9,8 @@ from typing import Any
 
 _CSV_FIELDS = (
     "scenario", "kind", "model", "arch", "scheme", "placement", "context", "batch", "device",
-    "predicted_mib", "measured_mib", "error_mib", "error_pct", "tolerance_mib", "within",
+    "predicted_mib", "measured_mib", "error_mib", "error_pct", "tolerance_mib", "within", "runs", "measured_all_mib",
+    "measured_min_mib", "error_min_mib", "error_min_pct",
     "capacity_mib", "free_mib", "fits_predicted", "over_capacity",
     "pred_weights_mib", "meas_weights_mib", "pred_kv_prefill_mib", "meas_kv_prefill_mib", "pred_kv_mib",
     "pred_act_mib", "pred_overhead_mib", "pred_load_mib", "pred_reclaimable_mib", "pred_required_mib",
@@ -25,14 +26,16 @@ def write(rows: list[dict[str, Any]], machine: dict[str, str], here: Path, *, qu
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.1f}" if isinstance(v, float) else v) for k, v in r.items()})
-    (here / f"RESULTS{suffix}.md").write_text(markdown(rows, machine, quick=quick))
+    notes = here / "analysis.md"
+    analysis = notes.read_text() if notes.exists() and not quick else ""
+    (here / f"RESULTS{suffix}.md").write_text(markdown(rows, machine, quick=quick, analysis=analysis))
 
 
 def _f(x: float) -> str:
     return f"{x:,.1f}"
 
 
-def markdown(rows: list[dict[str, Any]], machine: dict[str, str], *, quick: bool) -> str:
+def markdown(rows: list[dict[str, Any]], machine: dict[str, str], *, quick: bool, analysis: str = "") -> str:
     ok_rows = [r for r in rows if "failed" not in r]
     cpu = [r for r in ok_rows if r["device"] == "cpu"]
     disk = [r for r in ok_rows if r["device"] == "disk"]
@@ -52,27 +55,36 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, str], *, quick: bool
     if cpu:
         errs = [r["error_mib"] for r in cpu]
         pcts = [r["error_pct"] for r in cpu]
+        vs_high = sum(1 for r in cpu if abs(r["error_mib"]) <= r["tolerance_mib"])
+        under = [r for r in cpu if r["error_mib"] < -r["tolerance_mib"]]
         within = sum(1 for r in cpu if r["within"])
         worst_over = max(cpu, key=lambda r: r["error_mib"])
         worst_under = min(cpu, key=lambda r: r["error_mib"])
-        worst_rel = max(cpu, key=lambda r: abs(r["error_mib"]) / r["tolerance_mib"])
+        runs = sum(int(r["runs"]) for r in cpu)
+        spread = sorted(r["measured_mib"] - r["measured_min_mib"] for r in cpu)
         lines += [
             "## Summary", "",
-            f"- scenarios: {len({r['scenario'] for r in ok_rows})} ({len(cpu)} cpu peaks, {len(disk)} disk), "
+            f"- scenarios: {len({r['scenario'] for r in ok_rows})} ({len(cpu)} cpu peaks from {runs} runs, {len(disk)} disk), "
             f"{len({r['arch'] for r in ok_rows})} architectures; failed: {len(failed)}",
-            f"- within target: **{within} / {len(cpu)}** cpu peaks; disk: {sum(1 for r in disk if r['within'])} / {len(disk)}",
-            f"- cpu error: median {statistics.median(errs):+.1f} MiB ({statistics.median(pcts):+.1f} %), "
-            f"min {min(errs):+.1f} MiB, max {max(errs):+.1f} MiB; "
-            f"relative min {min(pcts):+.1f} %, max {max(pcts):+.1f} %",
+            f"- **under-predicted beyond the tolerance: {len(under)} / {len(cpu)}** (against the highest run of each scenario)",
+            f"- within the tolerance of the highest run: **{vs_high} / {len(cpu)}**; of every run: {within} / {len(cpu)}; "
+            f"disk: {sum(1 for r in disk if r['within'])} / {len(disk)} exact",
+            f"- error against the highest run: median {statistics.median(errs):+.1f} MiB ({statistics.median(pcts):+.1f} %), "
+            f"min {min(errs):+.1f} MiB, max {max(errs):+.1f} MiB; relative min {min(pcts):+.1f} %, max {max(pcts):+.1f} %",
             f"- worst over-prediction: `{worst_over['scenario']}` {worst_over['error_mib']:+.1f} MiB ({worst_over['error_pct']:+.1f} %)",
             f"- worst under-prediction: `{worst_under['scenario']}` {worst_under['error_mib']:+.1f} MiB ({worst_under['error_pct']:+.1f} %)",
-            f"- closest to the tolerance: `{worst_rel['scenario']}` at {abs(worst_rel['error_mib']) / worst_rel['tolerance_mib']:.0%} of it",
+            f"- run-to-run spread of the same plan (highest - lowest run): median {statistics.median(spread):.0f} MiB, "
+            f"max {max(spread):.0f} MiB",
             "",
         ]
+        if analysis:
+            lines += [analysis.strip(), ""]
     lines += ["## Scenarios", "",
-              "| scenario | arch | scheme | placement | ctx x batch | predicted MiB | measured MiB | error MiB | error % | within | "
-              "peak phase | pred. weights / measured | pred. KV / measured |",
-              "|---|---|---|---|---|---:|---:|---:|---:|:-:|---|---|---|"]
+              "Measured = the highest of the runs; error = predicted - highest run; `lowest run` is the error against the",
+              "lowest run; `within` = inside the tolerance of every run.", "",
+              "| scenario | arch | scheme | placement | ctx x batch | predicted MiB | measured MiB (runs) | error MiB | error % | "
+              "lowest run | within | peak phase | pred. weights / measured | pred. KV / measured |",
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|:-:|---|---|---|"]
     for r in ok_rows:
         if r["device"] == "cpu":
             phases = {"load": r["meas_load_peak_mib"], "prefill": r["meas_prefill_peak_mib"], "generate": r["meas_generate_peak_mib"]}
@@ -83,10 +95,11 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, str], *, quick: bool
             phase, comp_w, comp_kv = "written", "", ""
         lines.append(
             f"| {r['scenario']}{'' if r['device'] == 'cpu' else ' (' + r['device'] + ')'} | {r['arch']} | {r['scheme']} | "
-            f"{r['placement']} | {r['context']} x {r['batch']} | {_f(r['predicted_mib'])} | {_f(r['measured_mib'])} | "
-            f"{r['error_mib']:+.1f} | {r['error_pct']:+.1f} | {'yes' if r['within'] else '**no**'} | {phase} | {comp_w} | {comp_kv} |")
+            f"{r['placement']} | {r['context']} x {r['batch']} | {_f(r['predicted_mib'])} | {_f(r['measured_mib'])} ({r['runs']}) | "
+            f"{r['error_mib']:+.1f} | {r['error_pct']:+.1f} | {r['error_min_mib']:+.1f} | {'yes' if r['within'] else '**no**'} | "
+            f"{phase} | {comp_w} | {comp_kv} |")
     for r in failed:
-        lines.append(f"| {r['scenario']} | | | | | | | | | **failed** | {r['failed']} | | |")
+        lines.append(f"| {r['scenario']} | | | | | | | | | | **failed** | {r['failed']} | | |")
     lines.append("")
     mc = [r for r in cpu if r["kind"] in ("maxctx", "over")]
     if mc:

@@ -1,7 +1,7 @@
 """CPU accuracy benchmark: fitcheck's predicted peak memory against the measured one.
 
-    python benchmarks/accuracy/run.py            # every scenario (~45 min on 2 vCPUs)
-    python benchmarks/accuracy/run.py --quick    # one scenario per scheme and placement (~10 min)
+    python benchmarks/accuracy/run.py            # every scenario, 2-3 runs each (~45 min on 2 vCPUs)
+    python benchmarks/accuracy/run.py --quick    # 8 scenarios, one run each (~3 min)
     python benchmarks/accuracy/run.py --only llama-bf16-c128 --rerun
 
 Run it with the interpreter of fitcheck's environment (torch, transformers, accelerate and
@@ -20,8 +20,14 @@ settings and the generate block, not the predictions), so re-running after a cha
 memory model re-plans every scenario and recompares at no cost; only a changed load (another
 placement, say) runs again. ``--rerun`` ignores the cache.
 
+Each plan runs 2-3 times (``--repeat`` to change; every cached run counts): peak RSS scatters
+from run to run, and fitcheck predicts the highest run. Max-context scenarios pick a RAM size that
+puts the boundary near a chosen context, run the largest context ``planner.context.max_context``
+reports, and run past it where fitcheck says it does not fit.
+
 Writes ``results.csv`` (one row per scenario and device, with components) and ``RESULTS.md``
-(the table, the error distribution, the worst errors, the machine).
+(the summary, ``analysis.md`` -- the hand-written causes of the worst errors --, the table, the
+max-context runs and the machine). ``--quick`` writes RESULTS-quick.md / results-quick.csv.
 """
 
 from __future__ import annotations
@@ -48,11 +54,11 @@ sys.path.insert(0, str(ROOT))
 import models  # noqa: E402
 from scenarios import SCENARIOS, Scenario  # noqa: E402
 
-from planner import api, emit  # noqa: E402
+from planner import api, emit, solve  # noqa: E402
 from planner.context import max_context  # noqa: E402
 from planner.probe import probe  # noqa: E402
-from planner.records import Hardware, Plan  # noqa: E402
-from planner.solve import Constraints  # noqa: E402
+from planner.records import Hardware, Plan, Scheme  # noqa: E402
+from planner.solve import DEFAULT_MARGIN_FLOOR, DEFAULT_MARGIN_FRACTION, Constraints  # noqa: E402
 from planner.units import MiB  # noqa: E402
 from planner.verify import Verification, compare, verify_plan_text  # noqa: E402
 
@@ -62,7 +68,7 @@ TOL_FRACTION = 0.05
 TOL_FLOOR = 64 * MiB
 # Max-context scenarios: the context the RAM is chosen for, per (model, dtype, quant, batch).
 MAXCTX = [("llama-gqa", "bfloat16", "none", 1, 4096), ("mistral-swa", "bfloat16", "none", 1, 4096),
-          ("gemma3-tied", "bfloat16", "nf4", 4, 1024)]
+          ("gemma3-tied", "bfloat16", "none", 4, 1024)]
 
 
 def tolerance(measured: int) -> int:
@@ -87,36 +93,81 @@ def constraints(s: Scenario) -> Constraints:
     return Constraints(context=s.context, batch=s.batch, dtype=s.dtype, quantization=s.quant, offload=s.offload)
 
 
+def _disk_plan(report: api.Report) -> Plan:
+    """The cpu+disk plan of the report's scheme, placed for its RAM whether or not the solver would
+    choose it (with a cast, fitcheck finds disk offload on CPU saves little; the benchmark still
+    checks what it predicts for it)."""
+    c = report.constraints
+    cand = solve._Candidate(Scheme(c.dtype, c.quantization), "cpu+disk", "single", ())
+    return solve.evaluate(report.footprint, report.hardware, c, cand)
+
+
+def disk_ram(s: Scenario, folder: Path, hw: Hardware) -> int:
+    """The free RAM at which the cpu+disk plan of ``s`` puts ``s.disk_share`` of its weights on
+    disk: a bisection over RAM. (The RAM is not part of what the child runs; a change to the
+    memory model re-measures only if it moves the device_map.)"""
+    snap = api.plan(str(folder), hardware=hw, constraints=constraints(s)).snapshot
+
+    def disk_share(ram: int) -> float:
+        m = _disk_plan(api.plan(str(folder), hardware=with_ram(hw, ram), constraints=constraints(s), snapshot=snap)).memory
+        total = sum(x.weights for x in m.values())
+        return m["disk"].weights / total if "disk" in m and total else 0.0
+
+    lo, hi = 256 * MiB, 8 << 30
+    while hi - lo > MiB:
+        mid = (lo + hi) // 2
+        if disk_share(mid) > s.disk_share:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def plan_scenario(s: Scenario, folder: Path, hw: Hardware) -> tuple[api.Report, Plan]:
-    """The plan fitcheck would emit for ``s`` (for "over", the rejected plan of the same scheme)."""
+    """The plan fitcheck would emit for ``s`` (disk scenarios: the cpu+disk plan; "over": the
+    rejected plan of the same scheme)."""
+    if s.offload:
+        ram = s.ram if s.ram is not None else disk_ram(s, folder, hw)
+        report = api.plan(str(folder), hardware=with_ram(hw, ram), constraints=constraints(s))
+        p = _disk_plan(report)
+        if "disk" not in p.device_map.values():
+            raise SystemExit(f"{s.id}: no RAM puts part of it on disk")
+        return report, p
     report = api.plan(str(folder), hardware=with_ram(hw, s.ram), constraints=constraints(s))
     if report.solution is not None and s.kind != "over":
         p = report.solution.chosen
-        want = ("cpu+disk", "cpu") if s.offload else ("cpu",)
-        if p.placement not in want:
-            raise SystemExit(f"{s.id}: the solver chose {p.label}, expected {want}")
+        if p.placement != "cpu":
+            raise SystemExit(f"{s.id}: the solver chose {p.label}, expected cpu")
         return report, p
     if s.kind == "over":
-        rej = [p for p in report.rejected if p.scheme.dtype == s.dtype and p.scheme.quantization == s.quant
-               and p.placement == "cpu" and p.memory]
-        if report.solution is None and rej:
-            return report, rej[0]
-        raise SystemExit(f"{s.id}: expected fitcheck to say it does not fit")
+        # fitcheck says it does not fit in s.ram; to run it anyway, take the same plan priced for
+        # ample RAM (all on cpu: the same load and the same predicted memory, another capacity)
+        if report.solution is not None:
+            raise SystemExit(f"{s.id}: expected fitcheck to say it does not fit")
+        big = api.plan(str(folder), hardware=with_ram(hw, 64 << 30), constraints=constraints(s), snapshot=report.snapshot)
+        return big, big.solution.chosen
     why = "; ".join(r for p in report.rejected for r in p.reasons)[:400]
     raise SystemExit(f"{s.id}: no plan fits ({why})")
 
 
+# Load settings that do not change what the child runs: the advisory max_memory (not passed to
+# from_pretrained) and the package list of the script's docstring.
+_NOT_RUN = frozenset({"max_memory", "packages"})
+
+
 def measure_key(plan_text: str) -> str:
-    """What the child runs: the load settings (less the advisory max_memory) and the generate block."""
+    """What the child runs: the load settings and the generate block. Settings that are unset
+    (None, False) are left out, so a key that a new fitcheck adds unset keeps old measurements."""
     doc = json.loads(plan_text)
-    load = {k: v for k, v in doc["load"].items() if k != "max_memory"}
+    load = {k: v for k, v in doc["load"].items() if k not in _NOT_RUN and v not in (None, False)}
     raw = json.dumps({"load": load, "generate": doc["generate"]}, sort_keys=True).encode()
     return hashlib.sha1(raw).hexdigest()[:16]
 
 
-def measure(s: Scenario, plan_text: str, *, rerun: bool) -> tuple[dict[str, Any], float, bool]:
-    """The child's raw measurements for this plan file (cached), its seconds, and whether it ran now."""
-    cache = WORK / "measure" / f"{s.id}-{measure_key(plan_text)}.json"
+def measure(s: Scenario, plan_text: str, *, rep: int, rerun: bool) -> tuple[dict[str, Any], float, bool]:
+    """The child's raw measurements of run ``rep`` of this plan file (cached), its seconds, and
+    whether it ran now."""
+    cache = WORK / "measure" / f"{s.id}-{measure_key(plan_text)}-r{rep}.json"
     if cache.exists() and not rerun:
         doc = json.loads(cache.read_text())
         return doc["raw"], doc["seconds"], False
@@ -145,7 +196,8 @@ def maxctx_scenarios(hw: Hardware) -> list[Scenario]:
         at = api.plan(str(folder), hardware=with_ram(hw, ram), constraints=constraints(probe_s))
         mc = max_context(at)
         tag = f"{name.split('-')[0]}-{'bf16' if quant == 'none' else quant}-b{batch}"
-        out.append(Scenario(f"{tag}-maxctx", name, dtype, quant, mc.max_context, batch, ram=ram, kind="maxctx"))
+        reps = 3 if quant != "none" else 2
+        out.append(Scenario(f"{tag}-maxctx", name, dtype, quant, mc.max_context, batch, ram=ram, kind="maxctx", repeat=reps))
         over = mc.max_context
         step = max(64, mc.max_context // 16)
         while True:  # the first context whose predicted peak exceeds the whole RAM by the tolerance
@@ -155,41 +207,61 @@ def maxctx_scenarios(hw: Hardware) -> list[Scenario]:
             m = r.solution.chosen.memory["cpu"]
             if m.required - tolerance(m.required) > ram:
                 break
-        out.append(Scenario(f"{tag}-over", name, dtype, quant, over, batch, ram=ram, kind="over"))
+        out.append(Scenario(f"{tag}-over", name, dtype, quant, over, batch, ram=ram, kind="over", repeat=reps))
     return out
 
 
-def run_one(s: Scenario, hw: Hardware, *, rerun: bool) -> list[dict[str, Any]]:
+def run_one(s: Scenario, hw: Hardware, *, rerun: bool, repeat: int | None = None) -> list[dict[str, Any]]:
     folder = models.build(models.MODELS[s.model], WORK / "models")
     report, p = plan_scenario(s, folder, hw)
     text = emit.plan_file(report, p, offload_dir=str(WORK / "offload" / s.id))
-    raw, seconds, ran = measure(s, text, rerun=rerun)
-    v = compare(json.loads(text), raw, seconds)
-    return rows(s, p, v, ran)
+    plan_doc = json.loads(text)
+    runs = []
+    wanted = repeat if repeat is not None else s.repeat
+    key = measure_key(text)
+    cached = len(list((WORK / "measure").glob(f"{s.id}-{key}-r*.json"))) if not rerun else 0
+    for rep in range(max(wanted, cached)):  # every cached run counts, and at least ``wanted`` runs
+        raw, seconds, ran = measure(s, text, rep=rep, rerun=rerun)
+        runs.append((compare(plan_doc, raw, seconds), ran))
+    return rows(s, p, runs)
 
 
-def rows(s: Scenario, p: Plan, v: Verification, ran: bool) -> list[dict[str, Any]]:
+def rows(s: Scenario, p: Plan, runs: list[tuple[Verification, bool]]) -> list[dict[str, Any]]:
+    """One row per device. With repeated runs the measured peak is the highest (what must fit),
+    ``measured_min_mib`` the lowest, and the target must hold for every run."""
     out = []
-    for dev, d in v.devices.items():
+    for dev in runs[0][0].devices:
+        checks = [v.devices[dev] for v, _ in runs]
+        d = max(checks, key=lambda c: c.measured_peak)
+        low = min(c.measured_peak for c in checks)
+        v = next(v for v, _ in runs if v.devices[dev] is d)
         m = p.memory[dev]
         comps = {c.name: c for c in d.components}
         err = d.predicted_peak - d.measured_peak
         tol = tolerance(d.measured_peak)
+        err_low = d.predicted_peak - low
+        within = -tol <= err and err_low <= tolerance(low)
+        free, capacity = m.free, d.capacity
+        if s.kind == "over":  # judged against the RAM fitcheck said it does not fit in
+            free = s.ram
+            capacity = s.ram - max(int(s.ram * DEFAULT_MARGIN_FRACTION), DEFAULT_MARGIN_FLOOR)
         row = {
             "scenario": s.id, "kind": s.kind, "model": s.model, "arch": models.MODELS[s.model].arch,
             "scheme": p.scheme.label, "placement": p.placement, "context": s.context, "batch": s.batch,
             "device": dev, "predicted_mib": d.predicted_peak / MiB, "measured_mib": d.measured_peak / MiB,
             "error_mib": err / MiB, "error_pct": 100.0 * err / d.measured_peak if d.measured_peak else 0.0,
-            "tolerance_mib": tol / MiB, "within": (abs(err) <= tol) if dev != "disk" else (err == 0 or abs(err) <= tol),
-            "capacity_mib": d.capacity / MiB, "free_mib": m.free / MiB, "fits_predicted": p.fits,
-            "over_capacity": d.over_capacity,
+            "tolerance_mib": tol / MiB, "within": within, "runs": len(checks), "measured_min_mib": low / MiB,
+            "error_min_mib": err_low / MiB, "error_min_pct": 100.0 * err_low / low if low else 0.0,
+            "measured_all_mib": " ".join(f"{c.measured_peak / MiB:.0f}" for c in checks),
+            "capacity_mib": capacity / MiB, "free_mib": free / MiB, "fits_predicted": p.fits and s.kind != "over",
+            "over_capacity": d.measured_peak > capacity,
             "pred_weights_mib": m.weights / MiB, "pred_kv_mib": m.kv_cache / MiB, "pred_act_mib": m.activations / MiB,
             "pred_overhead_mib": m.overhead / MiB, "pred_load_mib": m.load / MiB, "pred_reclaimable_mib": m.reclaimable / MiB,
             "pred_required_mib": m.required / MiB,
             "meas_weights_mib": comps["weights"].measured / MiB if "weights" in comps else 0.0,
             "meas_kv_prefill_mib": comps["kv_prefill"].measured / MiB if "kv_prefill" in comps else 0.0,
             "pred_kv_prefill_mib": comps["kv_prefill"].predicted / MiB if "kv_prefill" in comps else 0.0,
-            "seconds": round(v.seconds, 1), "measured_now": ran,
+            "seconds": round(sum(v.seconds for v, _ in runs), 1), "measured_now": any(r for _, r in runs),
         }
         for k in ("rss_after_imports", "rss_after_load", "load_peak", "prefill_peak", "generate_peak",
                   "peak_phase_anon", "peak_phase_file"):
@@ -226,11 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="only the scenarios marked quick, and no max-context runs")
     ap.add_argument("--only", nargs="*", help="scenario ids (or prefixes) to run")
     ap.add_argument("--rerun", action="store_true", help="measure again even when a cached measurement exists")
+    ap.add_argument("--repeat", type=int, help="runs per scenario (default: each scenario's own, 2-3)")
     ap.add_argument("--no-maxctx", action="store_true", help="skip the max-context scenarios")
     ap.add_argument("--no-write", action="store_true", help="print the table but do not write RESULTS.md/results.csv")
     args = ap.parse_args(argv)
 
     hw = machine_hw()
+    if args.quick and args.repeat is None:
+        args.repeat = 1
     chosen = [s for s in SCENARIOS if s.quick or not args.quick]
     if not args.quick and not args.no_maxctx:
         chosen += maxctx_scenarios(hw)
@@ -241,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, s in enumerate(chosen, 1):
         t0 = time.monotonic()
         try:
-            got = run_one(s, hw, rerun=args.rerun)
+            got = run_one(s, hw, rerun=args.rerun, repeat=args.repeat)
         except Exception as e:  # one failed scenario must not lose the others' results
             print(f"[{i}/{len(chosen)}] {s.id}: FAILED {type(e).__name__}: {e}", flush=True)
             all_rows.append({"scenario": s.id, "kind": s.kind, "model": s.model, "device": "-", "failed": f"{type(e).__name__}: {e}"[:300]})
@@ -249,15 +324,18 @@ def main(argv: list[str] | None = None) -> int:
         all_rows += got
         for r in got:
             mark = "ok " if r["within"] else "OUT"
-            print(f"[{i}/{len(chosen)}] {mark} {s.id:<28} {r['device']:<5} pred {r['predicted_mib']:8.1f}  meas {r['measured_mib']:8.1f}  "
-                  f"err {r['error_mib']:+7.1f} MiB ({r['error_pct']:+5.1f} %)  {'ran' if r['measured_now'] else 'cached'} "
+            print(f"[{i}/{len(chosen)}] {mark} {s.id:<28} {r['device']:<5} pred {r['predicted_mib']:8.1f}  meas {r['measured_all_mib']:>14}  "
+                  f"err {r['error_mib']:+7.1f} MiB ({r['error_pct']:+5.1f} %) min-run {r['error_min_mib']:+7.1f}  {'ran' if r['measured_now'] else 'cached'} "
                   f"{time.monotonic() - t0:5.1f} s", flush=True)
     print(f"{len(chosen)} scenarios in {time.monotonic() - started:.0f} s")
     if not args.no_write:
         import report
 
         report.write(all_rows, machine_info(), HERE, quick=args.quick)
-    return 0 if all(r.get("within", False) for r in all_rows if r.get("device") not in ("disk",)) else 1
+    # Exit 1 when a scenario failed or was under-predicted beyond the tolerance (the promise);
+    # over-predictions of the lower runs are reported, not failures.
+    bad = [r for r in all_rows if "failed" in r or r["error_mib"] < -r["tolerance_mib"]]
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,14 @@ A device's peak is the larger of two phases:
 - **run**: generate. Every resident weight, the KV cache of the layers the device runs, the
   prefill's working set, the logits, and an offloaded layer being streamed in.
 
+When the CPU runs the model, three things measured in benchmarks/accuracy join these:
+
+- the checkpoint stays memory-mapped after a load that uses some tensors in place (anything but a
+  full dtype cast), so the pages that converting the others read stay in RSS (``kept_mapped``);
+- the heap the load's conversions left (glibc keeps freed blocks) is reused by the prefill, so
+  the run holds the larger of the two (``retained``), and the load adds it;
+- disk layers cast at every forward leave their copies on the heap (``stream_retained``).
+
 File pages the kernel can drop on demand (the page cache of tensors already converted, or of a
 disk-offloaded layer that was just used) count in the peak RSS that ``fitcheck verify`` measures,
 but not in what must fit: ``required = max(run - reclaimable_run, load - reclaimable_load)``.
@@ -62,7 +70,9 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
     kv = dict.fromkeys(devices, 0)
     converted_w = dict.fromkeys(devices, 0)
     through_cache = 0  # stored bytes read through the CPU page cache during the load (reclaimable)
-    streamed = written = 0
+    kept_mapped = 0  # of those, pages that stay mapped after the load (CPU execution)
+    retained = 0  # heap the CPU process keeps from converting tensors at load
+    streamed = written = streamed_pages = stream_kept = 0
     for name, dev in result.device_of.items():
         c = by_name[name]
         if c.tied_to is not None:
@@ -74,13 +84,24 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
             resident = c.offloaded
             kv[main] += c.kv
             streamed = max(streamed, c.streamed)
+            streamed_pages = max(streamed_pages, c.stored)
+            stream_kept += c.stream_retained
         w[dev] += resident
         if dev == "disk":
             written += c.written
+            if c.converted:
+                # converted on the CPU, then written out (rebuilt experts) or dropped (research Q1);
+                # the heap its conversion used is reused by the next unit's (mixtral-fp32-disk-c128
+                # kept 0.45x of all experts' fp32 bytes, about what its CPU-resident experts hold)
+                through_cache += c.stored
+                kept_mapped += c.kept_mapped
         elif dev != "cpu" or c.converted:
             through_cache += c.stored
             if dev == "cpu":
                 converted_w[dev] += resident
+                kept_mapped += c.kept_mapped
+                retained += c.retained
+    cpu_runs = "cpu" in executing
     out: dict[str, DeviceMemory] = {}
     for d, (free, margin) in devices.items():
         capacity = free - margin
@@ -97,6 +118,18 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
             # at the end of the load, mmapped weights in their stored dtype are not touched yet
             load = fixed_load + converted_w[d] + through_cache
             load_reclaim = through_cache
+            if cpu_runs:
+                # The load's leftover heap is reused by the prefill, so the run holds the larger
+                # of the two; the converted tensors' pages stay mapped (page cache: reclaimable),
+                # and so do a streamed disk unit's while it is read (only those of the streamed
+                # bytes are reclaimable: its copies are not).
+                # The parts still add up to the run: activations take the heap terms, overhead the
+                # checkpoint pages kept mapped.
+                act = max(act, retained) + stream_kept
+                run = fixed_run + w[d] + kv[d] + act + kept_mapped
+                run_reclaim = kept_mapped + min(streamed, streamed_pages)
+                load += retained
+                fixed_run += kept_mapped
             ov = fixed_run
         else:
             ov = overhead.gpu_fixed() + overhead.gpu_slack(w[d], kv[d] + act)

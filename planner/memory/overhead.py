@@ -2,7 +2,7 @@
 
 CPU figures were measured on this project's CI machine class (2 vCPU x86-64 with AVX512-BF16,
 torch 2.13.0 CPU, transformers 5.24, bitsandbytes 0.50.2) in fresh processes, reading
-/proc/self/status (benchmarks/results/cpu-baseline.md). GPU figures are leads from peers until
+/proc/self/status (benchmarks/accuracy/RESULTS.md). GPU figures are leads from peers until
 ``benchmarks/gpu_calibration.py`` runs on a lent GPU; each says which.
 """
 
@@ -12,18 +12,44 @@ from planner.records import Scheme
 from planner.units import MiB
 
 # --- CPU (measured) -------------------------------------------------------------------------
-# RSS of a process after `import torch`, `import transformers` and the Auto class: 254,865,408 B
-# (243 MiB; three runs within 0.1 MiB).
-CPU_IMPORTS = 243 * MiB
-# Importing bitsandbytes adds 122,184,000 B (116.5 MiB; three runs): its CPU backend and kernels.
-CPU_BNB_IMPORT = 117 * MiB
-# What from_pretrained leaves behind besides the weights (model object, loading machinery): RSS
-# after load minus weights was 88 MiB anonymous for every model and dtype measured (150M-1B).
-CPU_LOADER = 88 * MiB
-# Anonymous memory the first forward adds and keeps: 95 MiB with bf16/fp16 weights in
-# nn.Linear (oneDNN's bf16 kernels), 15-20 MiB with fp32 or bnb layers (150M-1B, constant in size).
-CPU_RUNTIME_HALF = 95 * MiB
-CPU_RUNTIME_OTHER = 20 * MiB
+# Every CPU figure is from benchmarks/accuracy (RESULTS.md, results.csv): fitcheck verify's child
+# process on the machine listed there, peak RSS (VmHWM) per phase.
+# RSS after `import torch`, `import transformers`: 237.9-238.1 MiB in every scenario ("imports"
+# phase; the research runs had 243 MiB with the Auto class imported too, the value until then).
+CPU_IMPORTS = 240 * MiB
+# Importing bitsandbytes adds 116 MiB (353.5-353.7 MiB in the bnb scenarios), but a bnb load is
+# sequential, and its loader leaves less behind than the threaded load of an unquantized model:
+# 28 MiB less on the benchmark's models (anonymous memory after the load: weights + 65 MiB against
+# + 93 MiB), about 50 MiB less on tests/test_verify.py's 7M-parameter model (peak 427-433 MiB
+# with nf4, 379 MiB in bf16). Net: 72.
+CPU_BNB_IMPORT = 72 * MiB
+# What from_pretrained leaves besides the weights (model object, loading machinery, the extra
+# shared libraries it maps): load peak minus imports for the memory-mapped bf16 scenarios,
+# 110.7-112.3 MiB (93 anonymous + 18 file-backed). (Was 88 MiB, anonymous memory only. The former
+# CPU_RUNTIME_HALF/OTHER, 95/20 MiB kept by the first forward, are gone: llama-bf16-c128 peaked at
+# 640-658 MiB against 647 MiB of imports, loader, weights and cache; see activations.PREFILL_FIXED.)
+CPU_LOADER = 112 * MiB
+# glibc's malloc serves blocks below its dynamic mmap threshold from the heap, and keeps them
+# when freed; the threshold rises with each freed mmapped block up to this maximum
+# (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, malloc/malloc.c). Blocks above it are unmapped at once.
+GLIBC_MMAP_THRESHOLD_MAX = 32 * MiB
+# Heap the load keeps after converting tensors whose working copies stay under that threshold,
+# as a fraction of the converted tensors' bytes in the load dtype:
+# - MoE experts fused at load (per layer and projection, stack the experts, then concatenate gate
+#   and up): when the fused tensor is itself above the threshold (mmapped), the stacks' heap
+#   blocks stay behind: mixtral-fp32-c256 kept 559-590 MiB after fusing 576 MiB of fp32 experts
+#   (1.0). When it is below, it reuses them: mixtral-bf16-* kept 84 MiB of 288 (0.3).
+# - bnb quantization (fp16/fp32 working copies of each weight): bimodal from run to run;
+#   llama-nf4-c128-b4 kept 0-0.75x the quantized weights' stored bytes over 8 runs, and that is
+#   where it decides the peak. (Runs with long prompts kept up to 1.8x, but there the prefill
+#   reuses the blocks and decides the peak.)
+CPU_REBUILD_RETAINED = {"above": 1.0, "below": 0.3}
+CPU_QUANTIZE_RETAINED = {"int8": 0.75, "nf4": 0.75}
+# Disk offload with a cast (a bf16 checkpoint run in fp32): accelerate reads each disk layer and
+# casts it at every forward; the cast copies' heap blocks stay. Above the prefill's working set,
+# the highest runs of llama-fp32-disk-c512-b4 held 0.62x the disk layers' fp32 bytes, and 0.83x
+# with 5 of its 8 layers on disk (an earlier placement of the same scenario).
+CPU_STREAM_RETAINED = 0.8
 
 # --- GPU (leads; uncalibrated here: no GPU was lent to this project's sessions) ----------------
 # CUDA context + cuBLAS/cuDNN handles of a torch process. Peers: Ollama settled on 457 MiB for CUDA,
@@ -38,12 +64,14 @@ GPU_SLACK_TRANSIENT = 0.15
 
 
 def cpu_fixed(scheme: Scheme, *, executes: bool) -> int:
-    """What a CPU process costs besides weights, cache and activations."""
+    """What a CPU process costs besides weights, cache and activations.
+
+    The first forward's own lasting allocations are part of the prefill working set
+    (``activations.PREFILL_FIXED``), so ``executes`` changes nothing here.
+    """
     total = CPU_IMPORTS + CPU_LOADER
     if scheme.bnb:
         total += CPU_BNB_IMPORT
-    if executes:
-        total += CPU_RUNTIME_HALF if scheme.quantization == "none" and scheme.dtype != "float32" else CPU_RUNTIME_OTHER
     return total
 
 

@@ -12,6 +12,7 @@ Those stay in the load dtype. MoE experts that transformers 5 fuses into 3-D par
 from __future__ import annotations
 
 from planner.estimate import Unit
+from planner.memory import overhead
 from planner.records import Scheme
 from planner.prequant import PreQuant
 
@@ -71,3 +72,51 @@ def _bnb_linear(quant: str, params: int, rows: int, tensors: int, *, cpu: bool) 
         return -(-params // 2) + blocks * NF4_CPU_ABSMAX_BYTES + tensors * NF4_CPU_PER_TENSOR_BYTES
     nested = -(-blocks // NF4_NESTED_BLOCK)
     return -(-params // 2) + blocks + nested * 4 + tensors * NF4_PER_TENSOR_BYTES
+
+
+def converted_stored(unit: Unit, scheme: Scheme, *, offloaded: bool = False, dequantize: bool = False) -> int:
+    """Stored bytes of the unit's tensors that the load converts rather than memory-maps: bnb's
+    quantized linears, MoE experts fused at load, dequantized packed weights. (A dtype cast
+    converts every tensor; callers handle that case.)"""
+    total = unit.rebuilt_bytes
+    if scheme.bnb and not offloaded:
+        total += unit.role("linear").bytes
+    if dequantize:
+        total += unit.role("packed").bytes + unit.role("qaux").bytes
+    return total
+
+
+def load_retained(unit: Unit, scheme: Scheme, *, offloaded: bool = False) -> int:
+    """Heap the CPU process keeps after converting this unit at load (see overhead.CPU_*_RETAINED).
+
+    Only working copies under glibc's largest mmap threshold stay on the heap; bigger ones are
+    unmapped when freed, so the models that matter most (billions of parameters, tensors of
+    hundreds of MB) keep little of this.
+    """
+    width = scheme.dtype_bytes
+    total = 0
+    experts = unit.role("expert")
+    if unit.rebuilt_bytes and experts.tensors:
+        # per layer, transformers stacks the experts' matrices per projection ([E, out, in]):
+        # the working copies are a third of the layer's expert weights each (gate, up, down)
+        stacked = experts.params * width // 3
+        if stacked < overhead.GLIBC_MMAP_THRESHOLD_MAX:
+            fused_gate_up = 2 * stacked
+            where = "above" if fused_gate_up >= overhead.GLIBC_MMAP_THRESHOLD_MAX else "below"
+            total += int(experts.params * width * overhead.CPU_REBUILD_RETAINED[where])
+    linear = unit.role("linear")
+    if scheme.bnb and not offloaded and linear.tensors:
+        # bnb quantizes one weight at a time through fp32/fp16 working copies (up to 4 B/param)
+        if linear.params // linear.tensors * 4 < overhead.GLIBC_MMAP_THRESHOLD_MAX:
+            total += int(linear.bytes * overhead.CPU_QUANTIZE_RETAINED.get(scheme.quantization, 0.0))
+    return total
+
+
+def stream_retained(unit: Unit, scheme: Scheme) -> int:
+    """Heap the CPU process keeps from casting this unit at each forward from disk (see
+    overhead.CPU_STREAM_RETAINED): the cast copies are freed after the layer runs, but those
+    under glibc's largest mmap threshold stay on the heap, interleaved with activations."""
+    tensors = sum(s.tensors for s in unit.roles.values())
+    if not tensors or unit.params * scheme.dtype_bytes // tensors >= overhead.GLIBC_MMAP_THRESHOLD_MAX:
+        return 0
+    return int(unit.params * scheme.dtype_bytes * overhead.CPU_STREAM_RETAINED)
