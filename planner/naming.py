@@ -57,7 +57,7 @@ def renamer(arch: Arch) -> Callable[[str], str]:
     """A function mapping a checkpoint tensor name to the loaded model's parameter name."""
     rules = _RULES.get(arch.outer_model_type) or _RULES.get(arch.model_type) or ()
     if not rules:
-        return _identity
+        return identity
     compiled = [(re.compile(p), r) for p, r in rules]
 
     def rename(name: str) -> str:
@@ -75,5 +75,6 @@ def head_name(arch: Arch, embed_unit: str) -> str:
     return "lm_head"
 
 
-def _identity(name: str) -> str:
+def identity(name: str) -> str:
+    """The renamer of models whose checkpoint names are the loaded model's names."""
     return name

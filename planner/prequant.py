@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from planner.errors import BadConfig, UnsupportedModel
@@ -184,11 +185,12 @@ def dequantize_blockers(quant: PreQuant | None, tensors: Iterable[Tensor]) -> tu
     if quant is None or quant.method != "fp8":
         return ()
     tensors = list(tensors)
-    shapes = {t.name: t.shape for t in tensors}
+    scales = [t for t in tensors if t.name.endswith(".weight_scale_inv") and len(t.shape) == 2]
+    if not scales:
+        return ()
+    shapes = dict(zip(map(itemgetter(0), tensors), map(itemgetter(2), tensors)))  # name -> shape, in C
     out = []
-    for t in tensors:
-        if not t.name.endswith(".weight_scale_inv") or len(t.shape) != 2:
-            continue
+    for t in scales:
         weight = shapes.get(t.name[: -len("_scale_inv")])
         if weight is None or len(weight) != 2:
             continue
