@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
 
-from planner import naming, prequant
+from planner import naming, prequant, templates
 from planner.arch import Arch, read_arch
 from planner.errors import UnsupportedModel
 from planner.records import Snapshot, Tensor, _ToDict
@@ -170,7 +169,7 @@ class Footprint(_ToDict):
 
 # The modules whose code decides a footprint. Their source digest versions cached footprints: a
 # fitcheck that estimates differently never reuses an older estimate.
-_ESTIMATOR_MODULES = ("estimate", "arch", "prequant", "naming", "synth", "units", "records")
+_ESTIMATOR_MODULES = ("estimate", "templates", "arch", "prequant", "naming", "synth", "units", "records")
 
 
 @lru_cache(maxsize=1)
@@ -223,7 +222,7 @@ def estimate(snapshot: Snapshot) -> Footprint:
     names_in_order = list(map(itemgetter(0), tensors)) if rename is naming.identity else [rename(t.name) for t in tensors]
     names = set(names_in_order)
     tied = arch.tie_word_embeddings and any(_EMBED.search(n) for n in names)
-    grouped = list(_groups(zip(names_in_order, tensors), by_template=quant is None or quant.method != "bitsandbytes"))
+    grouped = list(templates.groups(zip(names_in_order, tensors), by_template=quant is None or quant.method != "bitsandbytes"))
     decoder = _decoder_prefix(grouped, arch)
     packed = quant.packed_modules(names) if quant is not None else frozenset()
 
@@ -254,7 +253,7 @@ def estimate(snapshot: Snapshot) -> Footprint:
             nf4_cpu_ok = nf4_cpu_ok and t.shape[0] % 32 == 0 and t.shape[1] % 2 == 0
         rebuilt = t.nbytes if role == "expert" and _SPLIT_EXPERT.search(name) else 0
         module = name.rsplit(".", 1)[0]
-        fill = _Filler(name, unit, layer, experts, module)
+        fill = templates.Filler(name, unit, layer, experts, module)
         # members with the same leading numbers share unit, layer and module (the 256 experts of a
         # layer, one experts module): count those prefixes, then name each once
         counts: dict[tuple, int] = defaultdict(int)
@@ -468,7 +467,7 @@ def _input_embedding(units: list[Unit]) -> Unit | None:
 def _decoder_prefix(grouped: list[tuple[str, Tensor, list]], arch: Arch) -> str | None:
     """The block prefix of the decoder layers: the non-vision prefix with the most numbered blocks.
 
-    Works on the groups of :func:`_groups` (representative name and every member's numbers). The
+    Works on the groups of :func:`templates.groups` (representative name and every member's numbers). The
     names are the loaded model's (renamed): a device_map and the unit names use them.
     """
     counts: dict[str, set[str]] = defaultdict(set)
@@ -476,7 +475,7 @@ def _decoder_prefix(grouped: list[tuple[str, Tensor, list]], arch: Arch) -> str 
         m = _BLOCK.match(name)
         if not m or _VISION.search(m.group(1)):
             continue
-        pos = len(_NUM.findall(m.group(1)))  # the block number is the name's pos-th number
+        pos = len(templates.NUM.findall(m.group(1)))  # the block number is the name's pos-th number
         found = counts[m.group(1)]
         if members[0] is None or len(members[0]) <= pos:
             found.add(m.group(2))
@@ -489,72 +488,6 @@ def _decoder_prefix(grouped: list[tuple[str, Tensor, list]], arch: Arch) -> str 
         if dec:
             return dec[0]
     return max(counts, key=lambda p: len(counts[p]))
-
-# A whole numeric component of a tensor name ("model.layers.12.mlp" -> "12").
-_NUM = re.compile(r"(?<=\.)\d+(?=\.|$)")
-# The same, captured: split() gives the text around the numbers and the numbers, alternately.
-_NUM_SPLIT = re.compile(r"(?<=\.)(\d+)(?=\.|$)")
-
-
-def _groups(renamed: Iterable[tuple[str, Tensor]], *, by_template: bool):
-    """Group tensors whose names differ only in their numbers and that share dtype and shape.
-
-    Yields (representative name, representative tensor, members) where each member is the tuple
-    of numeric components of its name. DeepSeek-V3's 91,991 tensors fall into ~100 groups, so the
-    regexes of the estimate run ~100 times instead of ~92,000 (FINDINGS.md #7). Names whose numbers
-    cannot be substituted back exactly (leading zeros, braces) are their own group.
-    """
-    groups: dict[tuple[str, str, tuple[int, ...]], list] = {}
-    for name, t in renamed:
-        parts = _NUM_SPLIT.split(name) if by_template else ()
-        if len(parts) < 2 or "{" in name or "}" in name:
-            yield name, t, [None]
-            continue
-        nums = tuple(parts[1::2])
-        if ".0" in name and any(len(n) > 1 and n[0] == "0" for n in nums):
-            yield name, t, [None]
-            continue
-        key = ("{}".join(parts[0::2]), t.dtype, t.shape)
-        g = groups.get(key)
-        if g is None:
-            groups[key] = [name, t, [nums]]
-        else:
-            g[2].append(nums)
-    for name, t, members in groups.values():
-        yield name, t, members
-
-
-class _Filler:
-    """Turns a member's numbers into its unit, layer, experts module and module names, given the
-    representative's: each is a prefix of the tensor name, so its numbers are the name's first ones."""
-
-    def __init__(self, name: str, unit: str, layer: int | None, experts: str | None, module: str) -> None:
-        template = _NUM.sub("{}", name)
-        self.rep = (unit, layer, experts, module)
-
-        def part(prefix: str | None) -> tuple[str | None, int]:
-            if prefix is None:
-                return None, 0
-            t = ".".join(template.split(".")[: prefix.count(".") + 1])
-            return t, t.count("{}")
-
-        self.unit, self.unit_n = part(unit)
-        self.experts, self.experts_n = part(experts)
-        self.module, self.module_n = part(module)
-        # how many of a member's leading numbers decide its names
-        self.width = max(self.unit_n, self.experts_n if experts is not None else self.module_n)
-
-    def __call__(self, nums: tuple[str, ...] | None) -> tuple[str, int | None, str | None, str]:
-        if nums is None:
-            return self.rep
-        unit = self.unit.format(*nums[: self.unit_n])
-        layer = int(nums[self.unit_n - 1]) if self.unit_n else None
-        if self.experts is not None:
-            # the module inside an experts module is not a device_map key: leave it out, so the
-            # 256 experts of a layer count as one key
-            return unit, layer, self.experts.format(*nums[: self.experts_n]), None
-        return unit, layer, None, self.module.format(*nums[: self.module_n])
-
 
 def _unit_of(name: str, decoder: str | None) -> tuple[str, str, int | None, str]:
     """(unit name, kind, layer index, sub-module) of a (renamed) tensor name.

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from planner import cache, catalog, ids
-from planner.errors import HubUnavailable, OfflineCacheMiss, RepoNotFound
+from planner.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound
 from planner.local import read_folder
 from planner.paths import hf_cache_dir
 from planner.records import Snapshot
@@ -164,8 +164,8 @@ def _from_hf_cache(repo: str, rev: str) -> Snapshot | None:
         return None
     try:
         snap = read_folder(folder, model_id=repo, source="cache", revision=rev, commit=commit)
-    except Exception:
-        return None  # an incomplete download in the HF cache: read the Hub instead
+    except (FitcheckError, OSError):
+        return None  # an incomplete or damaged download in the HF cache: read the Hub instead
     return replace(snap, notes=(*snap.notes, f"read from the Hugging Face cache ({folder})"))
 
 
