@@ -3,6 +3,9 @@
     python benchmarks/perf/run.py            # the full benchmark (~10 minutes on 2 cores)
     python benchmarks/perf/run.py --quick    # 2 runs each, accelerate on the smallest repo only
 
+A full run writes RESULTS.md and results.csv here; a partial one (--quick, --repos, --runs < 5,
+--no-profile) writes them to out/ (git-ignored), so it never replaces the committed results.
+
 Run it with the interpreter of fitcheck's own environment (the one with `fitcheck` installed);
 the peers get theirs, benchmarks/perf/.peers, created on first use (see peers.py).
 
@@ -56,6 +59,8 @@ from repos import REPOS  # noqa: E402
 
 FITCHECK = Path(sys.executable).parent / "fitcheck"
 PYCACHE = Path(tempfile.gettempdir()) / "fitcheck-bench-pycache"
+# Where RESULTS.md and results.csv go: here for a full run, out/ (git-ignored) for a partial one.
+OUT = HERE
 PROFILE = "h100-sxm-80gb"  # for the --hardware variant: a profile on which every repo but DeepSeek fits
 MULTI = ["bench/llama-3.1-8b-1shard", "bench/llama-3.1-8b", "bench/llama-3.1-70b"]
 PROFILED = ["bench/llama-3.1-70b", "bench/deepseek-v3"]
@@ -80,6 +85,7 @@ class Run:
     rc: int
     error: str = ""
     load: float = field(default_factory=lambda: os.getloadavg()[0])  # 1-min load average when recorded
+    cpu_s: float = field(default_factory=lambda: CPU_OF_LAST_RUN[0])  # the child's user + system CPU
 
 
 @dataclass
@@ -186,6 +192,9 @@ def base_env(hub_url: str, scratch: Path) -> dict[str, str]:
 
 
 TIME = Path("/usr/bin/time")
+# The last child's user + system CPU seconds (GNU time %U + %S), read by Run(): a cost that the
+# neighbours' load on this shared machine moves far less than wall time.
+CPU_OF_LAST_RUN = [0.0]
 
 
 def run_once(argv: list[str], env: dict[str, str], hub: benchhub.BenchHub, log: Path, timeout: float = 300) -> tuple[float, int, int, int, int, str]:
@@ -200,7 +209,7 @@ def run_once(argv: list[str], env: dict[str, str], hub: benchhub.BenchHub, log: 
     hub.clear_log()
     rss_file = log.with_suffix(".rss")
     rss_file.unlink(missing_ok=True)
-    wrapped = [str(TIME), "-o", str(rss_file), "-f", "%M", *argv] if TIME.exists() else argv
+    wrapped = [str(TIME), "-o", str(rss_file), "-f", "%M %U %S", *argv] if TIME.exists() else argv
     with open(log, "wb") as out:
         t = time.perf_counter()
         # cwd: not the repo root, where `python -c` would import the live planner/ (sys.path[0] is
@@ -219,14 +228,16 @@ def run_once(argv: list[str], env: dict[str, str], hub: benchhub.BenchHub, log: 
     hub.wait_idle()
     reqs = hub.requests
     try:
-        # GNU time writes "Command exited with non-zero status N" before the number on failure.
-        rss = int(rss_file.read_text().split()[-1])
+        # GNU time writes "Command exited with non-zero status N" before the numbers on failure.
+        rss_kb, user_s, sys_s = rss_file.read_text().split()[-3:]
+        rss, cpu = int(rss_kb), float(user_s) + float(sys_s)
     except (OSError, ValueError, IndexError):
-        rss = 0
+        rss, cpu = 0, 0.0
     error = ""
     if rc != 0:
         tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip().strip("^~ ")]
         error = (tail[-1] if tail else f"exit {rc}, no output")[-300:]
+    CPU_OF_LAST_RUN[0] = cpu
     return wall, len(reqs), sum(r.bytes_sent for r in reqs), rss, rc, error
 
 
@@ -275,13 +286,16 @@ def measure_multi(hub: benchhub.BenchHub, runs: int, scratch: Path, results: lis
                 results.append(Run(f"fitcheck plan A B C, {label}", "+".join(MULTI), i, wall, n, nbytes, rss, rc, err))
             total = [0.0, 0, 0, 0, 0]
             errs = []
+            cpu = 0.0
             for repo in MULTI:
                 folder = primed if warm else Path(tempfile.mkdtemp(dir=scratch))
                 w, n, b, r, c, e = run_once([fc, "plan", repo], base_env(hub.url, folder), hub, scratch / "last.log")
                 total = [total[0] + w, total[1] + n, total[2] + b, max(total[3], r), total[4] or c]
+                cpu += CPU_OF_LAST_RUN[0]
                 errs.append(e)
             if i >= 0:
-                results.append(Run(f"3 sequential fitcheck plan, {label}", "+".join(MULTI), i, *total, " ".join(filter(None, errs))))
+                results.append(Run(f"3 sequential fitcheck plan, {label}", "+".join(MULTI), i, *total, " ".join(filter(None, errs)),
+                                   cpu_s=cpu))
     for label in ("cold", "warm"):
         a = statistics.median(r.wall_s for r in results if r.tool == f"fitcheck plan A B C, {label}")
         b = statistics.median(r.wall_s for r in results if r.tool == f"3 sequential fitcheck plan, {label}")
@@ -328,12 +342,12 @@ def profile(hub: benchhub.BenchHub, scratch: Path) -> dict[str, dict]:
         for warm in (False, True):
             name = f"profile-{tag}-{'warm' if warm else 'cold'}"
             folder = Path(tempfile.mkdtemp(dir=scratch))
-            argv = [sys.executable, str(HERE / "profile_plan.py"), repo, str(HERE / f"{name}.txt"), *(["--warm"] if warm else [])]
+            argv = [sys.executable, str(HERE / "profile_plan.py"), repo, str(OUT / f"{name}.txt"), *(["--warm"] if warm else [])]
             proc = subprocess.run(argv, env=base_env(hub.url, folder), capture_output=True, text=True, cwd=scratch)
             if proc.returncode != 0:
                 print(f"[bench] profiling {repo} failed: {proc.stderr[-500:]}", flush=True)
                 continue
-            out[name] = json.loads((HERE / f"{name}.json").read_text())
+            out[name] = json.loads((OUT / f"{name}.json").read_text())
             print(f"[bench] wrote {name}.txt", flush=True)
     return out
 
@@ -410,8 +424,8 @@ def write_report(results: list[Run], profiles: dict[str, dict], args: argparse.N
         "",
         f"**Hub.** tests/fakehub.py on 127.0.0.1 in the benchmark's own process, {benchhub.LATENCY_S * 1000:.0f} ms of latency "
         "before every answer, all-shard-headers endpoint on unless stated; its answers precomputed (benchhub.py). "
-        "Requests and bytes are what the fake Hub logged for one run (response bodies). Peak RSS is the child's own "
-        "(GNU time `%M`). hf-mem's hard-coded URL is redirected to HF_ENDPOINT in its installed copy (peers.py), "
+        "Requests and bytes are what the fake Hub logged for one run (response bodies). Peak RSS and CPU s (user + "
+        "system, median) are the child's own (GNU time `%M`, `%U + %S`); CPU s is what a busy neighbour moves least. hf-mem's hard-coded URL is redirected to HF_ENDPOINT in its installed copy (peers.py), "
         "nothing else is changed; its concurrency is its default, `min(32, cpu_count + 4)` = "
         f"{min(32, (os.cpu_count() or 1) + 4)} here.",
         "",
@@ -420,8 +434,8 @@ def write_report(results: list[Run], profiles: dict[str, dict], args: argparse.N
     for repo in repos:
         shards = REPOS[repo][0]
         lines += [f"### {repo} ({shards} shard{'s' if shards > 1 else ''})", "",
-                  "| tool | median s | min s | max s | requests | bytes | peak RSS MB | ok |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "| tool | median s | min s | max s | CPU s | requests | bytes | peak RSS MB | ok |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for tool in tool_names:
             mine = [r for r in results if r.tool == tool and r.repo == repo]
             if not mine:
@@ -430,7 +444,7 @@ def write_report(results: list[Run], profiles: dict[str, dict], args: argparse.N
             ok = sum(r.rc == 0 for r in mine)
             status = f"{ok}/{len(mine)}" + ("" if ok == len(mine) else f" — {mine[-1].error[:160]}")
             lines.append(f"| {tool} | {statistics.median(walls):.3f} | {min(walls):.3f} | {max(walls):.3f} | "
-                         f"{statistics.median(r.requests for r in mine):.0f} | {statistics.median(r.bytes for r in mine):,.0f} | "
+                         f"{statistics.median(r.cpu_s for r in mine):.2f} | {statistics.median(r.requests for r in mine):.0f} | {statistics.median(r.bytes for r in mine):,.0f} | "
                          f"{max(r.maxrss_kb for r in mine) / 1024:.0f} | {status} |")
         lines.append("")
 
@@ -492,10 +506,11 @@ def write_report(results: list[Run], profiles: dict[str, dict], args: argparse.N
         lines += ["## Several models at once", "",
                   f"`fitcheck plan {' '.join(MULTI)}` (one process, `api.plan_many`) against three `fitcheck plan` processes "
                   "run one after another.", "",
-                  "| what | median s | requests | bytes | peak RSS MB |", "|---|---:|---:|---:|---:|"]
+                  "| what | median s | CPU s | requests | bytes | peak RSS MB |", "|---|---:|---:|---:|---:|---:|"]
         for tool in multi:
             mine = [r for r in results if r.tool == tool]
-            lines.append(f"| {tool} | {statistics.median(r.wall_s for r in mine):.3f} | {statistics.median(r.requests for r in mine):.0f} | "
+            lines.append(f"| {tool} | {statistics.median(r.wall_s for r in mine):.3f} | {statistics.median(r.cpu_s for r in mine):.2f} | "
+                         f"{statistics.median(r.requests for r in mine):.0f} | "
                          f"{statistics.median(r.bytes for r in mine):,.0f} | {max(r.maxrss_kb for r in mine) / 1024:.0f} |")
         lines.append("")
 
@@ -541,19 +556,19 @@ def write_report(results: list[Run], profiles: dict[str, dict], args: argparse.N
         import scaling as sc
 
         lines += ["## Scaling with the number of tensors", "",
-                  "DeepSeek-V3's layout with 32 to 512 routed experts, each CPU stage in-process (scaling.py), best of 3.", ""]
+                  "DeepSeek-V3's layout with 32 to 512 routed experts, each CPU stage in-process (scaling.py), best of 3 in CPU time.", ""]
         for label, rows in scales.items():
             lines += [f"### Garbage collector {label.removeprefix('gc ')}", ""] + sc.table(rows) + [""]
-    (HERE / "RESULTS.md").write_text("\n".join(lines))
+    (OUT / "RESULTS.md").write_text("\n".join(lines))
 
 
 def write_csv(results: list[Run], date: str) -> None:
-    with open(HERE / "results.csv", "w", newline="") as fh:
+    with open(OUT / "results.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["date", "tool", "repo", "shards", "run", "wall_s", "requests", "bytes", "maxrss_kb", "rc", "load1", "error"])
+        w.writerow(["date", "tool", "repo", "shards", "run", "wall_s", "cpu_s", "requests", "bytes", "maxrss_kb", "rc", "load1", "error"])
         for r in results:
             shards = "+".join(str(REPOS[x][0]) for x in r.repo.split("+")) if r.repo != "-" else ""
-            w.writerow([date, r.tool, r.repo, shards, r.index, f"{r.wall_s:.4f}", r.requests, r.bytes, r.maxrss_kb, r.rc, f"{r.load:.2f}", r.error])
+            w.writerow([date, r.tool, r.repo, shards, r.index, f"{r.wall_s:.4f}", f"{r.cpu_s:.2f}", r.requests, r.bytes, r.maxrss_kb, r.rc, f"{r.load:.2f}", r.error])
 
 
 def main() -> None:
@@ -565,6 +580,11 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
     args = parser.parse_args()
     args.runs = args.runs or (2 if args.quick else 7)
+    global OUT
+    if args.quick or args.repos or args.runs < 5 or args.no_profile:
+        # A partial run must not replace the committed results of the last full one.
+        OUT = HERE / "out"
+        OUT.mkdir(exist_ok=True)
     if not FITCHECK.exists():
         raise SystemExit(f"{FITCHECK} not found: run this with the Python of fitcheck's environment")
     started = time.monotonic()
@@ -605,7 +625,7 @@ def main() -> None:
     finally:
         hub.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"[bench] wrote {HERE / 'RESULTS.md'} and results.csv in {meta['elapsed_s'] / 60:.1f} min", flush=True)
+    print(f"[bench] wrote {OUT / 'RESULTS.md'} and results.csv in {meta['elapsed_s'] / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ shard as in the real checkpoint) goes through each CPU stage of a plan separatel
   every scheme, and 8x-a100-80gb, where it fits);
 - ``cache encode`` / ``cache decode``: the metadata cache's compact form, without the disk.
 
-Each cell is the best of 3 (the machine is shared); the last columns give microseconds per tensor,
-which stay flat when a stage is linear. ``--gc-off`` runs the same with the cyclic garbage
+Each cell is the best of 3 in CPU time (the machine is shared, and CPU time is what a neighbour's
+load disturbs least); the last columns give microseconds per tensor, which stay flat when a stage
+is linear. ``--gc-off`` runs the same with the cyclic garbage
 collector disabled, to separate fitcheck's own cost from the collector's.
 
     python benchmarks/perf/scaling.py [--json OUT] [--gc-off]
@@ -38,11 +39,13 @@ TENSORS_PER_SHARD = 565  # DeepSeek-V3: 91,991 tensors in 163 shards
 
 
 def _best(fn, n: int = 3) -> tuple[float, object]:
+    """Best of ``n`` in CPU time of this process: a neighbour's load on the shared machine barely
+    moves it, where it can double wall time."""
     best, out = float("inf"), None
     for _ in range(n):
-        t = time.perf_counter()
+        t = time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
     return best, out
 
 
