@@ -7,7 +7,7 @@ int8/nf4 rows, nvidia-ml-py for NVML -- both optional), from the repository root
 
 It builds random-weight models from real configs on the GPU machine itself (``save_pretrained``;
 nothing is downloaded): Llama-3.2-1B and Llama-3.1-8B from ``../shared/catalog-configs`` (or the
-copies in ``benchmarks/configs``), and a small MoE. For each it plans with fitcheck for this GPU,
+copies in ``tests/data``), and a small MoE. For each it plans with fitcheck for this GPU,
 forcing each scheme in turn (bf16, int8, nf4), writes the plan file, runs ``fitcheck verify``'s
 child (the emitted script's own ``load_model()`` and a generate at the planned context), and
 records predicted against measured memory per device. From the measurements it derives:
@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CONFIG_DIRS = (ROOT.parent / "shared" / "catalog-configs", ROOT / "benchmarks" / "configs")
+CONFIG_DIRS = (ROOT.parent / "shared" / "catalog-configs", ROOT / "tests" / "data")
 # A small MoE in the Qwen2-MoE layout (fused experts in transformers 5), about 2.7B parameters:
 # big enough that experts dominate, small enough to build and save in seconds.
 MOE_CONFIG = {
