@@ -86,15 +86,20 @@ def _hardware_line(hw: Hardware) -> str:
 
 
 def memory_table(p: Plan) -> list[str]:
-    """Per device: the parts, what must fit ("needs"), the usable capacity and the margin left."""
+    """Per device: the parts, what must fit ("needs"), the usable capacity and the margin left.
+
+    The row adds up to "needs": page cache the kernel can drop (the checkpoint's pages, counted in
+    the JSON's ``overhead`` and ``total``) is left out of the overhead column and named below it.
+    """
     head = (f"  {'device':<7} {'weights':>10} {'KV cache':>10} {'activ.':>10} {'overhead':>10} {'needs':>10} {'usable':>10} "
             f"{'headroom':>10}")
     rows = [head]
     for d, m in p.memory.items():
+        overhead = min(m.overhead, max(0, m.required - m.weights - m.kv_cache - m.activations))
         rows.append(f"  {d:<7} {fmt_bytes(m.weights):>10} {fmt_bytes(m.kv_cache):>10} {fmt_bytes(m.activations):>10} "
-                    f"{fmt_bytes(m.overhead):>10} {fmt_bytes(m.required):>10} {fmt_bytes(m.capacity):>10} "
+                    f"{fmt_bytes(overhead):>10} {fmt_bytes(m.required):>10} {fmt_bytes(m.capacity):>10} "
                     f"{fmt_bytes(m.free - m.required):>10}")
-    notes = [f"  {d}: peak RSS {fmt_bytes(m.total)} while loading includes {fmt_bytes(m.reclaimable)} of page cache the kernel can drop"
+    notes = [f"  {d}: the peak RSS, {fmt_bytes(m.total)}, also holds {fmt_bytes(m.reclaimable)} of page cache the kernel can drop"
              for d, m in p.memory.items() if m.reclaimable and m.total > m.required]
     disk = p.memory.get("disk")
     if disk is not None:
