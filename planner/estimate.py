@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
+from typing import Any
 
 from planner import naming, prequant, templates
 from planner.arch import Arch, read_arch
@@ -86,6 +87,9 @@ class Unit(_ToDict):
             after the layer, its modules in ``keys``) and the experts module, in that order.
         keys: for a dense part, the sibling modules it stands for in a device_map (flat and
             disjoint from the experts module: ``self_attn``, ``input_layernorm``, ``mlp.gate`` ...).
+        linear_sizes: (parameters of one weight, how many such weights) of the unit's ``linear``
+            role, smallest first: what a load that converts weights one at a time works through
+            (the CPU heap keeps the working copies of the small ones; memory/weights.py).
     """
 
     name: str
@@ -100,6 +104,7 @@ class Unit(_ToDict):
     expert_params: int = 0
     parts: tuple[Unit, ...] = ()
     keys: tuple[str, ...] = ()
+    linear_sizes: tuple[tuple[int, int], ...] = ()
 
     def role(self, name: str) -> RoleStats:
         return self.roles.get(name, _EMPTY)
@@ -332,6 +337,8 @@ class _Acc:
         self.part_modules: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.dense_modules: dict[str, set[str]] = defaultdict(set)
         self.experts_of: dict[str, set[str]] = defaultdict(set)
+        # unit, or (layer, part) -> parameters of one linear weight -> how many
+        self.linear_sizes: dict[Any, dict[int, int]] = defaultdict(lambda: defaultdict(int))
 
     def add(self, unit: str, kind: str, layer: int | None, sub: str, role: str, params: int, nbytes: int, rows: int,
             rebuilt: int, *, expert: bool, count: int = 1) -> None:
@@ -342,6 +349,8 @@ class _Acc:
         self.rebuilt[unit] += rebuilt * count
         if expert:
             self.experts[unit] += params * count
+        if role == "linear":
+            self.linear_sizes[unit][params] += count
 
     def add_part(self, unit: str, module: str, experts: str | None, role: str, params: int, nbytes: int, rows: int,
                  rebuilt: int, sub: str, *, count: int = 1) -> None:
@@ -354,6 +363,8 @@ class _Acc:
         _bump(self.parts[unit].setdefault(part, {}), role, params, nbytes, rows, count)
         self.part_rebuilt[(unit, part)] += rebuilt * count
         self.part_modules[(unit, part)][sub] += nbytes * count
+        if role == "linear":
+            self.linear_sizes[(unit, part)][params] += count
 
     def merge_nested(self) -> None:
         """Merge every unit nested inside another into it, so device_map keys stay disjoint.
@@ -376,6 +387,8 @@ class _Acc:
                 self.modules[parent][sub] += n
             self.rebuilt[parent] += self.rebuilt.pop(name, 0)
             self.experts[parent] += self.experts.pop(name, 0)
+            for params, n in self.linear_sizes.pop(name, {}).items():
+                self.linear_sizes[parent][params] += n
 
     def units(self) -> list[Unit]:
         self.merge_nested()
@@ -386,7 +399,8 @@ class _Acc:
             out.append(Unit(name=name, kind=kind, layer=layer, params=sum(v[0] for v in stats.values()),
                             stored_bytes=sum(v[1] for v in stats.values()), roles={r: RoleStats(*v) for r, v in stats.items()},
                             modules=dict(self.modules[name]), rebuilt_bytes=self.rebuilt.get(name, 0),
-                            expert_params=self.experts.get(name, 0), parts=self._split(name, layer)))
+                            expert_params=self.experts.get(name, 0), parts=self._split(name, layer),
+                            linear_sizes=_sizes(self.linear_sizes.get(name))))
         return out
 
     def _split(self, name: str, layer: int | None) -> tuple[Unit, ...]:
@@ -405,8 +419,12 @@ class _Acc:
                             stored_bytes=sum(v[1] for v in stats.values()), roles={r: RoleStats(*v) for r, v in stats.items()},
                             modules=dict(self.part_modules[(name, part)]), rebuilt_bytes=self.part_rebuilt.get((name, part), 0),
                             expert_params=sum(v[0] for v in stats.values()) if kind == "experts" else 0,
-                            keys=keys if kind == "layer" else ()))
+                            keys=keys if kind == "layer" else (), linear_sizes=_sizes(self.linear_sizes.get((name, part)))))
         return tuple(out)
+
+
+def _sizes(counts: dict[int, int] | None) -> tuple[tuple[int, int], ...]:
+    return tuple(sorted(counts.items())) if counts else ()
 
 
 def _bump(stats: dict[str, list[int]], role: str, params: int, nbytes: int, rows: int, count: int = 1) -> None:

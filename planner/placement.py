@@ -43,8 +43,9 @@ class Cost:
         kept_mapped: stored bytes of converted tensors whose checkpoint pages stay mapped in the
             process after the load (the file stays mapped while any tensor of it is used in
             place); page cache, so reclaimable, but in the peak RSS.
-        retained: heap the CPU process keeps after converting this unit at load (glibc keeps
-            freed blocks under its mmap threshold; later allocations reuse them).
+        retained: heap the CPU process keeps after fusing this unit's experts at load (glibc
+            keeps freed blocks under its mmap threshold; later allocations reuse them).
+        quantize_retained: the same, after bnb quantized the unit's linear weights.
         stream_retained: heap the CPU process keeps from streaming this unit from disk at every
             forward, when each pass casts it (CPU execution).
     """
@@ -63,6 +64,7 @@ class Cost:
     keys: tuple[str, ...] = ()
     kept_mapped: int = 0
     retained: int = 0
+    quantize_retained: int = 0
     stream_retained: int = 0
 
 

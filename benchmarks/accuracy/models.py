@@ -2,7 +2,8 @@
 
 Each is big enough that weights, KV cache and activations, not the fixed ~0.4 GiB of a torch
 process, decide the peak (155-215 M parameters, 0.3-0.45 GB in bf16), and small enough that a
-prefill of 8k tokens takes tens of seconds on two cores. Every width is a multiple of 64: bnb's
+prefill of 8k tokens takes tens of seconds on two cores. One full-size model (Llama-3.2-1B's
+config) checks how the fitted coefficients carry over to a real model. Every width is a multiple of 64: bnb's
 CPU 4-bit kernel needs output sizes divisible by 32 and repacks in blocks of 64.
 """
 
@@ -36,6 +37,16 @@ class ModelSpec:
 
 
 _COMMON = {"max_position_embeddings": 32768, "vocab_size": 32000}
+# The architecture fields of published configs (tests/data), for full-size models.
+_ARCH_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "head_dim", "vocab_size", "max_position_embeddings", "tie_word_embeddings", "rope_scaling", "rope_theta",
+                "rms_norm_eps")
+
+
+def _published(file: str) -> dict[str, Any]:
+    doc = json.loads((ROOT / "tests" / "data" / file).read_text())
+    return {k: doc[k] for k in _ARCH_FIELDS if k in doc}
+
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in (
     # Llama with grouped-query attention (16 query heads, 4 KV heads), untied head: 155 M.
@@ -57,6 +68,10 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
               {**_COMMON, "hidden_size": 768, "intermediate_size": 1024, "num_hidden_layers": 8,
                "num_attention_heads": 12, "num_key_value_heads": 4, "num_local_experts": 8,
                "num_experts_per_tok": 2}),
+    # Full size: Llama-3.2-1B's published config (1.24 B, 2.5 GB in bf16, tied 128k-token
+    # embedding), to see how coefficients fitted on the small models carry to a real model.
+    ModelSpec("llama-3.2-1b", "llama", "meta-llama/Llama-3.2-1B's config, full size",
+              _published("meta-llama__Llama-3.2-1B.config.json")),
 )}
 
 

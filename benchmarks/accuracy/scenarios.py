@@ -88,7 +88,14 @@ def _grid() -> list[Scenario]:
     add(Scenario("mixtral-bf16-disk-c1024", "mixtral-moe", "bfloat16", "none", 1024, offload=True))
     add(Scenario("mixtral-fp32-disk-c128", "mixtral-moe", "float32", "none", 128, offload=True))
     # bnb runs are cheap and the noisiest (bimodal heap retention after quantizing): one more run.
-    return [replace(s, repeat=3) if s.quant != "none" else s for s in out]
+    out = [replace(s, repeat=3) if s.quant != "none" else s for s in out]
+    # Full size (Llama-3.2-1B): nothing here was fitted on it. Short contexts: a 1B prefill of
+    # 1k tokens takes tens of seconds on two cores, and bnb's CPU int8 matmul is far slower.
+    out.append(Scenario("llama1b-bf16-c1024", "llama-3.2-1b", "bfloat16", "none", 1024))
+    out.append(Scenario("llama1b-bf16-c512-b4", "llama-3.2-1b", "bfloat16", "none", 512, 4))
+    out.append(Scenario("llama1b-nf4-c1024", "llama-3.2-1b", "bfloat16", "nf4", 1024))
+    out.append(Scenario("llama1b-int8-c256", "llama-3.2-1b", "bfloat16", "int8", 256))
+    return out
 
 
 SCENARIOS: list[Scenario] = _grid()

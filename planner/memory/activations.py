@@ -52,7 +52,7 @@ EXPERT_ROW_WIDTHS = 9
 # loader, weights and cache, so this is small. (Was 64 MiB, plus 95 MiB of CPU_RUNTIME_HALF.)
 PREFILL_FIXED = 24 * MiB
 # bnb LLM.int8 on CPU: heap blocks an earlier prefill left, in proportion to the largest int8
-# weight, and per token 35 bytes per output feature of the widest int8 matmul (int32 product,
+# weight whose fp32 copy is under glibc's mmap threshold (the heap keeps only those), and per token 35 bytes per output feature of the widest int8 matmul (int32 product,
 # two fp32 dequantization tensors, fp16 and int8 copies of the input). Fitted on the highest runs
 # of llama-int8-c2048, llama-int8-c512-b4, gemma3-int8-c1024, mistral-int8-c4096 and
 # mixtral-int8-c1024; the lowest runs of the same plans sit 300-500 MiB below (glibc's heap
@@ -61,14 +61,17 @@ INT8_RETAINED_PER_PARAM = 92
 INT8_PER_OUT_TOKEN = 35
 # The retained part measured at most 330 MiB (mistral-int8-c4096, largest int8 weight 3.7M
 # elements). Heap blocks come from working copies under glibc's 32 MiB mmap threshold, so they do
-# not grow with the model without bound; past the models measured this cap is a guess, set at
-# about 1.5x the largest seen.
+# not grow with the model without bound; the cap is set at about 1.5x the largest seen.
+# Llama-3.2-1B (llama1b-int8-c256, largest heap-sized weight 4.2M elements, 386 MB by the rate)
+# stayed under it.
 INT8_RETAINED_MAX = 512 * MiB
 # bnb 4-bit on CPU: the prefill dequantizes each weight to the compute dtype before the matmul
 # (bitsandbytes functional.dequantize_4bit), and the per-token working set of the quantized
-# (dense) part is larger than bf16's by this factor: 1.41 on llama-nf4-c4096's highest run, 1.47
-# on gemma3-nf4-c8192's (mistral-nf4-c2048-b4: 1.07, over-predicted).
-NF4_TOKEN_FACTOR = 1.45
+# (dense) part is larger than bf16's by this factor. Fitted with the quantize heap held on top
+# (overhead.CPU_QUANTIZE_RETAINED) to the highest runs of llama-nf4-c4096, gemma3-nf4-c8192 and
+# llama1b-nf4-c1024 (errors +47, -40 and -67 MiB); 1.45 before that heap was counted apart, which
+# left Llama-3.2-1B 258 MiB under its measured peak.
+NF4_TOKEN_FACTOR = 1.15
 # GPU (leads, unchanged until benchmarks/gpu_calibration.py runs on a GPU): the research notes'
 # single-forward CPU fit (16.45 B x hidden + 5.99 B x intermediate in bf16, rounded up to 9 and 3
 # elements), a 64 MiB fixed part, and 4 B per mask element (padding-mask measurement, exp7).
@@ -91,12 +94,14 @@ LOGIT_COPIES = 3
 
 
 def prefill_bytes(arch: Arch, *, context: int, batch: int, dtype_bytes: int, quantization: str = "none",
-                  largest_linear: int = 0, cpu: bool = False) -> int:
+                  largest_linear: int = 0, heap_linear: int = 0, cpu: bool = False) -> int:
     """Peak transient bytes of one decoder layer during a prefill of ``batch`` x ``context`` tokens.
 
     Args:
         dtype_bytes: bytes of the compute dtype (the load dtype; bnb computes in it too).
         quantization: with ``cpu``, "int8" and "nf4" add bitsandbytes' CPU working memory.
+        heap_linear: elements of the largest quantized weight whose fp32 copy glibc's heap keeps
+            (``weights.largest_heap_linear``).
         largest_linear: elements of the largest quantized weight (its output width is what int8's
             per-token buffers scale with).
         cpu: the CPU runs the model (bitsandbytes' CPU kernels and glibc's heap; the GPU kernels
@@ -118,7 +123,7 @@ def prefill_bytes(arch: Arch, *, context: int, batch: int, dtype_bytes: int, qua
         dense_bytes = int(dense_bytes * NF4_TOKEN_FACTOR)
     elif cpu and quantization == "int8" and largest_linear:
         out = largest_linear // max(1, h)
-        retained = min(int(INT8_RETAINED_PER_PARAM * largest_linear), INT8_RETAINED_MAX)
+        retained = min(int(INT8_RETAINED_PER_PARAM * heap_linear), INT8_RETAINED_MAX)
         dense_bytes += retained + INT8_PER_OUT_TOKEN * out * tokens
     linear = dense_bytes + tokens * experts * dtype_bytes
     attn = _attention(arch, context=context, batch=batch, dtype_bytes=dtype_bytes, mask_bytes=MASK_BYTES)

@@ -15,7 +15,8 @@ When the CPU runs the model, three things measured in benchmarks/accuracy join t
 - the checkpoint stays memory-mapped after a load that uses some tensors in place (anything but a
   full dtype cast), so the pages that converting the others read stay in RSS (``kept_mapped``);
 - the heap the load's conversions left (glibc keeps freed blocks) is reused by the prefill, so
-  the run holds the larger of the two (``retained``), and the load adds it;
+  the run holds the larger of the two (``retained``), and the load adds it; after a bnb 4-bit
+  load the run holds both (``quantize_retained``);
 - disk layers cast at every forward leave their copies on the heap (``stream_retained``).
 
 File pages the kernel can drop on demand (the page cache of tensors already converted, or of a
@@ -71,7 +72,8 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
     converted_w = dict.fromkeys(devices, 0)
     through_cache = 0  # stored bytes read through the CPU page cache during the load (reclaimable)
     kept_mapped = 0  # of those, pages that stay mapped after the load (CPU execution)
-    retained = 0  # heap the CPU process keeps from converting tensors at load
+    retained = 0  # heap the CPU process keeps from fusing MoE experts at load
+    quantized = 0  # heap the CPU process keeps from bnb's quantizing at load
     streamed = written = streamed_pages = stream_kept = 0
     for name, dev in result.device_of.items():
         c = by_name[name]
@@ -101,6 +103,7 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
                 converted_w[dev] += resident
                 kept_mapped += c.kept_mapped
                 retained += c.retained
+                quantized += c.quantize_retained
     cpu_runs = "cpu" in executing
     out: dict[str, DeviceMemory] = {}
     for d, (free, margin) in devices.items():
@@ -125,10 +128,17 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
                 # bytes are reclaimable: its copies are not).
                 # The parts still add up to the run: activations take the heap terms, overhead the
                 # checkpoint pages kept mapped.
-                act = max(act, retained) + stream_kept
+                # bnb int8's prefill reuses its quantize blocks (activations.INT8_*); nf4's does
+                # not: Llama-3.2-1B in nf4 peaked at 3,394 MiB with a fixed mmap threshold (no heap
+                # kept) and at 3,705-3,805 MiB without, 310-410 MiB more, on top of the prefill
+                # (benchmarks/accuracy, llama1b-nf4-c1024)
+                if scheme.quantization == "nf4":
+                    act = max(act, retained) + quantized + stream_kept
+                else:
+                    act = max(act, retained + quantized) + stream_kept
                 run = fixed_run + w[d] + kv[d] + act + kept_mapped
                 run_reclaim = kept_mapped + min(streamed, streamed_pages)
-                load += retained
+                load += retained + quantized
                 fixed_run += kept_mapped
             ov = fixed_run
         else:

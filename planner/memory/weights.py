@@ -11,6 +11,8 @@ Those stay in the load dtype. MoE experts that transformers 5 fuses into 3-D par
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from planner.estimate import Unit
 from planner.memory import overhead
 from planner.records import Scheme
@@ -86,8 +88,9 @@ def converted_stored(unit: Unit, scheme: Scheme, *, offloaded: bool = False, deq
     return total
 
 
-def load_retained(unit: Unit, scheme: Scheme, *, offloaded: bool = False) -> int:
-    """Heap the CPU process keeps after converting this unit at load (see overhead.CPU_*_RETAINED).
+def load_retained(unit: Unit, scheme: Scheme) -> int:
+    """Heap the CPU process keeps after fusing this unit's MoE experts at load (see
+    overhead.CPU_REBUILD_RETAINED).
 
     Only working copies under glibc's largest mmap threshold stay on the heap; bigger ones are
     unmapped when freed, so the models that matter most (billions of parameters, tensors of
@@ -104,11 +107,28 @@ def load_retained(unit: Unit, scheme: Scheme, *, offloaded: bool = False) -> int
             fused_gate_up = 2 * stacked
             where = "above" if fused_gate_up >= overhead.GLIBC_MMAP_THRESHOLD_MAX else "below"
             total += int(experts.params * width * overhead.CPU_REBUILD_RETAINED[where])
+    return total
+
+
+def largest_heap_linear(units: Iterable[Unit]) -> int:
+    """Elements of the largest linear weight whose fp32 working copy stays under glibc's largest
+    mmap threshold (the CPU heap keeps the copies of those, not of bigger ones)."""
+    return max((params for u in units for params, _ in u.linear_sizes if params * 4 < overhead.GLIBC_MMAP_THRESHOLD_MAX),
+               default=0)
+
+
+def quantize_retained(unit: Unit, scheme: Scheme, *, offloaded: bool = False) -> int:
+    """Heap the CPU process keeps after bnb quantized this unit's linear weights at load (see
+    overhead.CPU_QUANTIZE_RETAINED); 0 without bnb or for a unit bnb leaves alone."""
+    total = 0
     linear = unit.role("linear")
-    if scheme.bnb and not offloaded and linear.tensors:
-        # bnb quantizes one weight at a time through fp32/fp16 working copies (up to 4 B/param)
-        if linear.params // linear.tensors * 4 < overhead.GLIBC_MMAP_THRESHOLD_MAX:
-            total += int(linear.bytes * overhead.CPU_QUANTIZE_RETAINED.get(scheme.quantization, 0.0))
+    if scheme.bnb and not offloaded and linear.tensors and linear.params:
+        # bnb quantizes one weight at a time through fp32/fp16 working copies (up to 4 B/param):
+        # those of weights under the threshold stay (Llama-3.2-1B: its attention projections, not
+        # its 16.8M-parameter MLP weights)
+        small = sum(params * n for params, n in unit.linear_sizes if params * 4 < overhead.GLIBC_MMAP_THRESHOLD_MAX)
+        stored = small * linear.bytes // linear.params
+        total += int(stored * overhead.CPU_QUANTIZE_RETAINED.get(scheme.quantization, 0.0))
     return total
 
 
