@@ -13,6 +13,7 @@ Three levels, cheapest first:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -261,7 +262,10 @@ def make_tiny_model(
     if arch not in TINY_ARCHS:
         raise ValueError(f"unsupported arch {arch!r}; choose from {sorted(TINY_ARCHS)}")
     options = {**config_overrides, **({"seed": seed} if seed else {}), **({"shard": max_shard_size} if max_shard_size else {})}
-    folder = Path(tmp_dir) / (f"{arch}-{dtype}" + "".join(f"-{k}={v}" for k, v in sorted(options.items())))
+    suffix = "".join(f"-{k}={v}" for k, v in sorted(options.items()))
+    if len(suffix) > 150:  # a full config does not fit a file name (255 bytes): name it by its hash
+        suffix = "-" + hashlib.sha1(suffix.encode()).hexdigest()[:12]
+    folder = Path(tmp_dir) / (f"{arch}-{dtype}{suffix}")
     tokenizer = make_tokenizer(arch, seed=seed)
     settings = {**_TINY_BASE, **TINY_ARCHS[arch], **config_overrides}
     settings.setdefault("bos_token_id", tokenizer.bos_token_id)
