@@ -34,14 +34,14 @@ QUANTS = ("none", "int8", "nf4")
 PREFERENCES = ("speed", "quality", "memory")
 _BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
 # Headroom left unused on every device, as a fraction of its free memory with a floor; it covers
-# what the memory model gets wrong on the low side. In benchmarks/accuracy (39 CPU scenarios, 109
-# runs, predicted against the highest run of each) the six worst under-predictions were 67, 63,
-# 59, 57, 54 and 48 MiB (at most 7.1 %, 5.7 % above 1 GiB, 1.8 % for the full-size 1B model at
-# 3.7 GiB): the floor is about twice the worst, because a scenario's highest run is only the
-# highest of 2-8 runs of a scattered peak (spread up to 484 MiB). At the boundary 5 % of free
-# memory is 5.3 % of the peak, and it takes over from the floor only above 2.5 GiB free, where the
-# heap scatter (the error's source) is a smaller share of the peak (1.8 % on the 1B model). See
-# benchmarks/accuracy/RESULTS.md and the README ("How much headroom").
+# what the memory model gets wrong on the low side. In benchmarks/accuracy (44 CPU scenarios, 119
+# runs, predicted against the highest run of each) the six worst under-predictions were 63, 59,
+# 57, 54, 48 and 44 MiB (at most 7.1 %, 5.7 % above 1 GiB), all on models under 2.2 GiB: the floor
+# is twice the worst, because a scenario's highest run is only the highest of 2-8 runs of a
+# scattered peak (spread up to 484 MiB). At the boundary 5 % of free memory is 5.3 % of the peak,
+# and it takes over from the floor only above 2.5 GiB free, where the full-size runs (1B and 7B,
+# 1.7-20 GiB) were all over-predicted. See benchmarks/accuracy/RESULTS.md and the README ("How much
+# headroom").
 DEFAULT_MARGIN_FRACTION = 0.05
 DEFAULT_MARGIN_FLOOR = 128 * MiB
 # Tokens the emitted script generates after the prefill, planned into the KV cache.

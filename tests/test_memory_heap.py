@@ -1,8 +1,9 @@
 """The CPU heap terms of the memory model, on Llama-3.2-1B's real layout (the bundled catalog entry).
 
 glibc keeps freed blocks under its 32 MiB mmap threshold, so what bnb's quantize-on-load leaves on
-the heap depends on each weight's size, not on the average: on Llama-3.2-1B only the attention
-projections' fp32 copies are under it (benchmarks/accuracy, llama1b-nf4-c1024).
+the heap depends on the size of each working copy of each weight, not on the average: on
+Llama-3.2-1B every copy of the attention projections is under it, and only the packed 4-bit form of
+the MLP weights (benchmarks/accuracy).
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ def test_the_quantize_heap_counts_only_weights_whose_fp32_copy_is_under_the_thre
     layer = next(u for u in fp.units if u.kind == "layer")
     assert MLP * 4 >= overhead.GLIBC_MMAP_THRESHOLD_MAX > Q_O * 4
     nf4 = Scheme(dtype="bfloat16", quantization="nf4")
-    small_bf16_bytes = (2 * Q_O + 2 * K_V) * 2  # stored in bf16
-    assert weights.quantize_retained(layer, nf4) == int(small_bf16_bytes * overhead.CPU_QUANTIZE_RETAINED["nf4"])
+    (fp32, f32_share), (bf16, bf16_share), (packed, packed_share) = overhead.CPU_QUANTIZE_COPIES["nf4"]
+    assert MLP * bf16 >= overhead.GLIBC_MMAP_THRESHOLD_MAX > MLP * packed  # the MLP weights count by their packed form
+    attention = (2 * Q_O + 2 * K_V) * (fp32 * f32_share + bf16 * bf16_share + packed * packed_share)
+    mlp = 3 * MLP * packed * packed_share
+    assert weights.quantize_retained(layer, nf4) == int(attention + mlp)
     assert weights.quantize_retained(layer, Scheme(dtype="bfloat16", quantization="none")) == 0
     assert weights.largest_heap_linear(fp.units) == Q_O
 

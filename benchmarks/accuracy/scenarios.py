@@ -95,6 +95,12 @@ def _grid() -> list[Scenario]:
     out.append(Scenario("llama1b-bf16-c512-b4", "llama-3.2-1b", "bfloat16", "none", 512, 4))
     out.append(Scenario("llama1b-nf4-c1024", "llama-3.2-1b", "bfloat16", "nf4", 1024))
     out.append(Scenario("llama1b-int8-c256", "llama-3.2-1b", "bfloat16", "int8", 256))
+    # Held out (run after the constants above were fitted, to check them): more of the 1B, and a 7B.
+    out.append(Scenario("llama1b-nf4-c256-b4", "llama-3.2-1b", "bfloat16", "nf4", 256, 4))
+    out.append(Scenario("llama1b-fp32-c256", "llama-3.2-1b", "float32", "none", 256))
+    out.append(Scenario("llama1b-bf16-disk-c512", "llama-3.2-1b", "bfloat16", "none", 512, offload=True))
+    out.append(Scenario("mistral7b-bf16-c256", "mistral-7b", "bfloat16", "none", 256))
+    out.append(Scenario("mistral7b-nf4-c512", "mistral-7b", "bfloat16", "nf4", 512))
     return out
 
 

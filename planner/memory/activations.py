@@ -68,9 +68,9 @@ INT8_RETAINED_MAX = 512 * MiB
 # bnb 4-bit on CPU: the prefill dequantizes each weight to the compute dtype before the matmul
 # (bitsandbytes functional.dequantize_4bit), and the per-token working set of the quantized
 # (dense) part is larger than bf16's by this factor. Fitted with the quantize heap held on top
-# (overhead.CPU_QUANTIZE_RETAINED) to the highest runs of llama-nf4-c4096, gemma3-nf4-c8192 and
-# llama1b-nf4-c1024 (errors +47, -40 and -67 MiB); 1.45 before that heap was counted apart, which
-# left Llama-3.2-1B 258 MiB under its measured peak.
+# (overhead.CPU_QUANTIZE_COPIES) to the highest runs of llama-nf4-c4096, gemma3-nf4-c8192 and
+# mistral-nf4-c2048-b4 (errors +45, -42 and +173 MiB); 1.45 before that heap was counted apart,
+# which left Llama-3.2-1B 258 MiB under its measured peak.
 NF4_TOKEN_FACTOR = 1.15
 # GPU (leads, unchanged until benchmarks/gpu_calibration.py runs on a GPU): the research notes'
 # single-forward CPU fit (16.45 B x hidden + 5.99 B x intermediate in bf16, rounded up to 9 and 3

@@ -39,15 +39,23 @@ GLIBC_MMAP_THRESHOLD_MAX = 32 * MiB
 #   and up): when the fused tensor is itself above the threshold (mmapped), the stacks' heap
 #   blocks stay behind: mixtral-fp32-c256 kept 559-590 MiB after fusing 576 MiB of fp32 experts
 #   (1.0). When it is below, it reuses them: mixtral-bf16-* kept 84 MiB of 288 (0.3).
-# - bnb quantization (fp16/fp32 working copies of each weight), counted over the weights whose
-#   fp32 copy is under the threshold: bimodal from run to run; llama-nf4-c128-b4 kept 0-0.75x
-#   their stored bytes over 8 runs, where it decides the peak. int8's prefill reuses these blocks
-#   (runs with long prompts kept up to 1.8x, and there the prefill decides the peak); nf4's holds
-#   them on top (budget.py): Llama-3.2-1B in nf4 (llama1b-nf4-c1024) held 310-410 MiB more than
-#   with a fixed mmap threshold, 0.9-1.2x the 336 MiB of its attention projections, the weights
-#   under the threshold. 0.75 for nf4 is fitted jointly with activations.NF4_TOKEN_FACTOR.
+# - bnb quantization, per linear weight: each working copy that is under the threshold leaves
+#   part of its bytes on the heap. Copies (bytes per parameter, share kept):
+#   - int8: the fp32 copy, 4 B: llama-nf4-c128-b4 and the int8 scenarios kept 0-0.75x the bf16
+#     stored bytes (1.5 B/param) of weights whose fp32 copy is under it, bimodal from run to run;
+#     int8's prefill reuses these blocks (budget.py);
+#   - nf4: the fp32 and bf16 copies, and the packed 4-bit result (0.5 B/param). Mistral-7B
+#     (mistral7b-nf4-c512) kept 1,935 MiB of anonymous memory after the load that a fixed mmap
+#     threshold (MALLOC_MMAP_THRESHOLD_=131072) did not: 0.55x its packed bytes, where only the
+#     packed forms (up to 28 MiB) and the k/v projections' copies are under the threshold. The small
+#     models (every copy under it) fix the fp32 and bf16 shares: 4 x 0.2 + 2 x 0.2 + 0.5 x 0.55 =
+#     1.5 B/param, as int8's. nf4's prefill does not reuse these blocks: Llama-3.2-1B in nf4 held
+#     310-410 MiB more at its peak than with a fixed threshold, on top of the prefill (budget.py).
 CPU_REBUILD_RETAINED = {"above": 1.0, "below": 0.3}
-CPU_QUANTIZE_RETAINED = {"int8": 0.75, "nf4": 0.75}
+CPU_QUANTIZE_COPIES: dict[str, tuple[tuple[float, float], ...]] = {
+    "int8": ((4, 0.375),),
+    "nf4": ((4, 0.2), (2, 0.2), (0.5, 0.55)),
+}
 # Disk offload with a cast (a bf16 checkpoint run in fp32): accelerate reads each disk layer and
 # casts it at every forward; the cast copies' heap blocks stay. Above the prefill's working set,
 # the highest runs of llama-fp32-disk-c512-b4 held 0.62x the disk layers' fp32 bytes, and 0.83x

@@ -119,17 +119,20 @@ def largest_heap_linear(units: Iterable[Unit]) -> int:
 
 def quantize_retained(unit: Unit, scheme: Scheme, *, offloaded: bool = False) -> int:
     """Heap the CPU process keeps after bnb quantized this unit's linear weights at load (see
-    overhead.CPU_QUANTIZE_RETAINED); 0 without bnb or for a unit bnb leaves alone."""
-    total = 0
-    linear = unit.role("linear")
-    if scheme.bnb and not offloaded and linear.tensors and linear.params:
-        # bnb quantizes one weight at a time through fp32/fp16 working copies (up to 4 B/param):
-        # those of weights under the threshold stay (Llama-3.2-1B: its attention projections, not
-        # its 16.8M-parameter MLP weights)
-        small = sum(params * n for params, n in unit.linear_sizes if params * 4 < overhead.GLIBC_MMAP_THRESHOLD_MAX)
-        stored = small * linear.bytes // linear.params
-        total += int(stored * overhead.CPU_QUANTIZE_RETAINED.get(scheme.quantization, 0.0))
-    return total
+    overhead.CPU_QUANTIZE_COPIES); 0 without bnb or for a unit bnb leaves alone.
+
+    bnb quantizes one weight at a time; of each working copy, those under glibc's largest mmap
+    threshold stay in part on the heap (Llama-3.2-1B: every copy of its attention projections,
+    only the packed form of its 16.8M-parameter MLP weights).
+    """
+    if not scheme.bnb or offloaded or not unit.role("linear").tensors:
+        return 0
+    total = 0.0
+    for params, n in unit.linear_sizes:
+        for width, share in overhead.CPU_QUANTIZE_COPIES.get(scheme.quantization, ()):
+            if params * width < overhead.GLIBC_MMAP_THRESHOLD_MAX:
+                total += params * n * width * share
+    return int(total)
 
 
 def stream_retained(unit: Unit, scheme: Scheme) -> int:
