@@ -101,6 +101,7 @@ def _grid() -> list[Scenario]:
     out.append(Scenario("llama1b-bf16-disk-c512", "llama-3.2-1b", "bfloat16", "none", 512, offload=True))
     out.append(Scenario("mistral7b-bf16-c256", "mistral-7b", "bfloat16", "none", 256))
     out.append(Scenario("mistral7b-nf4-c512", "mistral-7b", "bfloat16", "nf4", 512))
+    out.append(Scenario("qwen7bhalf-nf4-c512", "qwen2.5-7b-half", "bfloat16", "nf4", 512))
     return out
 
 
