@@ -285,7 +285,7 @@ def estimate(snapshot: Snapshot) -> Footprint:
             float_bytes[t.dtype] += t.nbytes * loaded
 
     units = acc.units()
-    embed = _input_embedding(units)
+    embed = input_embedding(units)
     if tied and embed is not None:
         units.append(Unit(name=naming.head_name(arch, embed.name), kind="head", layer=None, params=0,
                           stored_bytes=0, roles={}, tied_to=embed.name))
@@ -476,7 +476,7 @@ def _component(name: str, kind: str, arch: Arch) -> str:
     return "language_model"
 
 
-def _input_embedding(units: list[Unit]) -> Unit | None:
+def input_embedding(units: list[Unit] | tuple[Unit, ...]) -> Unit | None:
     """The token embedding (a tied head's weight), not a position embedding."""
     embeds = [u for u in units if u.kind == "embed"]
     return next((u for u in embeds if u.name.rsplit(".", 1)[-1] in _TOKEN_EMBEDDINGS), embeds[0] if embeds else None)

@@ -46,6 +46,8 @@ class Cost:
         retained: heap the CPU process keeps after fusing this unit's experts at load (glibc
             keeps freed blocks under its mmap threshold; later allocations reuse them).
         quantize_retained: the same, after bnb quantized the unit's linear weights.
+        unread: stored bytes of the unit that stay memory-mapped and unread on the executing CPU
+            (left out of ``on_exec``): a token embedding's rows no token uses.
         stream_retained: heap the CPU process keeps from streaming this unit from disk at every
             forward, when each pass casts it (CPU execution).
     """
@@ -66,6 +68,7 @@ class Cost:
     retained: int = 0
     quantize_retained: int = 0
     stream_retained: int = 0
+    unread: int = 0
 
 
 @dataclass(frozen=True, slots=True)

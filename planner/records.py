@@ -313,6 +313,9 @@ class DeviceMemory(_ToDict):
         load: the predicted peak while loading.
         reclaimable: page cache inside ``total`` that the kernel drops on demand (CPU only).
         required: what must fit within ``capacity``: ``total`` less what is reclaimable.
+        unread: weights the device holds memory-mapped that a run never reads in, left out of
+            ``weights`` and ``total``: the rows of a CPU-run token embedding that no token of the
+            prompt or the answer uses (CPU only).
     """
 
     device: str
@@ -327,6 +330,7 @@ class DeviceMemory(_ToDict):
     load: int = 0
     reclaimable: int = 0
     required: int = 0
+    unread: int = 0
 
 
 @dataclass(frozen=True, slots=True)

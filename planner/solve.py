@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from planner import formats
 from planner.errors import NoFeasiblePlan, UsageError
-from planner.estimate import Footprint, Unit
+from planner.estimate import Footprint, Unit, input_embedding
 from planner.memory import activations, budget, kv, weights
 from planner.placement import Assignment, Cost, Slot, assign, balanced_caps, flat_device_map, split_groups
 from planner.records import Gpu, Hardware, Plan, Scheme
@@ -34,14 +34,13 @@ QUANTS = ("none", "int8", "nf4")
 PREFERENCES = ("speed", "quality", "memory")
 _BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
 # Headroom left unused on every device, as a fraction of its free memory with a floor; it covers
-# what the memory model gets wrong on the low side. In benchmarks/accuracy (44 CPU scenarios, 119
-# runs, predicted against the highest run of each) the six worst under-predictions were 63, 59,
-# 57, 54, 48 and 44 MiB (at most 7.1 %, 5.7 % above 1 GiB), all on models under 2.2 GiB: the floor
-# is twice the worst, because a scenario's highest run is only the highest of 2-8 runs of a
-# scattered peak (spread up to 484 MiB). At the boundary 5 % of free memory is 5.3 % of the peak,
-# and it takes over from the floor only above 2.5 GiB free, where the full-size runs (1B and 7B,
-# 1.7-20 GiB) were all over-predicted. See benchmarks/accuracy/RESULTS.md and the README ("How much
-# headroom").
+# what the memory model gets wrong on the low side. In benchmarks/accuracy (45 CPU scenarios, 121
+# runs, predicted against the highest run of each), on the small models (peaks under 2.2 GiB) the
+# worst under-predictions were 63, 59, 57 and 54 MiB (at most 7.1 %): the floor is twice the worst,
+# because a scenario's highest run is only the highest of 2-8 runs of a scattered peak (spread up
+# to 484 MiB). At the boundary 5 % of free memory is 5.3 % of the peak, and it takes over from the
+# floor above 2.5 GiB free, where the full-size runs (1B and 7B, 1.7-19.6 GiB) were at worst 0.8 %
+# low (137 MiB of 19.6 GiB). See benchmarks/accuracy/RESULTS.md and the README ("How much headroom").
 DEFAULT_MARGIN_FRACTION = 0.05
 DEFAULT_MARGIN_FLOOR = 128 * MiB
 # Tokens the emitted script generates after the prefill, planned into the KV cache.
@@ -283,6 +282,8 @@ def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: b
     cast = width != stored_width or scheme.dtype != fp.stored_dtype
     embed = next((u.name for u in fp.units if u.kind == "embed"), None)
     tied_embed = {u.tied_to for u in fp.units if u.tied_to}
+    token_embed = input_embedding(fp.units)
+    tokens = c.batch * (c.context + c.new_tokens)
 
     def cost(u: Unit, layer_kv: int, group: str | None = None) -> Cost:
         acc = weights.unit_bytes(u, scheme, offloaded=False, prequant=fp.prequant, cpu=cpu_exec, dequantize=dequantize)
@@ -304,12 +305,16 @@ def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: b
             streamed = off + u.stored_bytes + (u.stored_bytes if cast else 0)
             # (experts rebuilt at load are rewritten in the load dtype: read back without a cast)
             stream_kept = weights.stream_retained(u, scheme) if cast and not u.rebuilt_bytes else 0
-        return Cost(name=u.name, on_exec=acc + layer_kv, kv=layer_kv, offloaded=off, streamed=streamed,
+        # a CPU run reads a memory-mapped token embedding one row per token (a tied head reads it all)
+        unread = 0
+        if cpu_exec and not converted and token_embed is not None and u.name == token_embed.name and u.name not in tied_embed:
+            unread = min(acc, weights.unread_embedding(u, arch.vocab_size or 0, tokens=tokens))
+        return Cost(name=u.name, on_exec=acc - unread + layer_kv, kv=layer_kv, offloaded=off, streamed=streamed,
                     tied_to=u.tied_to, no_disk=u.name in tied_embed or (u.name == embed and bool(tied_embed)),
                     stored=u.stored_bytes, converted=converted, written=written, group=group, keys=u.keys,
                     kept_mapped=kept, retained=weights.load_retained(u, scheme) if converted else 0,
                     quantize_retained=weights.quantize_retained(u, scheme) if converted else 0,
-                    stream_retained=stream_kept)
+                    stream_retained=stream_kept, unread=unread)
 
     out, experts = [], []
     for u in fp.units:

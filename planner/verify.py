@@ -181,7 +181,8 @@ def compare(plan: dict[str, Any], raw: dict[str, Any], seconds: float) -> Verifi
             peak, detail = _gpu_peak(name, raw)
         comps = [Component("peak", pred["total"], peak)]
         if name != "disk":
-            comps.insert(0, Component("weights", pred["weights"], weights.get(name, 0)))
+            # torch counts a memory-mapped embedding whole, read or not: compare like with like
+            comps.insert(0, Component("weights", pred["weights"] + pred.get("unread", 0), weights.get(name, 0)))
             comps.insert(1, Component("kv_prefill", pred.get("kv_after_prefill", pred["kv_cache"]), int(kv.get(name, 0))))
             comps.insert(2, Component("kv_final", pred["kv_cache"], int(raw.get("kv_after_generate_bytes", {}).get(name, 0))))
         devices[name] = DeviceCheck(name, pred["total"], peak, pred["capacity"], tuple(comps), detail)

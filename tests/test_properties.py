@@ -328,8 +328,9 @@ def test_solver_invariants(snap: Snapshot, hw: Hardware, c: Constraints) -> None
                 continue
             dev = f"cuda:{where}" if isinstance(where, int) else where
             placed += weights.unit_bytes(u, plan.scheme, offloaded=dev not in executing, prequant=fp.prequant, cpu=cpu_exec)
-        # The weights the devices hold add up to the model's, priced where each unit sits.
-        assert sum(m.weights for m in plan.memory.values()) == placed
+        # The weights the devices hold (and a CPU run leaves unread in the mapped file) add up to
+        # the model's, priced where each unit sits.
+        assert sum(m.weights + m.unread for m in plan.memory.values()) == placed
         for d, m in plan.memory.items():
             # No device gets more than it may use; a plan that fits is within capacity everywhere.
             assert 0 <= m.capacity <= m.free

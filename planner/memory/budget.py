@@ -74,6 +74,7 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
     kept_mapped = 0  # of those, pages that stay mapped after the load (CPU execution)
     retained = 0  # heap the CPU process keeps from fusing MoE experts at load
     quantized = 0  # heap the CPU process keeps from bnb's quantizing at load
+    unread = 0  # mapped weights a CPU run never reads in (left out of on_exec)
     streamed = written = streamed_pages = stream_kept = 0
     for name, dev in result.device_of.items():
         c = by_name[name]
@@ -82,6 +83,7 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
         if dev in executing:
             resident = c.on_exec - c.kv
             kv[dev] += c.kv
+            unread += c.unread
         else:
             resident = c.offloaded
             kv[main] += c.kv
@@ -150,5 +152,6 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
         total = max(run, load)
         reclaim = run_reclaim if run >= load else load_reclaim
         need = max(run - run_reclaim, load - load_reclaim)
-        out[d] = DeviceMemory(d, w[d], kv[d], act, ov, total, capacity, free, margin, load=load, reclaimable=reclaim, required=need)
+        out[d] = DeviceMemory(d, w[d], kv[d], act, ov, total, capacity, free, margin, load=load, reclaimable=reclaim, required=need,
+                              unread=unread if d == "cpu" else 0)
     return out
