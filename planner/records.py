@@ -316,6 +316,8 @@ class DeviceMemory(_ToDict):
         unread: weights the device holds memory-mapped that a run never reads in, left out of
             ``weights`` and ``total``: the rows of a CPU-run token embedding that no token of the
             prompt or the answer uses (CPU only).
+        mapped: the part of ``overhead`` that is checkpoint pages kept mapped after the load
+            converted the tensors beside them (page cache, also in ``reclaimable``; CPU only).
     """
 
     device: str
@@ -331,6 +333,7 @@ class DeviceMemory(_ToDict):
     reclaimable: int = 0
     required: int = 0
     unread: int = 0
+    mapped: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,14 +88,14 @@ def _hardware_line(hw: Hardware) -> str:
 def memory_table(p: Plan) -> list[str]:
     """Per device: the parts, what must fit ("needs"), the usable capacity and the margin left.
 
-    The row adds up to "needs": page cache the kernel can drop (the checkpoint's pages, counted in
-    the JSON's ``overhead`` and ``total``) is left out of the overhead column and named below it.
+    The overhead column leaves out the checkpoint pages kept mapped after a load (page cache the
+    kernel can drop, in the JSON's ``overhead`` and ``total``); the line below the table names them.
     """
     head = (f"  {'device':<7} {'weights':>10} {'KV cache':>10} {'activ.':>10} {'overhead':>10} {'needs':>10} {'usable':>10} "
             f"{'headroom':>10}")
     rows = [head]
     for d, m in p.memory.items():
-        overhead = min(m.overhead, max(0, m.required - m.weights - m.kv_cache - m.activations))
+        overhead = m.overhead - m.mapped
         rows.append(f"  {d:<7} {fmt_bytes(m.weights):>10} {fmt_bytes(m.kv_cache):>10} {fmt_bytes(m.activations):>10} "
                     f"{fmt_bytes(overhead):>10} {fmt_bytes(m.required):>10} {fmt_bytes(m.capacity):>10} "
                     f"{fmt_bytes(m.free - m.required):>10}")

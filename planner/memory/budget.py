@@ -153,5 +153,5 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
         reclaim = run_reclaim if run >= load else load_reclaim
         need = max(run - run_reclaim, load - load_reclaim)
         out[d] = DeviceMemory(d, w[d], kv[d], act, ov, total, capacity, free, margin, load=load, reclaimable=reclaim, required=need,
-                              unread=unread if d == "cpu" else 0)
+                              unread=unread if d == "cpu" else 0, mapped=kept_mapped if d == "cpu" and cpu_runs else 0)
     return out
