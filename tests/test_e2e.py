@@ -13,11 +13,7 @@ from pathlib import Path
 import pytest
 
 from fakehub import FakeHub
-from planner import api
-from planner.probe import apply_overrides
-from planner.records import Hardware
-from planner.solve import Constraints
-from planner.units import MiB
+from machines import ram_forcing_disk
 
 FITCHECK = [sys.executable, "-m", "planner.cli"]
 # Big enough that a disk-offload window exists between "all in RAM" and "nothing fits", small
@@ -63,33 +59,9 @@ def test_nf4(served: str, hub: FakeHub, tmp_path: Path) -> None:
 
 def test_ram_budget_forces_disk_offload(served: str, hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    ram = _ram_forcing_disk(served)
+    ram = ram_forcing_disk(served, context=64)
     plan, out = _plan_and_run(hub, tmp_path, served, "--ram", str(ram), "--dtype", "bfloat16", "--quantization", "none")
     placed = set(plan["load"]["device_map"].values())
     assert placed == {"cpu", "disk"}, plan["load"]["device_map"]
     assert plan["load"]["offload_folder"] == str(tmp_path / "offload")
     assert out.strip()
-
-
-def _ram_forcing_disk(repo: str) -> int:
-    """A RAM size (bytes) at which bf16 fits only with part of the model on disk: binary search
-    between "everything fits in RAM" and "nothing fits"."""
-    c = Constraints(context=64, dtype="bfloat16", quantization="none")
-
-    def placement(ram: int) -> str | None:
-        hw = apply_overrides(Hardware(name="t", source="test", gpus=(), ram_total=1, ram_free=1, disk_free=1, cache_disk_free=1),
-                             ram=ram, disk=10**12)
-        r = api.plan(repo, hardware=hw, constraints=c)
-        return r.solution.chosen.placement if r.solution else None
-
-    lo, hi = 200 * MiB, 4096 * MiB  # nothing fits at lo, everything in RAM at hi
-    assert placement(lo) is None and placement(hi) == "cpu"
-    while hi - lo > 64 * 1024:
-        mid = (lo + hi) // 2
-        if placement(mid) == "cpu":
-            hi = mid
-        else:
-            lo = mid
-    ram = hi - 4 * 1024 * 1024  # just below "all in RAM": a few layers go to disk
-    assert placement(ram) == "cpu+disk"
-    return ram

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from machines import cpu_only
 from planner import api, emit
-from planner.probe import apply_overrides
-from planner.records import Hardware
 from planner.solve import Constraints
 
 CANARY = "hf_CANARYcanaryCANARYcanary0123456789"
-HW = apply_overrides(Hardware(name="t", source="test", gpus=(), ram_total=1, ram_free=1, disk_free=1, cache_disk_free=1),
-                     ram=16 * 1024**3, disk=10**12)
+HW = cpu_only(16 * 1024**3)
 
 # The only top-level statements a script may have: its docstring, these imports, literal
 # constants, the two functions and the __main__ guard.

@@ -8,11 +8,11 @@ the MLP weights (benchmarks/accuracy).
 
 from __future__ import annotations
 
+from machines import cpu_only
 from planner import api, catalog
 from planner.estimate import estimate
 from planner.memory import activations, overhead, weights
-from planner.probe import apply_overrides
-from planner.records import Hardware, Scheme
+from planner.records import Scheme
 from planner.solve import Constraints
 from planner.units import GiB
 
@@ -47,8 +47,7 @@ def test_the_quantize_heap_counts_only_weights_whose_fp32_copy_is_under_the_thre
 
 
 def test_a_cpu_nf4_plan_holds_the_quantize_heap_on_top_of_the_prefill() -> None:
-    hw = apply_overrides(Hardware(name="t", source="test", gpus=(), ram_total=1, ram_free=1, disk_free=1, cache_disk_free=1),
-                         ram=16 * GiB, disk=10**12)
+    hw = cpu_only(16 * GiB)
     c = Constraints(context=1024, dtype="bfloat16", quantization="nf4")
     plan = api.plan(REPO, hardware=hw, constraints=c, snapshot=catalog.lookup(REPO)).solution.chosen
     fp = _footprint()

@@ -8,16 +8,14 @@ embedding, Llama-3.2-1B ties its embedding to the head, which reads all of it.
 
 from __future__ import annotations
 
+from machines import cpu_only
 from planner import api, catalog
 from planner.estimate import estimate, input_embedding
 from planner.memory.weights import FAULT_AROUND_BYTES
-from planner.probe import apply_overrides
-from planner.records import Hardware
 from planner.solve import Constraints
 from planner.units import GiB
 
-CPU_ONLY = apply_overrides(Hardware(name="t", source="test", gpus=(), ram_total=1, ram_free=1, disk_free=1, cache_disk_free=1),
-                           ram=20 * GiB, disk=10**12)
+CPU_ONLY = cpu_only(20 * GiB)
 
 
 def _plan(repo: str, **constraints):

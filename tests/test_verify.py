@@ -17,10 +17,7 @@ from pathlib import Path
 import pytest
 
 from fakehub import FakeHub
-from planner import api
-from planner.probe import apply_overrides
-from planner.records import Hardware
-from planner.solve import Constraints
+from machines import ram_forcing_disk
 from planner.units import MiB
 
 FITCHECK = [sys.executable, "-m", "planner.cli"]
@@ -76,7 +73,7 @@ def test_verify_plan_file_nf4(served: str, tmp_path: Path) -> None:
 
 
 def test_plan_verify_disk_offload(served: str, tmp_path: Path, hub: FakeHub) -> None:
-    ram = _ram_forcing_disk(served)
+    ram = ram_forcing_disk(served, context=256)
     r = _run("plan", served, "--ram", str(ram), "--dtype", "bfloat16", "--quantization", "none", "--context", "256",
              "--offload-dir", str(tmp_path / "offload"), "--verify", "--json", tmp=tmp_path)
     doc = json.loads(r.stdout)
@@ -102,26 +99,3 @@ def test_verify_fails_when_the_peak_passes_the_capacity(served: str, tmp_path: P
     assert doc["devices"]["cpu"]["measured_peak"] > 100 * MiB
     text = _run("verify", str(config), tmp=tmp_path)
     assert text.returncode == 1 and "OVER CAPACITY" in text.stdout and text.stdout.rstrip().endswith("plan assumed.")
-
-
-def _ram_forcing_disk(repo: str) -> int:
-    """A RAM size at which bf16 fits only with a few layers on disk (binary search)."""
-    c = Constraints(context=256, dtype="bfloat16", quantization="none")
-
-    def placement(ram: int) -> str | None:
-        hw = apply_overrides(Hardware(name="t", source="test", gpus=(), ram_total=1, ram_free=1, disk_free=1, cache_disk_free=1),
-                             ram=ram, disk=10**12)
-        r = api.plan(repo, hardware=hw, constraints=c)
-        return r.solution.chosen.placement if r.solution else None
-
-    lo, hi = 200 * MiB, 4096 * MiB
-    assert placement(lo) is None and placement(hi) == "cpu"
-    while hi - lo > 64 * 1024:
-        mid = (lo + hi) // 2
-        if placement(mid) == "cpu":
-            hi = mid
-        else:
-            lo = mid
-    ram = hi - 4 * MiB
-    assert placement(ram) == "cpu+disk"
-    return ram
