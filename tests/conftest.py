@@ -69,6 +69,18 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
         os.environ.update(snapshot)
 
 
+@pytest.fixture(autouse=True)
+def _forget_registered_tokens() -> Iterator[None]:
+    """Tokens a test registers (planner.secrets redacts them from every message) must not be
+    redacted from the rest of the session's output."""
+    from planner import secrets
+
+    known = set(secrets._known)
+    yield
+    secrets._known.clear()
+    secrets._known.update(known)
+
+
 @pytest.fixture(scope="session")
 def fake_hub() -> Iterator[FakeHub]:
     """The session's FakeHub; HF_ENDPOINT already points at it."""
@@ -105,7 +117,7 @@ def hub(fake_hub: FakeHub) -> Iterator[FakeHub]:
 @pytest.fixture
 def repo_id(request: pytest.FixtureRequest) -> str:
     """A valid repo id unique to the test, e.g. ``tests/test_file_exists-3f9a2c``."""
-    name = re.sub(r"[^A-Za-z0-9_]+", "-", request.node.name).strip("-")[:70]
+    name = re.sub(r"[^A-Za-z0-9_]+", "-", request.node.name)[:70].strip("-")  # cut, then strip: no "--" before the hash
     return f"tests/{name}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
 
 

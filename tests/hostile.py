@@ -465,8 +465,7 @@ def check_one_line(exit_code: int, stderr: str, *needles: str, code: int = 2) ->
 
 
 def short_repo_id(nodeid: str) -> str:
-    """A valid repo id unique to a test (conftest's ``repo_id`` can exceed the Hub's 96 characters
-    with long parametrised ids)."""
+    """A valid repo id unique to ``nodeid`` (any string): for repos a test makes several of."""
     return f"evil/m-{hashlib.sha1(nodeid.encode()).hexdigest()[:16]}"
 
 

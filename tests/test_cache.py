@@ -26,11 +26,6 @@ from planner.sources import read_model
 HW = ["--hardware", "rtx-4090"]
 
 
-@pytest.fixture
-def repo_id(request: pytest.FixtureRequest) -> str:
-    return short_repo_id(request.node.nodeid)
-
-
 def _model(hub: FakeHub, repo_id: str, layers: int = 2, shards: int = 1, **kw: Any) -> None:
     tensors = decoder_tensors(layers=layers, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=100)
     files = sparse_repo_files(tensors, shards=shards)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 from pathlib import Path
@@ -10,42 +9,17 @@ from pathlib import Path
 import pytest
 
 from machines import cpu_only
+from scripts import script_parts
 from planner import api, emit
 from planner.solve import Constraints
 
 CANARY = "hf_CANARYcanaryCANARYcanary0123456789"
 HW = cpu_only(16 * 1024**3)
 
-# The only top-level statements a script may have: its docstring, these imports, literal
-# constants, the two functions and the __main__ guard.
-_IMPORTS = {"sys", "torch", "transformers"}
-_CONSTANTS = {"MODEL", "REVISION", "DEVICE_MAP", "MAX_MEMORY", "OFFLOAD_FOLDER", "EXEC_DEVICE", "CONTEXT", "BATCH", "NEW_TOKENS"}
-
 
 def check_script_shape(text: str) -> dict:
     """Parse a script, assert it does nothing but load and generate, and return its constants."""
-    tree = ast.parse(text)
-    constants = {}
-    for node in tree.body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            continue
-        if isinstance(node, ast.Import):
-            assert {a.name for a in node.names} <= _IMPORTS
-        elif isinstance(node, ast.ImportFrom):
-            assert node.module == "transformers"
-            assert {a.name for a in node.names} <= {"AutoTokenizer", "AutoModelForCausalLM", "AutoModelForImageTextToText",
-                                                    "AutoModelForSeq2SeqLM", "BitsAndBytesConfig"}
-        elif isinstance(node, ast.Assign):
-            (target,) = node.targets
-            assert isinstance(target, ast.Name) and target.id in _CONSTANTS
-            constants[target.id] = ast.literal_eval(node.value)  # raises unless a pure literal
-        elif isinstance(node, ast.FunctionDef):
-            assert node.name in ("load_model", "main")
-        elif isinstance(node, ast.If):
-            assert ast.unparse(node.test) == "__name__ == '__main__'"
-        else:
-            raise AssertionError(f"unexpected statement: {ast.unparse(node)[:80]}")
-    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    constants, calls = script_parts(text)
     assert not calls & {"eval", "exec", "__import__", "os.system", "subprocess.run", "compile", "open"}
     return constants
 

@@ -16,7 +16,7 @@ import pytest
 
 from fakehub import FakeHub, Fault, SparseFile, faults
 from fixtures_models import safetensors_header
-from hostile import CONFIG, check_one_line, run_cli, short_repo_id
+from hostile import CONFIG, check_one_line, run_cli
 from planner import hubhttp
 from planner.errors import GatedRepo, HubError, HubUnavailable, RepoNotFound
 from planner.sources import read_model
@@ -28,11 +28,6 @@ TENSORS2 = {"model.norm.weight": ("BF16", (64,))}
 # Shard 2's header is padded past what the first read (sized from the index) covers, so reading
 # it takes two requests: the first bytes, then "the rest of a header".
 SHARD2_HEADER_BYTES = 50_000
-
-
-@pytest.fixture
-def repo_id(request: pytest.FixtureRequest) -> str:
-    return short_repo_id(request.node.nodeid)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from fakehub import FakeHub, SparseFile
 from fixtures_models import safetensors_header
-from hostile import CONFIGS, CONFIGS_NOT_ON_HUB, MISSING, check_one_line, run_cli, short_repo_id
+from hostile import CONFIGS, CONFIGS_NOT_ON_HUB, MISSING, check_one_line, run_cli
 from planner import api, prequant
 from planner.arch import read_arch
 from planner.errors import FitcheckError
@@ -24,11 +24,6 @@ _SECONDS = 10.0  # generous: a loaded 2-core CI machine; unbounded work would ta
 HEADER, SIZE = safetensors_header({"model.embed_tokens.weight": ("BF16", (100, 64)),
                                    "model.layers.0.mlp.down_proj.weight": ("BF16", (64, 128)),
                                    "model.norm.weight": ("BF16", (64,))})
-
-
-@pytest.fixture
-def repo_id(request: pytest.FixtureRequest) -> str:
-    return short_repo_id(request.node.nodeid)
 
 
 def _bytes(value: Any) -> bytes | None:
@@ -89,13 +84,18 @@ def test_local_folder(case_id: str, tmp_path: Path) -> None:
     assert time.monotonic() - started < _SECONDS
 
 
-@pytest.mark.parametrize("case_id", sorted(set(CONFIGS) - CONFIGS_NOT_ON_HUB))
-def test_from_the_hub(case_id: str, hub: FakeHub, repo_id: str) -> None:
+def _serve(hub: FakeHub, repo_id: str, case_id: str) -> None:
+    """A repo with a valid weight file and the case's config.json (none for "missing")."""
     files: dict[str, Any] = {"model.safetensors": SparseFile(HEADER, SIZE)}
     raw = _bytes(CONFIGS[case_id][0])
     if raw is not None:
         files["config.json"] = raw
     hub.add_repo(repo_id, files)
+
+
+@pytest.mark.parametrize("case_id", sorted(set(CONFIGS) - CONFIGS_NOT_ON_HUB))
+def test_from_the_hub(case_id: str, hub: FakeHub, repo_id: str) -> None:
+    _serve(hub, repo_id, case_id)
     started = time.monotonic()
     try:
         report = _plan(repo_id)
@@ -114,11 +114,7 @@ CLI_CASES = ["missing", "not-json", "layers-zero", "heads-10^12", "model-type-es
 
 @pytest.mark.parametrize("case_id", CLI_CASES)
 def test_cli_one_line(case_id: str, hub: FakeHub, repo_id: str) -> None:
-    files: dict[str, Any] = {"model.safetensors": SparseFile(HEADER, SIZE)}
-    raw = _bytes(CONFIGS[case_id][0])
-    if raw is not None:
-        files["config.json"] = raw
-    hub.add_repo(repo_id, files)
+    _serve(hub, repo_id, case_id)
     r = run_cli("check", repo_id, "--hardware", "rtx-4090", "--timeout", "10")
     check_one_line(r.code, r.stderr, repo_id, "config.json", CONFIGS[case_id][2].format(repo=repo_id))
     assert r.stdout == "" and r.seconds < 30

@@ -21,46 +21,20 @@ import pytest
 
 from fakehub import FakeHub, SparseFile
 from fixtures_models import safetensors_header
-from hostile import CONFIG, check_one_line, run_cli, short_repo_id
+from hostile import CONFIG, check_one_line, run_cli
+from scripts import CONSTANTS, FROM_TRANSFORMERS, script_parts
 
-_IMPORTS = {"sys", "torch", "transformers"}
-_FROM_TRANSFORMERS = {"AutoTokenizer", "AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModelForSeq2SeqLM", "BitsAndBytesConfig"}
-_CONSTANTS = {"MODEL", "REVISION", "DEVICE_MAP", "MAX_MEMORY", "OFFLOAD_FOLDER", "EXEC_DEVICE", "CONTEXT", "BATCH", "NEW_TOKENS"}
 # Every call a script may make, by its callee's text.
 _CALLS = {"AutoTokenizer.from_pretrained", "AutoModelForCausalLM.from_pretrained", "AutoModelForImageTextToText.from_pretrained",
           "AutoModelForSeq2SeqLM.from_pretrained", "BitsAndBytesConfig", "load_model", "tokenizer", "len", "print", "torch.inference_mode",
           "model.generate", "tokenizer.decode", "main", "tokenizer([prompt] * BATCH, return_tensors='pt').to"}
 
 
-@pytest.fixture
-def repo_id(request: pytest.FixtureRequest) -> str:
-    return short_repo_id(request.node.nodeid)
-
-
 def check_script(text: str) -> dict[str, Any]:
     """Parse a script; assert it is the template and nothing else; return its constants."""
-    tree = ast.parse(text)
-    constants: dict[str, Any] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            continue
-        if isinstance(node, ast.Import):
-            assert {a.name for a in node.names} <= _IMPORTS
-        elif isinstance(node, ast.ImportFrom):
-            assert node.module == "transformers" and {a.name for a in node.names} <= _FROM_TRANSFORMERS
-        elif isinstance(node, ast.Assign):
-            (target,) = node.targets
-            assert isinstance(target, ast.Name) and target.id in _CONSTANTS
-            constants[target.id] = ast.literal_eval(node.value)  # raises unless a pure literal
-        elif isinstance(node, ast.FunctionDef):
-            assert node.name in ("load_model", "main")
-        elif isinstance(node, ast.If):
-            assert ast.unparse(node.test) == "__name__ == '__main__'"
-        else:
-            raise AssertionError(f"unexpected statement: {ast.unparse(node)[:80]}")
-    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    constants, calls = script_parts(text)
     assert calls <= _CALLS, calls - _CALLS
-    assert constants.keys() == _CONSTANTS
+    assert constants.keys() == CONSTANTS
     return constants
 
 
@@ -70,14 +44,14 @@ def run_as_module(text: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     for name in ("float32", "bfloat16", "float16", "inference_mode"):
         setattr(torch, name, object())
     transformers = types.ModuleType("transformers")
-    for name in _FROM_TRANSFORMERS:
+    for name in FROM_TRANSFORMERS:
         setattr(transformers, name, type(name, (), {}))
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setitem(sys.modules, "transformers", transformers)
     namespace: dict[str, Any] = {"__name__": "emitted"}
     exec(compile(text, "emitted.py", "exec"), namespace)  # noqa: S102 - checked above to be the template
     defined = {k for k in namespace if not k.startswith("__")}
-    assert defined <= _CONSTANTS | {"sys", "torch", "load_model", "main"} | _FROM_TRANSFORMERS, defined
+    assert defined <= CONSTANTS | {"sys", "torch", "load_model", "main"} | FROM_TRANSFORMERS, defined
     return namespace
 
 

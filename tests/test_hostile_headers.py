@@ -15,17 +15,12 @@ import pytest
 
 from fakehub import FakeHub, SparseFile
 from fixtures_models import safetensors_header
-from hostile import CONFIG, HEADERS, HeaderCase, check_one_line, run_cli, short_repo_id
+from hostile import CONFIG, HEADERS, HeaderCase, check_one_line, run_cli
 from planner.errors import BadHeader, FitcheckError, UnsupportedModel
 from planner.estimate import estimate
 from planner.headers import header_length, parse_header
 from planner.hub import FIRST_READ
 from planner.sources import read_model
-
-@pytest.fixture
-def repo_id(request: pytest.FixtureRequest) -> str:
-    return short_repo_id(request.node.nodeid)
-
 
 _SECONDS = 10.0  # generous: a loaded 2-core CI machine; unbounded work would take minutes
 # A one-line message quotes at most 40-80 characters of any hostile value.

@@ -17,17 +17,12 @@ import hostile
 from fakehub import FakeHub, SparseFile
 from fixtures_models import safetensors_header
 from hostile import (BAD_OPTIONS, BAD_PATHS, BAD_REPO_IDS, BAD_REVISIONS, BAD_SIZES, CONFIG, INDEXES, check_one_line, run_cli,
-                     run_inprocess, short_repo_id)
+                     run_inprocess)
 from planner.errors import BadHeader, FitcheckError
 from planner.sources import read_model
 
 HW = ("--hardware", "rtx-4090")
 SHARD = "model-00001-of-00001.safetensors"
-
-
-@pytest.fixture
-def repo_id(request: pytest.FixtureRequest) -> str:
-    return short_repo_id(request.node.nodeid)
 
 
 @pytest.mark.parametrize("bad", BAD_REPO_IDS, ids=[f"{i:02d}" for i in range(len(BAD_REPO_IDS))])

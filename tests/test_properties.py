@@ -11,7 +11,6 @@ import json
 import math
 import os
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,14 +35,6 @@ _FUZZ = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 FAST = settings(max_examples=_FUZZ or 200, deadline=None, database=None, derandomize=not _FUZZ, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=_FUZZ // 10 or 80, deadline=None, database=None, derandomize=not _FUZZ, suppress_health_check=list(HealthCheck))
 
-
-@pytest.fixture(autouse=True)
-def _forget_registered_tokens() -> Iterator[None]:
-    """Tokens a property registers must not be redacted from the rest of the session's output."""
-    known = set(secrets._known)
-    yield
-    secrets._known.clear()
-    secrets._known.update(known)
 
 # -- JSON of any shape ---------------------------------------------------------------------------
 

@@ -14,14 +14,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fakehub import FakeHub, SparseFile
 from fixtures_models import safetensors_header
-from hostile import CONFIG, check_one_line, short_repo_id
+from hostile import CONFIG, check_one_line
 from planner import secrets
 from planner.errors import FitcheckError, HubError
 
@@ -45,20 +44,6 @@ _CRASH = textwrap.dedent("""
     from planner.cli import main
     main(sys.argv[1:])
 """)
-
-
-@pytest.fixture
-def repo_id(request: pytest.FixtureRequest) -> str:
-    return short_repo_id(request.node.nodeid)
-
-
-@pytest.fixture(autouse=True)
-def _forget_registered_tokens() -> Iterator[None]:
-    """Tokens a test registers must not be redacted from the rest of the session's output."""
-    known = set(secrets._known)
-    yield
-    secrets._known.clear()
-    secrets._known.update(known)
 
 
 def _setup(source: str, token: str, tmp_path: Path) -> tuple[dict[str, str], list[str]]:

@@ -174,35 +174,29 @@ def run(hub, repos: list[str], runs: int, scratch: Path, base_env) -> list[tuple
     """(variant, repo, wall times, requests, bytes) for every variant and repo."""
     import run as bench
 
-    out = []
+    def timed(name: str, repo: str, prelude: str, env_of) -> None:
+        """One untimed warm-up and ``runs`` timed runs of a variant, each in the environment
+        ``env_of()`` gives; a failed run skips the variant."""
+        walls, reqs, nbytes = [], 0, 0
+        for i in range(-1, runs):
+            wall, reqs, nbytes, _, rc, err = bench.run_once(argv_for(prelude, ["plan", repo]), env_of(), hub, scratch / "exp.log")
+            if rc != 0:
+                print(f"[exp] {name} on {repo} failed, skipped: {err}", flush=True)
+                break
+            if i >= 0:
+                walls.append(wall)
+        if walls:
+            out.append((name, repo, walls, reqs, nbytes))
+
+    out: list[tuple[str, str, list[float], int, int]] = []
     for repo in repos:
-        for name, prelude in COLD.items():
-            walls, reqs, nbytes = [], 0, 0
-            for i in range(-1, runs):
-                folder = Path(tempfile.mkdtemp(dir=scratch))
-                wall, reqs, nbytes, _, rc, err = bench.run_once(argv_for(prelude, ["plan", repo]), base_env(hub.url, folder),
-                                                                hub, scratch / "exp.log")
-                if rc != 0:
-                    print(f"[exp] {name} on {repo} failed, skipped: {err}", flush=True)
-                    break
-                if i >= 0:
-                    walls.append(wall)
-            if walls:
-                out.append((name, repo, walls, reqs, nbytes))
+        for name, prelude in COLD.items():  # every run with fresh caches
+            timed(name, repo, prelude, lambda: base_env(hub.url, Path(tempfile.mkdtemp(dir=scratch))))
         folder = Path(tempfile.mkdtemp(dir=scratch))
         env = {**base_env(hub.url, folder), "FOOTPRINT_PICKLE": str(folder / "footprint.pickle")}
         bench.run_once(argv_for(_FOOTPRINT_DUMP, ["plan", repo]), env, hub, scratch / "exp.log")  # primes both caches
         for name, prelude in WARM.items():
-            walls = []
-            for i in range(-1, runs):
-                wall, reqs, nbytes, _, rc, err = bench.run_once(argv_for(prelude, ["plan", repo]), env, hub, scratch / "exp.log")
-                if rc != 0:
-                    print(f"[exp] {name} on {repo} failed, skipped: {err}", flush=True)
-                    break
-                if i >= 0:
-                    walls.append(wall)
-            if walls:
-                out.append((name, repo, walls, reqs, nbytes))
+            timed(name, repo, prelude, lambda: env)
         for name, r, walls, q, b in out:
             if r == repo:
                 print(f"[exp] {repo:28} {name:32} median {statistics.median(walls):.3f} s  min {min(walls):.3f} s  "
