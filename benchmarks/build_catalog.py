@@ -17,7 +17,7 @@ beside or above the checkout) it:
    (``SHARDING`` below says how each was decided);
 4. sizes each file exactly: 8-byte length prefix + the header JSON as safetensors writes it
    (checked against ``safetensors.torch.save`` on every run) + the tensor data;
-5. writes :func:`planner.cache.encode` of the resulting :class:`planner.records.Snapshot`, plus a
+5. writes :func:`planner.sources.cache.encode` of the resulting :class:`planner.core.records.Snapshot`, plus a
    ``provenance`` block.
 
 It exits non-zero when a computed parameter count or byte count differs from the published one
@@ -43,8 +43,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOG_DIR = REPO_ROOT / "planner" / "catalog"
 sys.path.insert(0, str(REPO_ROOT))
 
-from planner.cache import encode  # noqa: E402
-from planner.records import RepoFile, Snapshot, Tensor  # noqa: E402
+from planner.sources.cache import encode  # noqa: E402
+from planner.core.records import RepoFile, Snapshot, Tensor  # noqa: E402
 
 
 @dataclass(frozen=True)

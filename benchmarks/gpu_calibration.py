@@ -91,8 +91,8 @@ def this_gpu_hardware():
     """This machine as fitcheck sees it; without NVML, the GPU from torch's view (same numbers NVML gives)."""
     import torch
 
-    from planner.probe import probe
-    from planner.records import Gpu
+    from planner.hardware.probe import probe
+    from planner.core.records import Gpu
 
     hw = probe(offload_dir=tempfile.gettempdir())
     if hw.gpus or not torch.cuda.is_available():
@@ -118,8 +118,9 @@ def driver_version() -> str:
 
 
 def run_one(name: str, folder: Path, quant: str, hw, context: int, out_dir: Path) -> dict:
-    from planner import api, emit
-    from planner.solve import Constraints
+    from planner import api
+    from planner.runtimes.transformers import emit
+    from planner.solve.solver import Constraints
     from planner.verify import verify_plan_text
 
     c = Constraints(context=context, batch=1, new_tokens=16, quantization=quant, dtype="bfloat16", offload=False)

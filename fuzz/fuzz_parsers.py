@@ -41,14 +41,18 @@ os.environ.setdefault("FITCHECK_CACHE_DIR", str(Path("/tmp") / f"fitcheck-fuzz-{
 
 from fixtures_models import decoder_tensors, safetensors_header  # noqa: E402
 from hostile import CONFIGS, HEADERS, INDEXES  # noqa: E402
-from planner import cache, hub, ids, prequant, secrets  # noqa: E402
-from planner.arch import read_arch  # noqa: E402
-from planner.errors import FitcheckError, NoFeasiblePlan, printable  # noqa: E402
-from planner.estimate import estimate  # noqa: E402
-from planner.headers import header_length, parse_header  # noqa: E402
-from planner.records import Gpu, Hardware, RepoFile, Snapshot, Tensor  # noqa: E402
-from planner.solve import Constraints, solve  # noqa: E402
-from planner.units import DTYPE_BITS, GiB, parse_size  # noqa: E402
+from planner.sources import cache
+from planner.sources import hub
+from planner.core import ids
+from planner.model import prequant
+from planner.core import secrets  # noqa: E402
+from planner.model.arch import read_arch  # noqa: E402
+from planner.core.errors import FitcheckError, NoFeasiblePlan, printable  # noqa: E402
+from planner.model.footprint import estimate  # noqa: E402
+from planner.sources.formats.safetensors import header_length, parse_header  # noqa: E402
+from planner.core.records import Gpu, Hardware, RepoFile, Snapshot, Tensor  # noqa: E402
+from planner.solve.solver import Constraints, solve  # noqa: E402
+from planner.core.units import DTYPE_BITS, GiB, parse_size  # noqa: E402
 
 SLOW_INPUT_S = 1.0  # an input taking longer than this is a finding (unbounded work)
 INTERESTING_INTS = [0, 1, 2, 7, 8, 9, 255, 256, 4095, 4096, 99_992, 99_999, 100_000, 100_001, 2**31 - 1, 2**31, 2**32, 2**48, 2**53 + 1,

@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from planner import __version__
-from planner.errors import NoFeasiblePlan
-from planner.estimate import Footprint, estimate
-from planner.records import Hardware, Plan, Snapshot
-from planner.solve import Constraints, Solution, solve
-from planner.units import fmt_bytes
+from planner.core.errors import NoFeasiblePlan
+from planner.model.footprint import Footprint, estimate
+from planner.core.records import Hardware, Plan, Snapshot
+from planner.solve.solver import Constraints, Solution, solve
+from planner.core.units import fmt_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ class Report:
         return self.footprint.download_bytes <= self.hardware.cache_disk_free
 
     def to_dict(self) -> dict[str, Any]:
-        from planner.report import report_dict
+        from planner.report.schema import report_dict
 
         return report_dict(self)
 
@@ -52,8 +52,8 @@ class Report:
 def resolve_hardware(*, hardware: str | None = None, gpus: tuple[int, ...] | None = None, ram: int | None = None,
                      disk: int | None = None, offload_dir: str | None = None) -> Hardware:
     """This machine (probed) or a named profile, with overrides applied."""
-    from planner.probe import apply_overrides, probe
-    from planner.profiles import load_profile
+    from planner.hardware.probe import apply_overrides, probe
+    from planner.hardware.profiles import load_profile
 
     hw = load_profile(hardware) if hardware else probe(offload_dir=offload_dir)
     if gpus is not None or ram is not None or disk is not None:
@@ -70,7 +70,7 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     A model that fits nowhere still returns a Report (``fits`` is False, ``rejected`` says why and
     ``suggestion`` names the smallest profile that would fit); errors reading it raise.
     """
-    from planner.sources import read_model
+    from planner.sources.resolve import read_model
 
     if callable(hardware):
         from concurrent.futures import ThreadPoolExecutor
@@ -83,7 +83,7 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
         snap = snapshot or read_model(model, revision=revision, token=token, endpoint=endpoint, timeout=timeout)
     fp = estimate(snap)
     if snapshot is None:
-        from planner.sources import remember_estimate
+        from planner.sources.resolve import remember_estimate
 
         remember_estimate(endpoint, snap, fp)
     try:
@@ -95,7 +95,7 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
 
 def smallest_fit(fp: Footprint, constraints: Constraints) -> str | None:
     """The smallest bundled hardware profile on which some plan fits, in words."""
-    from planner.profiles import list_profiles
+    from planner.hardware.profiles import list_profiles
 
     def size(hw: Hardware) -> tuple[int, int]:
         return (sum(g.total_bytes for g in hw.gpus), hw.ram_total)
@@ -116,8 +116,8 @@ def smallest_fit(fp: Footprint, constraints: Constraints) -> str | None:
 
 def _smallest_weights(fp: Footprint) -> int:
     """A lower bound of any plan's weights: every unit in its smallest form (nf4, or as stored)."""
-    from planner.memory.weights import unit_bytes
-    from planner.records import Scheme
+    from planner.runtimes.transformers.memory.weights import unit_bytes
+    from planner.core.records import Scheme
 
     scheme = Scheme("bfloat16", "prequantized" if fp.prequant else "nf4")
     return sum(min(unit_bytes(u, scheme, offloaded=False, prequant=fp.prequant), u.stored_bytes) for u in fp.units)

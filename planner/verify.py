@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.errors import VerifyError
-from planner.records import _ToDict
-from planner.units import MiB, fmt_bytes
+from planner.core.errors import VerifyError
+from planner.core.records import _ToDict
+from planner.core.units import MiB, fmt_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,7 @@ def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: b
         plan_path.write_text(text)
         started = time.monotonic()
         try:
-            proc = subprocess.run([sys.executable, "-m", "planner._verify_child", str(plan_path), str(out_path)],
+            proc = subprocess.run([sys.executable, "-m", "planner.runtimes.transformers.verify_child", str(plan_path), str(out_path)],
                                   capture_output=True, text=True, timeout=timeout, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         except subprocess.TimeoutExpired:
             raise VerifyError(f"the load and generate did not finish within {timeout:g} s") from None
@@ -145,7 +145,7 @@ def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: b
 
 def _checked(text: str) -> dict[str, Any]:
     """Parse a plan file and check it is one fitcheck could have written, before anything runs."""
-    from planner.emit import render_check
+    from planner.runtimes.transformers.emit import render_check
 
     try:
         plan = json.loads(text)

@@ -71,9 +71,9 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
 
 @pytest.fixture(autouse=True)
 def _forget_registered_tokens() -> Iterator[None]:
-    """Tokens a test registers (planner.secrets redacts them from every message) must not be
+    """Tokens a test registers (planner.core.secrets redacts them from every message) must not be
     redacted from the rest of the session's output."""
-    from planner import secrets
+    from planner.core import secrets
 
     known = set(secrets._known)
     yield

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from planner.errors import BadConfig, BadHeader, FitcheckError, UnsupportedModel
-from planner.units import DTYPE_BITS
+from planner.core.errors import BadConfig, BadHeader, FitcheckError, UnsupportedModel
+from planner.core.units import DTYPE_BITS
 
 # A config that every header case is paired with: any tensor layout estimates under it.
 CONFIG: dict[str, Any] = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
@@ -469,7 +469,7 @@ def short_repo_id(nodeid: str) -> str:
     return f"evil/m-{hashlib.sha1(nodeid.encode()).hexdigest()[:16]}"
 
 
-FITCHECK = [sys.executable, "-m", "planner.cli"]
+FITCHECK = [sys.executable, "-m", "planner.cli.main"]
 
 
 @dataclass(frozen=True)
@@ -488,8 +488,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
 
 
 def run_inprocess(capsys: Any, *args: str) -> Run:
-    """``fitcheck ARGS`` through :func:`planner.cli.main` in this process (fast; same code path)."""
-    from planner.cli import main
+    """``fitcheck ARGS`` through :func:`planner.cli.main.main` in this process (fast; same code path)."""
+    from planner.cli.main import main
 
     capsys.readouterr()
     started = time.monotonic()

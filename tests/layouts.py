@@ -328,8 +328,8 @@ def _patch_config(folder, **changes) -> None:
 
 def cpu_hardware(ram: int = 8 << 30, disk: int = 10**12):
     """A CPU-only machine with ``ram`` bytes free."""
-    from planner.probe import apply_overrides
-    from planner.records import Hardware
+    from planner.hardware.probe import apply_overrides
+    from planner.core.records import Hardware
 
     base = Hardware(name="cpu", source="test", gpus=(), ram_total=1, ram_free=1, disk_free=1, cache_disk_free=1)
     return apply_overrides(base, ram=ram, disk=disk)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from planner import api
-from planner.probe import apply_overrides
-from planner.records import Hardware
-from planner.solve import Constraints
-from planner.units import MiB
+from planner.hardware.probe import apply_overrides
+from planner.core.records import Hardware
+from planner.solve.solver import Constraints
+from planner.core.units import MiB
 
 
 def cpu_only(ram: int, disk: int = 10**12) -> Hardware:

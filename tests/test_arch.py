@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from planner.arch import read_arch
-from planner.errors import BadConfig, UnsupportedModel
-from planner.memory import kv
+from planner.model.arch import read_arch
+from planner.core.errors import BadConfig, UnsupportedModel
+from planner.runtimes.transformers.memory import kv
 
 # Real config.json files of published models (copies of the workspace's shared/catalog-configs,
 # kept here so that a clone alone runs the suite).

@@ -19,9 +19,9 @@ import pytest
 from fakehub import FakeHub, SparseFile
 from fixtures_models import decoder_tensors, safetensors_header, sparse_repo_files
 from hostile import CONFIG, check_one_line, run_cli, short_repo_id
-from planner import cache
-from planner.errors import OfflineCacheMiss
-from planner.sources import read_model
+from planner.sources import cache
+from planner.core.errors import OfflineCacheMiss
+from planner.sources.resolve import read_model
 
 HW = ["--hardware", "rtx-4090"]
 
@@ -78,7 +78,7 @@ def test_concurrent_processes_share_one_cache(hub: FakeHub, tmp_path: Path) -> N
     jobs = [(m, None) for m in models for _ in range(3)] + [(models[0], commit)]
 
     def plan(model: str, revision: str | None, cache_dir: Path) -> tuple[int, str, str]:
-        args = [sys.executable, "-m", "planner.cli", "plan", model, *HW, "--json", *(["--revision", revision] if revision else [])]
+        args = [sys.executable, "-m", "planner.cli.main", "plan", model, *HW, "--json", *(["--revision", revision] if revision else [])]
         p = subprocess.run(args, capture_output=True, text=True, timeout=120, env={**os.environ, "FITCHECK_CACHE_DIR": str(cache_dir)})
         return p.returncode, p.stdout, p.stderr
 
@@ -113,8 +113,8 @@ def test_concurrent_processes_share_one_cache(hub: FakeHub, tmp_path: Path) -> N
 
 _HAMMER = textwrap.dedent("""
     import json, sys
-    from planner import cache
-    from planner.records import Snapshot, Tensor, RepoFile
+    from planner.sources import cache
+    from planner.core.records import Snapshot, Tensor, RepoFile
     seed = int(sys.argv[1])
     tensors = tuple(Tensor(f"model.layers.{i}.w", "BF16", (64, 64), 8192, "model.safetensors") for i in range(200))
     snap = Snapshot(id="org/m", revision="main", commit="a" * 40, source="hub", config={"seed": 0}, files=(RepoFile("model.safetensors", 1),),
@@ -290,10 +290,10 @@ def test_warm_plans_reuse_the_cached_estimate_without_reading_tensors(tiny_model
     """The cold plan caches its footprint (keyed by commit and estimator version); the warm plan
     loads that small summary, not the tensors, and gets the very same footprint."""
     from planner import api
-    from planner.estimate import estimate
-    from planner.probe import apply_overrides
-    from planner.records import Hardware
-    from planner.sources import read_model
+    from planner.model.footprint import estimate
+    from planner.hardware.probe import apply_overrides
+    from planner.core.records import Hardware
+    from planner.sources.resolve import read_model
 
     repo = "tests/warm-summary"
     hub.add_local_model(repo, tiny_models["qwen2"])

@@ -11,10 +11,10 @@ import socket
 
 import pytest
 
-from planner import catalog
-from planner.errors import OfflineCacheMiss
-from planner.estimate import estimate
-from planner.sources import read_model
+from planner.sources import catalog
+from planner.core.errors import OfflineCacheMiss
+from planner.model.footprint import estimate
+from planner.sources.resolve import read_model
 
 # The models the catalog must hold (shared/catalog-configs/README.md).
 EXPECTED = {

@@ -11,7 +11,7 @@ import pytest
 
 from fakehub import FakeHub
 
-FITCHECK = [sys.executable, "-m", "planner.cli"]
+FITCHECK = [sys.executable, "-m", "planner.cli.main"]
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""The largest context that fits the chosen plan (``planner.context``): pure, no I/O."""
+"""The largest context that fits the chosen plan (``planner.solve.context``): pure, no I/O."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from dataclasses import replace
 import pytest
 
 from fixtures_models import decoder_tensors
-from planner import api, catalog
-from planner.context import max_context, render_table
-from planner.errors import UsageError
-from planner.memory import kv
-from planner.profiles import load_profile
-from planner.records import Hardware, Snapshot, Tensor
-from planner.solve import Constraints, reprice
-from planner.units import GiB, MiB, tensor_nbytes
+from planner import api
+from planner.sources import catalog
+from planner.solve.context import max_context, render_table
+from planner.core.errors import UsageError
+from planner.runtimes.transformers.memory import kv
+from planner.hardware.profiles import load_profile
+from planner.core.records import Hardware, Snapshot, Tensor
+from planner.solve.solver import Constraints, reprice
+from planner.core.units import GiB, MiB, tensor_nbytes
 
 LAYOUT = dict(layers=8, hidden=1024, intermediate=2816, heads=16, kv_heads=4, vocab=32000)
 

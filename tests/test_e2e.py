@@ -15,7 +15,7 @@ import pytest
 from fakehub import FakeHub
 from machines import ram_forcing_disk
 
-FITCHECK = [sys.executable, "-m", "planner.cli"]
+FITCHECK = [sys.executable, "-m", "planner.cli.main"]
 # Big enough that a disk-offload window exists between "all in RAM" and "nothing fits", small
 # enough to load in well under a second: ~7M parameters.
 MODEL = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,

@@ -10,8 +10,9 @@ import pytest
 
 from machines import cpu_only
 from scripts import script_parts
-from planner import api, emit
-from planner.solve import Constraints
+from planner import api
+from planner.runtimes.transformers import emit
+from planner.solve.solver import Constraints
 
 CANARY = "hf_CANARYcanaryCANARYcanary0123456789"
 HW = cpu_only(16 * 1024**3)

@@ -1,7 +1,7 @@
 """Real loads on CPU of the pre-quantized formats transformers can load here, through the script
 fitcheck emits: a bitsandbytes-serialized 4-bit model (as stored), an FP8 block-scaled checkpoint
 (dequantized to bf16, as transformers does without a GPU), and a gpt-oss in MXFP4 (dequantized,
-its experts offloaded to disk first). Each proves one row of planner.formats.RULES; one more
+its experts offloaded to disk first). Each proves one row of planner.runtimes.transformers.quantizers.RULES; one more
 proves a refusal: FP8 weights whose sides are not multiples of the block cannot be dequantized.
 """
 
@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 
 import layouts as L
-from planner import api, emit, formats
-from planner.estimate import estimate
-from planner.records import Hardware
-from planner.solve import Constraints
-from planner.sources import read_model
+from planner import api
+from planner.runtimes.transformers import emit
+from planner.runtimes.transformers import quantizers as formats
+from planner.model.footprint import estimate
+from planner.core.records import Hardware
+from planner.solve.solver import Constraints
+from planner.sources.resolve import read_model
 
 SMALL = dict(hidden_size=256, intermediate_size=384, num_attention_heads=4, num_key_value_heads=2)
 C = Constraints(context=32, new_tokens=4)
@@ -155,7 +157,7 @@ def test_mxfp4_gpt_oss_dequantizes_on_cpu_with_experts_on_disk_first(loads) -> N
 def test_every_rule_names_its_packages_and_the_script_checks_them() -> None:
     d = formats.decide("mxfp4", "", ())
     assert d.action == formats.DEQUANTIZE and d.rule.verified
-    from planner.records import Gpu
+    from planner.core.records import Gpu
 
     h100 = (Gpu(0, "H100", "cuda", 1, 1, compute_capability=(9, 0)),)
     d = formats.decide("mxfp4", "", h100)

@@ -10,8 +10,8 @@ import pytest
 from safetensors.numpy import save
 
 from fixtures_models import safetensors_header
-from planner.errors import BadHeader
-from planner.headers import MAX_HEADER_BYTES, header_length, parse_header
+from planner.core.errors import BadHeader
+from planner.sources.formats.safetensors import MAX_HEADER_BYTES, header_length, parse_header
 
 
 def _raw(obj: object) -> bytes:

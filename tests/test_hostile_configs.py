@@ -14,11 +14,12 @@ import pytest
 from fakehub import FakeHub, SparseFile
 from fixtures_models import safetensors_header
 from hostile import CONFIGS, CONFIGS_NOT_ON_HUB, MISSING, check_one_line, run_cli
-from planner import api, prequant
-from planner.arch import read_arch
-from planner.errors import FitcheckError
-from planner.profiles import load_profile
-from planner.solve import Constraints
+from planner import api
+from planner.model import prequant
+from planner.model.arch import read_arch
+from planner.core.errors import FitcheckError
+from planner.hardware.profiles import load_profile
+from planner.solve.solver import Constraints
 
 _SECONDS = 10.0  # generous: a loaded 2-core CI machine; unbounded work would take minutes
 HEADER, SIZE = safetensors_header({"model.embed_tokens.weight": ("BF16", (100, 64)),

@@ -10,9 +10,9 @@ import pytest
 
 from fakehub import FakeHub, SparseFile
 from fixtures_models import decoder_tensors, safetensors_header, sparse_repo_files
-from planner.errors import GatedRepo, NoWeights, RepoNotFound
-from planner.estimate import estimate
-from planner.sources import read_model
+from planner.core.errors import GatedRepo, NoWeights, RepoNotFound
+from planner.model.footprint import estimate
+from planner.sources.resolve import read_model
 
 DATA = Path(__file__).parent / "data"
 CONFIG_70B = json.loads((DATA / "llama-3.1-70b.config.json").read_text())
@@ -180,7 +180,7 @@ def test_an_unreachable_hub_is_given_up_quickly_not_after_the_whole_timeout(monk
     import socket
     import time
 
-    from planner.errors import HubUnavailable
+    from planner.core.errors import HubUnavailable
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

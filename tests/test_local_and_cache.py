@@ -17,9 +17,11 @@ from fakehub import FakeHub
 from fixtures_models import decoder_tensors, safetensors_header, sparse_repo_files
 from fakehub import SparseFile
 from hostile import run_inprocess
-from planner import api, emit, local
-from planner.estimate import estimate
-from planner.sources import read_model
+from planner import api
+from planner.runtimes.transformers import emit
+from planner.sources import local
+from planner.model.footprint import estimate
+from planner.sources.resolve import read_model
 
 LAYOUT_70B = dict(layers=80, hidden=8192, intermediate=28672, heads=64, kv_heads=8, vocab=128256)
 CONFIG_70B = json.loads((Path(__file__).parent / "data" / "llama-3.1-70b.config.json").read_text())
@@ -108,7 +110,7 @@ def _tiny_files() -> dict:
 
 
 def test_a_repo_id_in_the_hf_cache_is_read_from_it(hub: FakeHub, repo_id: str, capsys) -> None:
-    from planner.paths import hf_cache_dir
+    from planner.core.paths import hf_cache_dir
 
     _cache_snapshot(hf_cache_dir(), repo_id, _tiny_files())
     run = run_inprocess(capsys, "plan", repo_id, "--ram", "8GiB", "--json")
@@ -120,7 +122,7 @@ def test_a_repo_id_in_the_hf_cache_is_read_from_it(hub: FakeHub, repo_id: str, c
 
 
 def test_offline_works_from_the_cache_alone(hub: FakeHub, repo_id: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from planner.paths import hf_cache_dir
+    from planner.core.paths import hf_cache_dir
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = run_inprocess(capsys, "plan", repo_id, "--ram", "8GiB")
@@ -133,7 +135,7 @@ def test_offline_works_from_the_cache_alone(hub: FakeHub, repo_id: str, monkeypa
 
 
 def test_an_incomplete_cache_entry_falls_back_to_the_hub(hub: FakeHub, repo_id: str) -> None:
-    from planner.paths import hf_cache_dir
+    from planner.core.paths import hf_cache_dir
 
     files = _tiny_files()
     hub.add_repo(repo_id, files)

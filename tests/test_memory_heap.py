@@ -9,12 +9,13 @@ the MLP weights (benchmarks/accuracy).
 from __future__ import annotations
 
 from machines import cpu_only
-from planner import api, catalog
-from planner.estimate import estimate
-from planner.memory import activations, overhead, weights
-from planner.records import Scheme
-from planner.solve import Constraints
-from planner.units import GiB
+from planner import api
+from planner.sources import catalog
+from planner.model.footprint import estimate
+from planner.runtimes.transformers.memory import activations, overhead, weights
+from planner.core.records import Scheme
+from planner.solve.solver import Constraints
+from planner.core.units import GiB
 
 REPO = "meta-llama/Llama-3.2-1B"
 Q_O, K_V, MLP = 2048 * 2048, 512 * 2048, 8192 * 2048  # hidden 2048, 8 KV heads of 64, intermediate 8192

@@ -9,11 +9,12 @@ embedding, Llama-3.2-1B ties its embedding to the head, which reads all of it.
 from __future__ import annotations
 
 from machines import cpu_only
-from planner import api, catalog
-from planner.estimate import estimate, input_embedding
-from planner.memory.weights import FAULT_AROUND_BYTES
-from planner.solve import Constraints
-from planner.units import GiB
+from planner import api
+from planner.sources import catalog
+from planner.model.footprint import estimate, input_embedding
+from planner.runtimes.transformers.memory.weights import FAULT_AROUND_BYTES
+from planner.solve.solver import Constraints
+from planner.core.units import GiB
 
 CPU_ONLY = cpu_only(20 * GiB)
 

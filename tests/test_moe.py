@@ -17,11 +17,12 @@ import pytest
 import layouts as L
 from fakehub import FakeHub
 from fixtures_models import sparse_repo_files
-from planner import api, emit
-from planner.estimate import estimate
-from planner.profiles import load_profile
-from planner.solve import Constraints
-from planner.sources import read_model
+from planner import api
+from planner.runtimes.transformers import emit
+from planner.model.footprint import estimate
+from planner.hardware.profiles import load_profile
+from planner.solve.solver import Constraints
+from planner.sources.resolve import read_model
 
 BF16 = Constraints(context=2048, dtype="bfloat16", quantization="none")
 
@@ -81,7 +82,7 @@ def test_speed_reads_only_the_routed_experts(mixtral_8x7b: str) -> None:
     p = r.solution.chosen
     assert p.placement == "gpu"
     hw = load_profile("h200")
-    from planner.speed import GPU_EFFICIENCY
+    from planner.runtimes.transformers.speed import GPU_EFFICIENCY
 
     all_weights = p.memory["cuda:0"].weights
     dense_speed = hw.gpus[0].bandwidth * GPU_EFFICIENCY["none"] / all_weights

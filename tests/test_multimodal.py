@@ -18,12 +18,13 @@ from fakehub import FakeHub
 from fixtures_models import safetensors_header, sparse_repo_files
 from fakehub import SparseFile
 from hostile import run_inprocess
-from planner import api, emit
-from planner.estimate import estimate
-from planner.profiles import load_profile
-from planner.records import Snapshot, Tensor
-from planner.solve import Constraints
-from planner.sources import read_model
+from planner import api
+from planner.runtimes.transformers import emit
+from planner.model.footprint import estimate
+from planner.hardware.profiles import load_profile
+from planner.core.records import Snapshot, Tensor
+from planner.solve.solver import Constraints
+from planner.sources.resolve import read_model
 
 C = Constraints(context=32, new_tokens=4, dtype="bfloat16", quantization="none")
 

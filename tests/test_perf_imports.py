@@ -27,7 +27,7 @@ HF_API = "huggingface_hub.hf_api"
 # Runs the CLI in-process, then prints the modules it imported after a marker line.
 _CHILD = """
 import json, sys
-from planner.cli import main
+from planner.cli.main import main
 try:
     main(sys.argv[1:])
     rc = 0

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import pytest
 
-from planner.estimate import estimate
-from planner.memory import activations, budget
-from planner.records import Gpu, Hardware, Scheme
-from planner.solve import Constraints, evaluate, _Candidate
-from planner.sources import read_model
-from planner.units import MiB
+from planner.model.footprint import estimate
+from planner.runtimes.transformers.memory import activations, budget
+from planner.core.records import Gpu, Hardware, Scheme
+from planner.solve.solver import Constraints, evaluate, _Candidate
+from planner.sources.resolve import read_model
+from planner.core.units import MiB
 
 ARCHS = ["llama", "qwen2", "mistral", "gemma3_text", "mixtral", "qwen2_moe"]
 DIMS = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,

@@ -15,13 +15,14 @@ import pytest
 import layouts as L
 from fakehub import FakeHub
 from fixtures_models import sparse_repo_files
-from planner import api, formats
-from planner.estimate import estimate
-from planner.probe import apply_overrides
-from planner.profiles import load_profile
-from planner.records import Gpu, Hardware
-from planner.solve import Constraints
-from planner.sources import read_model
+from planner import api
+from planner.runtimes.transformers import quantizers as formats
+from planner.model.footprint import estimate
+from planner.hardware.probe import apply_overrides
+from planner.hardware.profiles import load_profile
+from planner.core.records import Gpu, Hardware
+from planner.solve.solver import Constraints
+from planner.sources.resolve import read_model
 
 DIMS = dict(layers=2, hidden=256, intermediate=512, heads=4, kv_heads=2, vocab=1024)
 PLAIN_PARAMS = sum(L.numel(s) for _, s in L.decoder(L.plain(), **DIMS).values())
@@ -118,7 +119,7 @@ def test_gpt_oss_20b_without_mxfp4_kernels_dequantizes_to_three_times_the_memory
         weights = sum(m.weights for m in p.memory.values())
         assert 2.9 < weights / stored < 3.1
         assert any("dequantized to float16" in n and "quantizer_mxfp4.py" in n for n in p.notes)
-    from planner.report import plan_dict
+    from planner.report.schema import plan_dict
 
     load = plan_dict(r, on_gpu[0])["load"]
     assert load["prequantized"]["action"] == "dequantize"
@@ -202,7 +203,7 @@ def test_gptq_and_awq_are_refused_on_apple_mps(hub: FakeHub, repo_id: str) -> No
 
 
 def test_unknown_quant_method_is_refused(hub: FakeHub, repo_id: str) -> None:
-    from planner.errors import UnsupportedModel
+    from planner.core.errors import UnsupportedModel
 
     _serve(hub, repo_id, L.decoder(L.plain(), **DIMS), L.decoder_config(quantization_config={"quant_method": "hqq"}, **DIMS))
     with pytest.raises(UnsupportedModel, match="hqq"):

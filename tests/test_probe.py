@@ -19,11 +19,11 @@ from typing import Any
 import psutil
 import pytest
 
-from planner.errors import UsageError
-from planner.probe import apply_overrides, hf_cache_dir, probe
-from planner.profiles import load_profile
-from planner.records import Gpu, Hardware
-from planner.units import GiB, MiB
+from planner.core.errors import UsageError
+from planner.hardware.probe import apply_overrides, hf_cache_dir, probe
+from planner.hardware.profiles import load_profile
+from planner.core.records import Gpu, Hardware
+from planner.core.units import GiB, MiB
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,7 +140,7 @@ def test_probe_on_this_machine_reports_no_gpu_and_says_why(tmp_path: Path) -> No
 
 def test_probe_never_imports_torch_or_huggingface_hub() -> None:
     code = (
-        "import sys, planner.probe; planner.probe.probe();"
+        "import sys, planner.hardware.probe; planner.hardware.probe.probe();"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'huggingface_hub', 'transformers'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

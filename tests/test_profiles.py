@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from planner.errors import UsageError
-from planner.probe import _pcie_bandwidth
-from planner.profiles import PROFILES_ENV, list_profiles, load_profile, profile_dirs
-from planner.records import Hardware
-from planner.units import GiB, MiB
+from planner.core.errors import UsageError
+from planner.hardware.probe import _pcie_bandwidth
+from planner.hardware.profiles import PROFILES_ENV, list_profiles, load_profile, profile_dirs
+from planner.core.records import Hardware
+from planner.core.units import GiB, MiB
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "hardware_profiles"
@@ -274,7 +274,7 @@ def test_profile_is_a_frozen_record() -> None:
 
 def test_profiles_module_imports_only_the_standard_library() -> None:
     code = (
-        "import sys, planner.profiles;"
+        "import sys, planner.hardware.profiles;"
         "heavy = {'psutil', 'pynvml', 'huggingface_hub', 'torch', 'transformers'};"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )

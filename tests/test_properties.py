@@ -19,15 +19,18 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fixtures_models import decoder_tensors, safetensors_header
-from planner import cache, ids, prequant, secrets
-from planner.arch import read_arch
-from planner.errors import BadConfig, BadHeader, FitcheckError, NoFeasiblePlan, UnsupportedModel, UsageError
-from planner.estimate import estimate
-from planner.headers import MAX_HEADER_BYTES, header_length, parse_header
-from planner.memory import weights
-from planner.records import Gpu, Hardware, RepoFile, Snapshot, Tensor
-from planner.solve import Constraints, solve
-from planner.units import DTYPE_BITS, GiB, MiB, parse_size
+from planner.sources import cache
+from planner.core import ids
+from planner.model import prequant
+from planner.core import secrets
+from planner.model.arch import read_arch
+from planner.core.errors import BadConfig, BadHeader, FitcheckError, NoFeasiblePlan, UnsupportedModel, UsageError
+from planner.model.footprint import estimate
+from planner.sources.formats.safetensors import MAX_HEADER_BYTES, header_length, parse_header
+from planner.runtimes.transformers.memory import weights
+from planner.core.records import Gpu, Hardware, RepoFile, Snapshot, Tensor
+from planner.solve.solver import Constraints, solve
+from planner.core.units import DTYPE_BITS, GiB, MiB, parse_size
 
 # FUZZ_EXAMPLES turns the suite into a long random run (fuzz/README.md): N examples per
 # property, not derandomised.

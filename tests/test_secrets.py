@@ -21,8 +21,8 @@ import pytest
 from fakehub import FakeHub, SparseFile
 from fixtures_models import safetensors_header
 from hostile import CONFIG, check_one_line
-from planner import secrets
-from planner.errors import FitcheckError, HubError
+from planner.core import secrets
+from planner.core.errors import FitcheckError, HubError
 
 SHAPED = "hf_CanaryCanaryCanaryCanaryCanary0123"
 UNSHAPED = "fitcheck-canary-7f3a9b2c5d1e4a60"
@@ -41,7 +41,7 @@ _CRASH = textwrap.dedent("""
     def boom(*a, **k):
         raise RuntimeError("request failed with Authorization: Bearer " + os.environ["CANARY"])
     planner.api.plan = boom
-    from planner.cli import main
+    from planner.cli.main import main
     main(sys.argv[1:])
 """)
 
@@ -71,7 +71,7 @@ def _setup(source: str, token: str, tmp_path: Path) -> tuple[dict[str, str], lis
 
 def _run(args: list[str], env: dict[str, str], script: str | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH")}
-    cmd = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "planner.cli", *args]
+    cmd = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "planner.cli.main", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env={**base, **env}, timeout=60)
 
 
@@ -168,7 +168,7 @@ def test_the_login_file_token_is_known_before_any_request(monkeypatch: pytest.Mo
 
 
 def test_the_token_a_session_sends_is_registered(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    from planner.hubhttp import Session
+    from planner.sources.http import Session
 
     token = "session-token-value-42"
     Session(hub.url, token, 5)

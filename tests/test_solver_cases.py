@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from fixtures_models import decoder_tensors
-from planner import catalog
+from planner.sources import catalog
 from planner.api import Report, plan
-from planner.probe import apply_overrides
-from planner.profiles import load_profile
-from planner.records import Gpu, Hardware, Snapshot, Tensor
-from planner.solve import Constraints
-from planner.units import parse_size, tensor_nbytes
+from planner.hardware.probe import apply_overrides
+from planner.hardware.profiles import load_profile
+from planner.core.records import Gpu, Hardware, Snapshot, Tensor
+from planner.solve.solver import Constraints
+from planner.core.units import parse_size, tensor_nbytes
 
 CASES = Path(__file__).parent / "solver_cases"
 DATA = Path(__file__).parent / "data"

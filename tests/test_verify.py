@@ -18,9 +18,9 @@ import pytest
 
 from fakehub import FakeHub
 from machines import ram_forcing_disk
-from planner.units import MiB
+from planner.core.units import MiB
 
-FITCHECK = [sys.executable, "-m", "planner.cli"]
+FITCHECK = [sys.executable, "-m", "planner.cli.main"]
 # The e2e tests' model: big enough for a disk-offload window, small enough to load in a second.
 MODEL = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,
              vocab_size=4096)

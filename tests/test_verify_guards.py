@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from planner.errors import VerifyError
+from planner.core.errors import VerifyError
 from planner.verify import verify_plan_text
 
 _LOAD = {"auto_class": "AutoModelForCausalLM", "model": "org/m", "revision": "main", "dtype": "bfloat16", "device_map": {"": "cpu"},

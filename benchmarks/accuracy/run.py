@@ -22,7 +22,7 @@ placement, say) runs again. ``--rerun`` ignores the cache.
 
 Each plan runs 2-3 times (``--repeat`` to change; every cached run counts): peak RSS scatters
 from run to run, and fitcheck predicts the highest run. Max-context scenarios pick a RAM size that
-puts the boundary near a chosen context, run the largest context ``planner.context.max_context``
+puts the boundary near a chosen context, run the largest context ``planner.solve.context.max_context``
 reports, and run past it where fitcheck says it does not fit.
 
 Writes ``results.csv`` (one row per scenario and device, with components) and ``RESULTS.md``
@@ -54,12 +54,14 @@ sys.path.insert(0, str(ROOT))
 import models  # noqa: E402
 from scenarios import SCENARIOS, Scenario  # noqa: E402
 
-from planner import api, emit, solve  # noqa: E402
-from planner.context import max_context  # noqa: E402
-from planner.probe import probe  # noqa: E402
-from planner.records import Hardware, Plan, Scheme  # noqa: E402
-from planner.solve import DEFAULT_MARGIN_FLOOR, DEFAULT_MARGIN_FRACTION, Constraints  # noqa: E402
-from planner.units import MiB  # noqa: E402
+from planner import api
+from planner.runtimes.transformers import emit
+from planner.solve import solver as solve  # noqa: E402
+from planner.solve.context import max_context  # noqa: E402
+from planner.hardware.probe import probe  # noqa: E402
+from planner.core.records import Hardware, Plan, Scheme  # noqa: E402
+from planner.solve.solver import DEFAULT_MARGIN_FLOOR, DEFAULT_MARGIN_FRACTION, Constraints  # noqa: E402
+from planner.core.units import MiB  # noqa: E402
 from planner.verify import Verification, compare, verify_plan_text  # noqa: E402
 
 WORK = Path(os.environ.get("FITCHECK_BENCH_DIR", HERE / ".work"))

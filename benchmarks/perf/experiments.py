@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 _GC_OFF = "import gc; gc.disable()\n"
 
 _NO_INDEX = """
-import planner.hub as _hub
+import planner.sources.hub as _hub
 _orig_file = _hub._Urls.file
 def _file(self, path):
     if path == _hub.SAFE_INDEX:
@@ -55,7 +55,7 @@ _hub._Urls.file = _file
 _STDLIB_HTTP = '''
 import http.client, threading, time as _time
 from urllib.parse import urlsplit, quote as _quote
-import planner.hub as _hub, planner.hubhttp as _hh, planner.sources as _src
+import planner.sources.hub as _hub, planner.sources.http as _hh, planner.sources.resolve as _src
 from planner import __version__ as _v
 
 class _Session:
@@ -136,7 +136,7 @@ _api.estimate = _estimate
 
 _FOOTPRINT_LOAD = """
 import pickle, os
-import planner.api as _api, planner.sources as _src
+import planner.api as _api, planner.sources.resolve as _src
 with open(os.environ["FOOTPRINT_PICKLE"], "rb") as fh:
     _snap, _fp = pickle.load(fh)
 _src.read_model = lambda *a, **k: _snap
@@ -144,7 +144,7 @@ _api.estimate = lambda snap: _fp
 """
 
 _NO_CACHE_WRITE = """
-import planner.cache as _cache
+import planner.sources.cache as _cache
 _cache.store = lambda *a, **k: None
 """
 
@@ -166,7 +166,7 @@ WARM = {
 
 
 def argv_for(prelude: str, args: list[str]) -> list[str]:
-    code = prelude + "\nimport sys\nfrom planner.cli import main\nmain(sys.argv[1:])\n"
+    code = prelude + "\nimport sys\nfrom planner.cli.main import main\nmain(sys.argv[1:])\n"
     return [sys.executable, "-c", code, *args]
 
 

@@ -69,15 +69,15 @@ def _profile_new_threads(frame, event, arg):  # threading.setprofile hook: one p
 
 def _instrument() -> None:
     import planner.api as api
-    import planner.cache as cache
-    import planner.cli as cli
-    import planner.estimate as estimate
-    import planner.headers as headers
-    import planner.hub as hub
-    import planner.hubhttp as hubhttp
-    import planner.render as render
-    import planner.report as report
-    import planner.sources as sources
+    import planner.sources.cache as cache
+    import planner.cli.main as cli
+    import planner.model.footprint as estimate
+    import planner.sources.formats.safetensors as headers
+    import planner.sources.hub as hub
+    import planner.sources.http as hubhttp
+    import planner.cli.render as render
+    import planner.report.schema as report
+    import planner.sources.resolve as sources
 
     _timed(api, "resolve_hardware", "hardware (profile or probe)")
     _timed(sources, "read_model", "read_model (all of reading)")
@@ -115,7 +115,7 @@ def main() -> None:
         return env
 
     if warm:  # prime the cache the warm runs read
-        subprocess.run([sys.executable, "-m", "planner.cli", *argv], capture_output=True, env=fresh_env(), check=True, cwd=_CWD)
+        subprocess.run([sys.executable, "-m", "planner.cli.main", *argv], capture_output=True, env=fresh_env(), check=True, cwd=_CWD)
     runs = []
     for mode in ["phases"] * PHASE_RUNS + ["cprofile"]:
         proc = subprocess.run([sys.executable, __file__, "--child", mode, *argv], capture_output=True, text=True, env=fresh_env(),
@@ -129,7 +129,7 @@ def main() -> None:
     lines = [f"# fitcheck {' '.join(argv)} ({'warm: cache primed' if warm else 'cold: empty cache'})", ""]
     lines.append(f"## Phases (wall clock, no profiler attached; per phase the median of {PHASE_RUNS} runs)")
     lines.append("")
-    lines.append(f"`import planner.cli`: {phases['import_s'] * 1000:.0f} ms; cli.main: {phases['run_s'] * 1000:.0f} ms "
+    lines.append(f"`import planner.cli.main`: {phases['import_s'] * 1000:.0f} ms; cli.main: {phases['run_s'] * 1000:.0f} ms "
                  f"(lazy imports inside the commands included); exit {phases['rc']}. Python's own start-up is not "
                  "included: see `python -c pass` in RESULTS.md.")
     lines.append("")
@@ -173,7 +173,7 @@ def child(mode: str, argv: list[str]) -> None:
     if main_prof:
         main_prof.enable()
     t_imp = time.perf_counter()
-    import planner.cli as cli  # noqa: E402  (timed: this is the CLI's import cost)
+    import planner.cli.main as cli  # noqa: E402  (timed: this is the CLI's import cost)
 
     import_s = time.perf_counter() - t_imp
     if main_prof:
@@ -213,7 +213,7 @@ def child(mode: str, argv: list[str]) -> None:
 def _importtime(argv: list[str], *, warm: bool, env: dict[str, str]) -> list[str]:
     """Top imports of the same command in a fresh interpreter. For a cold profile it gets an
     empty cache folder of its own (the profiled run has filled the first one)."""
-    code = "import sys; from planner.cli import main; main(sys.argv[1:])"
+    code = "import sys; from planner.cli.main import main; main(sys.argv[1:])"
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *argv], capture_output=True, text=True, env=env, cwd=_CWD)
     rows = []
     for line in proc.stderr.splitlines():

@@ -531,7 +531,7 @@ def write_report(results: list[Run], profiles: dict[str, dict], args: argparse.N
         labels = list(dict.fromkeys(label for p in profiles.values() for label in p["phases"]))
         lines.append("| phase (ms) | " + " | ".join(n.removeprefix("profile-") for n in names) + " |")
         lines.append("|---|" + "---:|" * len(names))
-        lines.append("| `import planner.cli` | " + " | ".join(f"{profiles[n]['import_s'] * 1000:.0f}" for n in names) + " |")
+        lines.append("| `import planner.cli.main` | " + " | ".join(f"{profiles[n]['import_s'] * 1000:.0f}" for n in names) + " |")
         lines.append("| `cli.main` in all | " + " | ".join(f"{profiles[n]['run_s'] * 1000:.0f}" for n in names) + " |")
         for label in labels:
             cells = []

@@ -50,13 +50,13 @@ def _best(fn, n: int = 3) -> tuple[float, object]:
 
 
 def measure(experts: int) -> dict:
-    from planner import cache
-    from planner.estimate import estimate
-    from planner.headers import parse_header
-    from planner.profiles import load_profile
-    from planner.records import RepoFile, Snapshot
-    from planner.solve import Constraints, solve
-    from planner.errors import NoFeasiblePlan
+    from planner.sources import cache
+    from planner.model.footprint import estimate
+    from planner.sources.formats.safetensors import parse_header
+    from planner.hardware.profiles import load_profile
+    from planner.core.records import RepoFile, Snapshot
+    from planner.solve.solver import Constraints, solve
+    from planner.core.errors import NoFeasiblePlan
 
     config = {**DEEPSEEK_V3_CONFIG, "n_routed_experts": experts}
     layout = deepseek_v3_tensors(config)

@@ -1,0 +1,177 @@
+"""Plans for people: tables and a bar per device. Only the CLI calls this; it returns strings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from planner.core.errors import printable
+from planner.runtimes.transformers.memory import kv
+from planner.core.records import DeviceMemory, Hardware, Plan
+from planner.core.units import fmt_bytes, fmt_count
+
+if TYPE_CHECKING:
+    from planner.api import Report
+
+BAR_WIDTH = 40
+# How many alternatives and rejections a plain `fitcheck plan` lists (--json has them all).
+SHOW_ALTERNATIVES = 6
+SHOW_REJECTED = 6
+
+
+def _safe(text: str) -> str:
+    """Escape non-printable characters line by line: names and notes come from strangers' files."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def report(r: Report) -> str:
+    return _safe(_report(r))
+
+
+def _report(r: Report) -> str:
+    lines = [*model_lines(r), _hardware_line(r.hardware), ""]
+    if r.solution is None:
+        lines.append(f"✘ Nothing fits on {r.hardware.name} at context {r.constraints.context} x batch {r.constraints.batch}.")
+        lines += _rejections(r.rejected, limit=SHOW_REJECTED * 2)
+        lines.append("")
+        lines.append(f"Smallest bundled hardware that fits: {r.suggestion}" if r.suggestion else "No bundled hardware profile fits it either.")
+        return "\n".join(lines)
+    p = r.solution.chosen
+    lines.append(f"✔ Fits: {p.label}, about {p.tokens_per_s:.1f} tokens/s")
+    lines += [*memory_table(p), ""]
+    lines += [f"  {d:<7} {bar(m)}" for d, m in p.memory.items() if d != "disk"]
+    lines.append("          █ weights  ▓ KV cache  ▒ activations + overhead  ░ free   | margin")
+    for note in p.notes:
+        lines.append(f"  note: {note}")
+    if not r.download_fits:
+        lines.append(f"  ! the download ({fmt_bytes(r.footprint.download_bytes)}) does not fit the {fmt_bytes(r.hardware.cache_disk_free)} free where the HF cache lives")
+    if r.solution.alternatives:
+        lines += ["", "Alternatives (best first)"]
+        lines += alternatives_table(r.solution.alternatives[:SHOW_ALTERNATIVES])
+        more = len(r.solution.alternatives) - SHOW_ALTERNATIVES
+        if more > 0:
+            lines.append(f"  ... {more} more (--json lists them all)")
+    if r.rejected:
+        lines += ["", "Rejected"]
+        lines += _rejections(r.rejected, limit=SHOW_REJECTED)
+    return "\n".join(lines)
+
+
+def model_lines(r: Report) -> list[str]:
+    fp, snap, arch = r.footprint, r.snapshot, r.footprint.arch
+    where = f"{snap.source}" + (f", commit {snap.commit[:10]}" if snap.commit else "")
+    rev = f"@{snap.revision}" if snap.source != "local" else ""
+    params = fmt_count(fp.parameters) + (f" ({fmt_count(fp.active_parameters)} active)" if fp.active_parameters != fp.parameters else "")
+    stored = fp.prequant.detail if fp.prequant else fp.stored_dtype
+    out = [
+        f"Model    {snap.id}{rev} ({where})",
+        f"         {arch.architectures[0] if arch.architectures else arch.model_type}, {params} parameters, "
+        f"{fmt_bytes(fp.stored_bytes)} as stored ({stored}), download {fmt_bytes(fp.download_bytes)}",
+        f"         KV cache {fmt_bytes(kv.bytes_per_token(arch, dtype_bytes=2))}/token in 16-bit; planned for context "
+        f"{r.constraints.context} x batch {r.constraints.batch} + {r.constraints.new_tokens} new tokens",
+    ]
+    out += [f"         note: {n}" for n in snap.notes]
+    return out
+
+
+def hardware_line(hw: Hardware) -> str:
+    return printable(_hardware_line(hw))
+
+
+def _hardware_line(hw: Hardware) -> str:
+    if hw.gpus:
+        gpus = ", ".join(f"{g.name} {fmt_bytes(g.total_bytes)} ({fmt_bytes(g.free_bytes)} free)" for g in hw.gpus)
+    else:
+        gpus = "no GPU"
+    return f"Machine  {hw.name} [{hw.source}]: {gpus}; RAM {fmt_bytes(hw.ram_free)} free of {fmt_bytes(hw.ram_total)}; disk {fmt_bytes(hw.disk_free)} free"
+
+
+def memory_table(p: Plan) -> list[str]:
+    """Per device: the parts, what must fit ("needs"), the usable capacity and the margin left.
+
+    The overhead column leaves out the checkpoint pages kept mapped after a load (page cache the
+    kernel can drop, in the JSON's ``overhead`` and ``total``); the line below the table names them.
+    """
+    head = (f"  {'device':<7} {'weights':>10} {'KV cache':>10} {'activ.':>10} {'overhead':>10} {'needs':>10} {'usable':>10} "
+            f"{'headroom':>10}")
+    rows = [head]
+    for d, m in p.memory.items():
+        overhead = m.overhead - m.mapped
+        rows.append(f"  {d:<7} {fmt_bytes(m.weights):>10} {fmt_bytes(m.kv_cache):>10} {fmt_bytes(m.activations):>10} "
+                    f"{fmt_bytes(overhead):>10} {fmt_bytes(m.required):>10} {fmt_bytes(m.capacity):>10} "
+                    f"{fmt_bytes(m.free - m.required):>10}")
+    notes = [f"  {d}: the peak RSS, {fmt_bytes(m.total)}, also holds {fmt_bytes(m.reclaimable)} of page cache the kernel can drop"
+             for d, m in p.memory.items() if m.reclaimable and m.total > m.required]
+    disk = p.memory.get("disk")
+    if disk is not None:
+        notes.append(f"  disk: {fmt_bytes(disk.weights)} of weights offloaded; {fmt_bytes(disk.total)} written to the offload folder"
+                     " (weights stored as loaded are read in place from the checkpoint)")
+    return rows + notes
+
+
+def bar(m: DeviceMemory, width: int = BAR_WIDTH) -> str:
+    """A bar of the device's free memory: weights, KV, the rest, free; '|' marks where the margin starts."""
+    scale = max(m.free, m.required, 1)
+
+    def cells(n: int) -> int:
+        return round(n / scale * width)
+
+    w, k = cells(m.weights), cells(m.kv_cache)
+    o = cells(max(0, m.required - m.weights - m.kv_cache))
+    used = min(width, w + k + o)
+    text = ("█" * w + "▓" * k + "▒" * o)[:width] + "░" * (width - used)
+    edge = min(width, cells(m.capacity))
+    text = text[:edge] + "|" + text[edge:]
+    pct = 100 * m.required / m.free if m.free else 0
+    return f"{text} {fmt_bytes(m.required)} / {fmt_bytes(m.free)} ({pct:.0f}%)"
+
+
+def alternatives_table(plans: tuple[Plan, ...]) -> list[str]:
+    rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8}  memory per device"]
+    for i, p in enumerate(plans, 1):
+        mem = ", ".join(f"{d} {fmt_bytes(m.required)}" for d, m in p.memory.items() if m.required)
+        rows.append(f"  {i:>2}  {p.label:<34} {p.tokens_per_s:>8.1f}  {mem}")
+    return rows
+
+
+def _rejections(plans: tuple[Plan, ...], *, limit: int) -> list[str]:
+    seen: list[str] = []
+    for p in plans:
+        for reason in p.reasons:
+            line = f"  {p.label}: {reason}" if not reason.startswith(p.scheme.label) else f"  {p.placement}: {reason}"
+            if line not in seen:
+                seen.append(line)
+    out = seen[:limit]
+    if len(seen) > limit:
+        out.append(f"  ... {len(seen) - limit} more (--json lists them all)")
+    return out
+
+
+def comparison(reports: list[Report]) -> str:
+    """One row per model: the best plan of each on the same hardware."""
+    return _safe(_comparison(reports))
+
+
+def _comparison(reports: list[Report]) -> str:
+    rows = [f"{'model':<44} {'params':>8} {'fits':>5}  {'best plan':<34} {'tok/s':>8} {'peak':>10}"]
+    for r in reports:
+        if r.solution is None:
+            rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'no':>5}  {'-':<34} {'-':>8} {'-':>10}")
+            continue
+        p = r.solution.chosen
+        peak = max(m.required for d, m in p.memory.items() if d != "disk")
+        rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'yes':>5}  {p.label:<34} {p.tokens_per_s:>8.1f} {fmt_bytes(peak):>10}")
+    return "\n".join(rows)
+
+
+def hardware_table(machines: list[Hardware]) -> str:
+    return _safe(_hardware_table(machines))
+
+
+def _hardware_table(machines: list[Hardware]) -> str:
+    rows = [f"{'name':<24} {'GPUs':<34} {'RAM':>10} {'disk':>10}  description"]
+    for hw in machines:
+        gpus = " + ".join(f"{g.name} {fmt_bytes(g.total_bytes, precision=0)}" for g in hw.gpus) if hw.gpus else "none"
+        if len(hw.gpus) > 1 and len({g.name for g in hw.gpus}) == 1:
+            gpus = f"{len(hw.gpus)}x {hw.gpus[0].name} {fmt_bytes(hw.gpus[0].total_bytes, precision=0)}"
+        rows.append(f"{hw.name:<24} {gpus[:34]:<34} {fmt_bytes(hw.ram_total, precision=0):>10} {fmt_bytes(hw.disk_free, precision=0):>10}  {hw.description}")
+    return "\n".join(rows)

@@ -1,0 +1,309 @@
+"""Plan -> the load settings, a plan file (``--config``) and a standalone load script (``--script``).
+
+The script depends on torch, transformers and accelerate (and bitsandbytes for bnb plans), never
+on fitcheck. It is built from a fixed template; every value that came from outside (repo id,
+revision, module names, paths) enters it only through :func:`literal`, which accepts plain data
+(str, int, float, bool, None, lists and dicts of them) and writes ``repr()`` of it -- a Python
+literal that cannot be anything else. Tokens never enter: the script relies on the user's login
+or HF_TOKEN.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from planner import __version__
+from planner.runtimes.transformers import quantizers as formats
+from planner.core.records import Plan
+from planner.core.errors import UsageError
+from planner.core.secrets import contains_known
+
+if TYPE_CHECKING:
+    from planner.api import Report
+
+DEFAULT_OFFLOAD_DIR = "fitcheck-offload"
+# transformers' Auto classes fitcheck emits; nothing else can reach the import line.
+_AUTO_CLASSES = frozenset({"AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModelForSeq2SeqLM"})
+# The label is fitcheck's own words, but it goes into a docstring: keep only harmless characters.
+_LABEL_SAFE = re.compile(r"[^A-Za-z0-9 +()._-]")
+# A pip requirement with an optional version range ("kernels>=0.18.2,<0.19") and an import name.
+_PACKAGE_SPEC = re.compile(r"[a-z0-9][a-z0-9._-]{0,60}(?:[<>=!]=?[0-9][0-9a-z.]*)?(?:,[<>=!]=?[0-9][0-9a-z.]*)?")
+_MODULE = re.compile(r"[a-z_][a-z0-9_]{0,60}")
+_TORCH_DTYPES = {"float32": "torch.float32", "bfloat16": "torch.bfloat16", "float16": "torch.float16"}
+
+
+def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The from_pretrained settings of a plan, as plain data (the plan file's core)."""
+    fp = r.footprint
+    uses_offload = any(v in ("cpu", "disk") for v in p.device_map.values()) and any(isinstance(v, int) for v in p.device_map.values())
+    bnb = None
+    if p.scheme.quantization == "int8":
+        bnb = {"load_in_8bit": True}
+    elif p.scheme.quantization == "nf4":
+        bnb = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+               "bnb_4bit_compute_dtype": p.scheme.dtype}
+    if bnb is not None and (uses_offload or "disk" in p.device_map.values()):
+        bnb["llm_int8_enable_fp32_cpu_offload"] = True
+    packages = ["torch", "transformers", "accelerate"]
+    if bnb is not None:
+        packages.append("bitsandbytes")
+    prequantized = _prequantized(r, p)
+    if prequantized is not None:
+        packages += [pip for pip, _ in prequantized["requires"] if pip not in packages]
+    main = next((f"cuda:{v}" for v in p.device_map.values() if isinstance(v, int)), None)
+    if main is None:
+        main = "mps" if "mps" in p.device_map.values() else "cpu"
+    return {
+        "auto_class": fp.arch.auto_class,
+        "model": r.snapshot.id,
+        "revision": r.snapshot.revision if r.snapshot.source != "local" else None,
+        "dtype": p.scheme.dtype,
+        "device_map": p.device_map,
+        "max_memory": {_mm_key(d): m.capacity for d, m in p.memory.items() if d != "disk"},
+        "offload_folder": offload_dir if "disk" in p.device_map.values() else None,
+        "bitsandbytes": bnb,
+        "prequantized": prequantized,
+        "use_safetensors": True if r.snapshot.weight_format == "safetensors" else None,
+        "pickled_weights": r.snapshot.weight_format == "pytorch",
+        "trust_remote_code": bool(trust_remote_code),
+        "exec_device": main,
+        "packages": packages,
+    }
+
+
+def _prequantized(r: Report, p: Plan) -> dict[str, Any] | None:
+    """How the plan loads a pre-quantized checkpoint: as stored or dequantized, the quantization
+    config the script passes for that (planner.runtimes.transformers.quantizers), and the packages it needs."""
+    fp = r.footprint
+    if fp.prequant is None:
+        return None
+    gpus = tuple(g for g in r.hardware.gpus if g.device in p.memory)
+    d = formats.for_footprint(fp, gpus)
+    config = formats.script_config(d, fp.prequant.config) if d.action == formats.DEQUANTIZE or d.rule.config else None
+    return {
+        "method": fp.prequant.method,
+        "action": d.action,
+        "reason": d.reason,
+        "config": {"class": config[0], "kwargs": config[1]} if config else None,
+        "requires": [[pkg.pip, pkg.module] for pkg in d.rule.packages],
+    }
+
+
+def _layer_device(device_map: dict[str, Any], unit: str) -> Any:
+    """The device of a decoder layer's attention: the layer's key, or (split MoE layer) its self_attn's."""
+    if unit in device_map:
+        return device_map[unit]
+    prefix = unit + "."
+    return next((v for k, v in device_map.items() if k.startswith(prefix) and not k.endswith(".experts")), None)
+
+
+def kv_after_prefill(r: Report, p: Plan, device: str) -> int:
+    """KV bytes on ``device`` right after the prefill (before any new token), for verify."""
+    from planner.runtimes.transformers.memory import kv
+
+    fp, c = r.footprint, r.constraints
+    exec_device = load_settings(r, p)["exec_device"]
+    total = 0
+    for u in fp.units:
+        if u.kind != "layer" or u.layer is None:
+            continue
+        where = _layer_device(p.device_map, u.name)
+        where = f"cuda:{where}" if isinstance(where, int) else where
+        holder = where if where in ("cpu", "mps") or str(where).startswith("cuda") else exec_device
+        if holder == device:
+            total += kv.layer_bytes(fp.arch, u.layer, context=c.context, new_tokens=0, batch=c.batch, dtype_bytes=p.scheme.dtype_bytes)
+    return total
+
+
+def plan_file(r: Report, p: Plan, **kw: Any) -> str:
+    """The ``--config`` JSON: everything the load needs, and what fitcheck predicted for it."""
+    doc = {
+        "fitcheck_version": __version__,
+        "model": {"id": r.snapshot.id, "revision": r.snapshot.revision, "commit": r.snapshot.commit, "source": r.snapshot.source},
+        "label": p.label,
+        "load": load_settings(r, p, **kw),
+        "generate": {"context": r.constraints.context, "batch": r.constraints.batch, "new_tokens": r.constraints.new_tokens},
+        "predicted": {d: {**m.to_dict(), "kv_after_prefill": kv_after_prefill(r, p, d)} for d, m in p.memory.items()},
+        "margin": {"fraction": r.constraints.margin_fraction, "floor_bytes": r.constraints.margin_floor},
+    }
+    return _no_secrets(json.dumps(doc, indent=2) + "\n")
+
+
+def script(r: Report, p: Plan, **kw: Any) -> str:
+    """A standalone Python script that loads the model with the plan's settings and generates."""
+    generate = {"context": r.constraints.context, "batch": r.constraints.batch, "new_tokens": r.constraints.new_tokens}
+    return script_from_settings(load_settings(r, p, **kw), generate, label=p.label, prequant=r.footprint.prequant.detail if r.footprint.prequant else None)
+
+
+def script_from_settings(s: dict[str, Any], generate: dict[str, Any], *, label: str, prequant: str | None = None) -> str:
+    """Render the load script from a plan file's ``load`` and ``generate`` blocks.
+
+    ``fitcheck verify`` renders the script the same way, so it runs exactly what the user runs.
+    """
+    auto = s["auto_class"]
+    if auto not in _AUTO_CLASSES:
+        raise ValueError(f"unexpected auto class {auto!r}")
+    dtype = _TORCH_DTYPES[s["dtype"]]
+    bnb = s["bitsandbytes"]
+    imports = f"from transformers import AutoTokenizer, {auto}" + (", BitsAndBytesConfig" if bnb else "")
+    quant_lines = ""
+    if bnb:
+        items = {k: v for k, v in bnb.items() if k != "bnb_4bit_compute_dtype"}
+        quant_lines = f"    kwargs[\"quantization_config\"] = BitsAndBytesConfig(**{literal(items)}"
+        quant_lines += f", bnb_4bit_compute_dtype={_TORCH_DTYPES[bnb['bnb_4bit_compute_dtype']]})\n" if "bnb_4bit_compute_dtype" in bnb else ")\n"
+    quant_lines += _prequant_lines(s.get("prequantized"))
+    remote = ""
+    if s["trust_remote_code"]:
+        remote = ("    # --trust-remote-code was given: this runs Python code from the model repo. Review it first.\n"
+                  "    kwargs[\"trust_remote_code\"] = True\n")
+    pre = ""
+    if prequant:
+        pre = f"    # Pre-quantized checkpoint ({_LABEL_SAFE.sub('', prequant)}): transformers reads its quantization_config from config.json.\n"
+    if s.get("pickled_weights"):
+        pre += ("    # This repo has only pickled pytorch_model*.bin weights: loading them unpickles files that can run code.\n"
+                "    # Load them only from a source you trust.\n")
+    text = _TEMPLATE.format(
+        label=_LABEL_SAFE.sub("", label),
+        version=__version__,
+        packages=", ".join(p for p in s["packages"] if _PACKAGE_SPEC.fullmatch(p)),
+        imports=imports,
+        model_lit=literal(s["model"]),
+        revision=literal(s["revision"]),
+        device_map=literal(s["device_map"]),
+        max_memory=literal(s["max_memory"]),
+        offload=literal(s["offload_folder"]),
+        exec_device=literal(s["exec_device"]),
+        context=literal(int(generate["context"])),
+        batch=literal(int(generate["batch"])),
+        new_tokens=literal(int(generate["new_tokens"])),
+        auto=auto,
+        dtype=dtype,
+        safetensors="    kwargs[\"use_safetensors\"] = True\n" if s["use_safetensors"] else "",
+        quant=quant_lines,
+        remote=remote,
+        prequant=pre,
+    )
+    return _no_secrets(text)
+
+
+def _prequant_lines(pq: dict[str, Any] | None) -> str:
+    """Lines of load_model for a pre-quantized checkpoint: check the packages the planned load
+    needs (a missing one makes transformers fall back silently, e.g. MXFP4 to bf16, ~3x the
+    memory), and pass the quantization config that makes the load do what was planned."""
+    if not pq:
+        return ""
+    out = ""
+    requires = [[str(pip), str(module)] for pip, module in pq.get("requires") or ()
+                if _PACKAGE_SPEC.fullmatch(str(pip)) and _MODULE.fullmatch(str(module))]
+    if requires:
+        out += ("    # The planned load needs these packages; without them transformers loads differently than planned.\n"
+                "    import importlib.util\n"
+                f"    missing = [pip for pip, module in {literal(requires)} if importlib.util.find_spec(module) is None]\n"
+                "    if missing:\n"
+                "        sys.exit(\"this plan needs: pip install \" + \" \".join(repr(m) for m in missing))\n")
+    config = pq.get("config")
+    if config:
+        name = config["class"]
+        if name not in formats.CONFIG_CLASSES:
+            raise ValueError(f"unexpected quantization config class {name!r}")
+        what = "dequantized to the load dtype" if pq.get("action") == formats.DEQUANTIZE else "as planned"
+        out += (f"    # Planned {what}; this config makes transformers load it that way on any machine.\n"
+                f"    from transformers import {name}\n"
+                f"    kwargs[\"quantization_config\"] = {name}(**{literal(config['kwargs'])})\n")
+    return out
+
+
+def render_check(settings: Any, generate: Any) -> str | None:
+    """Why a plan file's load settings cannot render a script, or None when they can."""
+    try:
+        script_from_settings(settings, generate, label="check")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        return f"{type(e).__name__}: {str(e)[:120]}"
+    return None
+
+
+def _no_secrets(text: str) -> str:
+    if contains_known(text):
+        raise UsageError("refusing to write a plan or script: it would contain your Hub token",
+                         hint="a model path or revision holds the token; the files never need it")
+    return text
+
+
+def literal(value: Any) -> str:
+    """``repr`` of plain data only: the one way outside values enter generated code."""
+    _check_plain(value)
+    return repr(value)
+
+
+def _check_plain(value: Any, depth: int = 0) -> None:
+    if depth > 8:
+        raise ValueError("value nested too deeply for a literal")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _check_plain(v, depth + 1)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise ValueError(f"dict key {k!r} is not a str or int")
+            _check_plain(v, depth + 1)
+        return
+    raise ValueError(f"{type(value).__name__} is not plain data")
+
+
+def _mm_key(device: str) -> int | str:
+    return int(device.split(":")[1]) if device.startswith("cuda:") else device
+
+
+_TEMPLATE = '''#!/usr/bin/env python3
+"""Load MODEL as fitcheck planned it ({label}).
+
+Generated by fitcheck {version}. Needs: {packages}.
+Run it as ``python load.py [prompt]``. Log in (``hf auth login``) or set HF_TOKEN for gated repos.
+"""
+
+import sys
+
+import torch
+{imports}
+
+MODEL = {model_lit}
+REVISION = {revision}
+# Module -> device, computed by fitcheck for the memory each device has (integers are CUDA indices).
+DEVICE_MAP = {device_map}
+# The capacity per device the map was computed for. The explicit DEVICE_MAP above is what loads;
+# MAX_MEMORY is what to pass instead if you switch to device_map="auto".
+MAX_MEMORY = {max_memory}
+OFFLOAD_FOLDER = {offload}
+# Inputs go where the first layers run.
+EXEC_DEVICE = {exec_device}
+CONTEXT = {context}
+BATCH = {batch}
+NEW_TOKENS = {new_tokens}
+
+
+def load_model():
+    """Load the model exactly as planned."""
+    kwargs = {{"revision": REVISION, "dtype": {dtype}, "device_map": DEVICE_MAP}}
+{safetensors}    if OFFLOAD_FOLDER is not None:
+        kwargs["offload_folder"] = OFFLOAD_FOLDER
+{quant}{remote}{prequant}    return {auto}.from_pretrained(MODEL, **kwargs)
+
+
+def main(argv):
+    prompt = argv[1] if len(argv) > 1 else "The quick brown fox"
+    tokenizer = AutoTokenizer.from_pretrained(MODEL, revision=REVISION)
+    model = load_model()
+    inputs = tokenizer([prompt] * BATCH, return_tensors="pt").to(EXEC_DEVICE)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+    print(tokenizer.decode(out[0], skip_special_tokens=True))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
+'''

@@ -1,0 +1,185 @@
+"""Where a model's metadata comes from: a local folder, the caches, the Hub, or the bundled catalog.
+
+Order, for ``org/name`` at a revision:
+
+1. fitcheck's metadata cache (a commit: always; a branch: within ``ttl``, offline always, else
+   after one HEAD request shows the branch still points at the cached commit);
+2. the Hugging Face cache, when it holds the snapshot's config and weight files;
+3. the Hub (the result is cached);
+4. when the network is down or ``HF_HUB_OFFLINE=1``: the bundled catalog, saying so.
+
+A path that exists, or that starts with ``.``, ``/`` or ``~``, is a local folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from planner.sources import cache
+from planner.sources import catalog
+from planner.core import ids
+from planner.core.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound
+from planner.sources.local import read_folder
+from planner.core.paths import hf_cache_dir
+from planner.core.records import Snapshot
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+# Above this many tensors the full tensor list is not cached: encoding DeepSeek-V3's 91,991 tensors
+# costs ~0.3 s of a cold plan (FINDINGS.md #5), and the footprint summary cached after the estimate
+# is what warm plans read. Such a model is re-read from the Hub only if fitcheck's estimator changes.
+FULL_ENTRY_MAX_TENSORS = 20_000
+# How long a branch's commit is trusted without asking the Hub. Ten minutes keeps repeated
+# pre-flight checks in a script free of network while a push shows up quickly.
+DEFAULT_TTL_S = 600.0
+
+
+def endpoint_now() -> str:
+    """``HF_ENDPOINT``, read at call time (huggingface_hub reads it only at import)."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def offline_now() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``), read at call time."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def is_local(ref: str) -> bool:
+    """A path, not a repo id: it starts like one, or names a folder that exists (as transformers decides).
+
+    An empty or blank string is neither (``Path("")`` is the current folder): it is refused as a repo id.
+    """
+    if not ref.strip():
+        return False
+    return ref.startswith((".", "/", "~")) or Path(ref).is_dir()
+
+
+def read_model(ref: str, *, revision: str | None = None, token: str | bool | None = None, endpoint: str | None = None,
+               timeout: float = 30.0, ttl: float = DEFAULT_TTL_S, use_cache: bool = True) -> Snapshot:
+    """Read the metadata of a model given as a repo id or a local folder.
+
+    Raises:
+        UsageError: an invalid repo id or revision.
+        RepoNotFound, GatedRepo, HubUnavailable, OfflineCacheMiss, HubError, ModelFormatError.
+    """
+    if is_local(ref):
+        return read_folder(Path(os.path.expanduser(ref)), model_id=ref)
+    repo = ids.repo_id(ref)
+    rev = ids.revision(revision) or "main"
+    endpoint = (endpoint or endpoint_now()).rstrip("/")
+    offline = offline_now()
+    # One deadline for every request of this read: the revision check and the Hub read share it.
+    deadline = time.monotonic() + timeout
+
+    if use_cache:
+        hit = _from_metadata_cache(endpoint, repo, rev, offline=offline, ttl=ttl, token=token, timeout=timeout, deadline=deadline)
+        if hit is not None:
+            return hit
+        hit = _from_hf_cache(repo, rev)
+        if hit is not None:
+            return hit
+    if offline:
+        return _from_catalog(repo, rev, "HF_HUB_OFFLINE is set") or _offline_miss(repo, rev)
+
+    from planner.sources.hub import read_hub
+
+    try:
+        snap = read_hub(repo, revision=revision, token=token, endpoint=endpoint, timeout=timeout, deadline=deadline)
+    except HubUnavailable as e:
+        fallback = _from_catalog(repo, rev, "the Hub could not be reached")
+        if fallback is None:
+            raise
+        return replace(fallback, notes=(*fallback.notes, f"network error: {e.message}"))
+    if use_cache and snap.commit:
+        if len(snap.tensors) <= FULL_ENTRY_MAX_TENSORS:
+            cache.store(endpoint, snap)
+        if rev != snap.commit:
+            cache.store_ref(endpoint, repo, rev, snap.commit)
+    return snap
+
+
+def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, ttl: float, token: str | bool | None, timeout: float,
+                         deadline: float) -> Snapshot | None:
+    if ids.COMMIT.match(rev):
+        snap = _cached(endpoint, repo, rev)
+        # The entry may have been stored by a read of a branch: report the commit that was asked for.
+        return replace(snap, revision=rev) if snap is not None else None
+    ref = cache.lookup_ref(endpoint, repo, rev)
+    if ref is None:
+        return None
+    commit, age = ref
+    if not offline and age > ttl:
+        current = _head_commit(endpoint, repo, rev, token=token, timeout=timeout, deadline=deadline)
+        if current != commit:
+            return None
+        cache.store_ref(endpoint, repo, rev, commit)
+    snap = _cached(endpoint, repo, commit)
+    return replace(snap, revision=rev) if snap is not None else None
+
+
+def _cached(endpoint: str, repo: str, commit: str) -> Snapshot | None:
+    """The cached footprint of a commit (a few KB) when this estimator made one, else the cached
+    tensors (estimated again by the caller)."""
+    from planner.model.footprint import ESTIMATOR_VERSION
+
+    return cache.load_summary(endpoint, repo, commit, ESTIMATOR_VERSION) or cache.load(endpoint, repo, commit)
+
+
+def remember_estimate(endpoint: str | None, snap: Snapshot, footprint: Any) -> None:
+    """Cache the estimate of a snapshot read from the Hub or the metadata cache, for warm plans."""
+    from planner.model.footprint import ESTIMATOR_VERSION
+
+    if snap.commit and snap.source in ("hub", "cache") and snap.summary is None and snap.tensors:
+        cache.store_summary((endpoint or endpoint_now()).rstrip("/"), snap, footprint.to_dict(), ESTIMATOR_VERSION)
+
+
+def _head_commit(endpoint: str, repo: str, rev: str, *, token: str | bool | None, timeout: float, deadline: float) -> str | None:
+    """The commit a branch points at now, from one HEAD request; None when it cannot be told."""
+    from huggingface_hub import hf_hub_url
+
+    from planner.sources.http import Session
+
+    try:
+        session = Session(endpoint, token, min(timeout, 10.0), deadline=deadline)
+        resp = session.get(hf_hub_url(repo, "config.json", revision=rev, endpoint=endpoint), what=f"revision check of {repo}",
+                           limit=0, method="HEAD")
+    except (HubUnavailable, RepoNotFound):
+        return None
+    return resp.headers.get("x-repo-commit") if resp is not None else None
+
+
+def _from_hf_cache(repo: str, rev: str) -> Snapshot | None:
+    root = hf_cache_dir() / ("models--" + repo.replace("/", "--"))
+    commit = rev
+    if not ids.COMMIT.match(rev):
+        try:
+            commit = (root / "refs" / rev).read_text().strip()
+        except OSError:
+            return None
+        if not ids.COMMIT.match(commit):
+            return None
+    folder = root / "snapshots" / commit
+    if not (folder / "config.json").is_file():
+        return None
+    try:
+        snap = read_folder(folder, model_id=repo, source="cache", revision=rev, commit=commit)
+    except (FitcheckError, OSError):
+        return None  # an incomplete or damaged download in the HF cache: read the Hub instead
+    return replace(snap, notes=(*snap.notes, f"read from the Hugging Face cache ({folder})"))
+
+
+def _from_catalog(repo: str, rev: str, why: str) -> Snapshot | None:
+    snap = catalog.lookup(repo)
+    if snap is None or rev not in ("main", snap.commit):
+        return None
+    return replace(snap, notes=(*snap.notes, f"{why}: using fitcheck's bundled catalog entry for {repo}"))
+
+
+def _offline_miss(repo: str, rev: str) -> Snapshot:
+    raise OfflineCacheMiss(
+        f"{repo}@{rev}: HF_HUB_OFFLINE is set and neither fitcheck's cache, the Hugging Face cache nor the bundled catalog has it",
+        hint="plan it once online, or unset HF_HUB_OFFLINE",
+    )
