@@ -120,8 +120,8 @@ def driver_version() -> str:
 def run_one(name: str, folder: Path, quant: str, hw, context: int, out_dir: Path) -> dict:
     from planner import api
     from planner.runtimes.transformers import emit
-    from planner.solve.solver import Constraints
-    from planner.verify import verify_plan_text
+    from planner.core.records import Constraints
+    from planner.report.verify import verify_plan_text
 
     c = Constraints(context=context, batch=1, new_tokens=16, quantization=quant, dtype="bfloat16", offload=False)
     r = api.plan(str(folder), hardware=hw, constraints=c)

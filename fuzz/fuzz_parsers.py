@@ -51,7 +51,9 @@ from planner.core.errors import FitcheckError, NoFeasiblePlan, printable  # noqa
 from planner.model.footprint import estimate  # noqa: E402
 from planner.sources.formats.safetensors import header_length, parse_header  # noqa: E402
 from planner.core.records import Gpu, Hardware, RepoFile, Snapshot, Tensor  # noqa: E402
-from planner.solve.solver import Constraints, solve  # noqa: E402
+from planner.core.records import Constraints
+from planner.runtimes.transformers.plans import plans as transformers_plans
+from planner.solve.solver import solve  # noqa: E402
 from planner.core.units import DTYPE_BITS, GiB, parse_size  # noqa: E402
 
 SLOW_INPUT_S = 1.0  # an input taking longer than this is a finding (unbounded work)

@@ -341,7 +341,7 @@ def ram_forcing_disk(snap, constraints) -> int:
 
     def placement(ram: int) -> str | None:
         r = api.plan(snap.id, hardware=cpu_hardware(ram), constraints=constraints, snapshot=snap)
-        return r.solution.chosen.placement if r.solution else None
+        return r.solution.chosen.settings.placement if r.solution else None
 
     lo, hi = 64 << 20, 8192 << 20
     assert placement(hi) == "cpu"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from planner import api
 from planner.hardware.probe import apply_overrides
 from planner.core.records import Hardware
-from planner.solve.solver import Constraints
+from planner.core.records import Constraints
 from planner.core.units import MiB
 
 
@@ -22,7 +22,7 @@ def ram_forcing_disk(repo: str, *, context: int) -> int:
 
     def placement(ram: int) -> str | None:
         r = api.plan(repo, hardware=cpu_only(ram), constraints=c)
-        return r.solution.chosen.placement if r.solution else None
+        return r.solution.chosen.settings.placement if r.solution else None
 
     lo, hi = 200 * MiB, 4096 * MiB  # nothing fits at lo, everything in RAM at hi
     assert placement(lo) is None and placement(hi) == "cpu"

@@ -21,7 +21,8 @@ from fixtures_models import decoder_tensors, safetensors_header, sparse_repo_fil
 from hostile import CONFIG, check_one_line, run_cli, short_repo_id
 from planner.sources import cache
 from planner.core.errors import OfflineCacheMiss
-from planner.sources.resolve import read_model
+from planner.api import read_model
+from planner.report.schema import report_dict
 
 HW = ["--hardware", "rtx-4090"]
 
@@ -290,23 +291,30 @@ def test_warm_plans_reuse_the_cached_estimate_without_reading_tensors(tiny_model
     """The cold plan caches its footprint (keyed by commit and estimator version); the warm plan
     loads that small summary, not the tensors, and gets the very same footprint."""
     from planner import api
-    from planner.model.footprint import estimate
+    from planner.model.footprint import ESTIMATOR_VERSION, estimate
     from planner.hardware.probe import apply_overrides
     from planner.core.records import Hardware
-    from planner.sources.resolve import read_model
+    from planner.runtimes.transformers.files import select
+    from planner.sources import resolve
+
+    def selector(listing, config):
+        return select((f.path for f in listing), config)[0]
 
     repo = "tests/warm-summary"
     hub.add_local_model(repo, tiny_models["qwen2"])
     hw = apply_overrides(Hardware(name="t", source="t", gpus=(), ram_total=1, ram_free=1, disk_free=1, cache_disk_free=1),
                          ram=8 << 30, disk=10**12)
     cold = api.plan(repo, hardware=hw)
-    warm_snap = read_model(repo)
-    assert warm_snap.source == "cache" and warm_snap.tensors == () and warm_snap.summary is not None
-    assert estimate(warm_snap) == cold.footprint
-    assert api.plan(repo, hardware=hw).to_dict()["plan"] == cold.to_dict()["plan"]
+    warm_snap, facts = resolve.read(repo, select=selector, version=ESTIMATOR_VERSION)
+    assert warm_snap.source == "cache" and warm_snap.tensors == () and facts is not None
+    assert estimate(warm_snap, facts) == cold.footprint
+    # another estimator version does not get them: it reads the tensors of the full entry
+    other, none = resolve.read(repo, select=selector, version=ESTIMATOR_VERSION + "-next")
+    assert none is None and other.tensors and estimate(other) == cold.footprint
+    assert report_dict(api.plan(repo, hardware=hw))["plan"] == report_dict(cold)["plan"]
     # a damaged summary is not trusted: the tensors are read from the full entry instead
     summaries = [p for p in (Path(os.environ["FITCHECK_CACHE_DIR"]) / "summaries").iterdir()]
     assert len(summaries) == 1
     summaries[0].write_bytes(summaries[0].read_bytes()[:-10])
-    again = read_model(repo)
-    assert again.summary is None and again.tensors and estimate(again) == cold.footprint
+    again, facts = resolve.read(repo, select=selector, version=ESTIMATOR_VERSION)
+    assert facts is None and again.tensors and estimate(again) == cold.footprint

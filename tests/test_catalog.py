@@ -14,7 +14,7 @@ import pytest
 from planner.sources import catalog
 from planner.core.errors import OfflineCacheMiss
 from planner.model.footprint import estimate
-from planner.sources.resolve import read_model
+from planner.api import read_model
 
 # The models the catalog must hold (shared/catalog-configs/README.md).
 EXPECTED = {

@@ -10,12 +10,14 @@ import pytest
 from fixtures_models import decoder_tensors
 from planner import api
 from planner.sources import catalog
-from planner.solve.context import max_context, render_table
+from planner.api import max_context
+from planner.solve.context import render_table
 from planner.core.errors import UsageError
 from planner.runtimes.transformers.memory import kv
 from planner.hardware.profiles import load_profile
 from planner.core.records import Hardware, Snapshot, Tensor
-from planner.solve.solver import Constraints, reprice
+from planner.core.records import Constraints
+from planner.runtimes.transformers.plans import reprice
 from planner.core.units import GiB, MiB, tensor_nbytes
 
 LAYOUT = dict(layers=8, hidden=1024, intermediate=2816, heads=16, kv_heads=4, vocab=32000)
@@ -56,7 +58,7 @@ def test_boundary_is_exact() -> None:
     at_max = reprice(r.footprint, r.hardware, replace(r.constraints, context=mc.max_context), chosen)
     past = reprice(r.footprint, r.hardware, replace(r.constraints, context=mc.max_context + 1), chosen)
     assert at_max.fits and not past.fits
-    assert at_max.scheme == chosen.scheme and at_max.placement == chosen.placement
+    assert at_max.settings.scheme == chosen.settings.scheme and at_max.settings.placement == chosen.settings.placement
     assert 0 <= mc.headroom["cpu"] == at_max.memory["cpu"].capacity - at_max.memory["cpu"].required
 
 
@@ -104,7 +106,7 @@ def test_gpu_plan_keeps_its_kind() -> None:
     r = api.plan("meta-llama/Llama-3.1-8B", hardware=load_profile("rtx-4090"), snapshot=snap,
                  constraints=Constraints(context=4096, dtype="bfloat16", quantization="none", offload=False))
     mc = max_context(r)
-    assert r.solution.chosen.placement == "gpu" and mc.plan == r.solution.chosen.label
+    assert r.solution.chosen.settings.placement == "gpu" and mc.plan == r.solution.chosen.label
     assert mc.limit == "memory" and mc.limiting_device == "cuda:0"
     assert 4096 <= mc.max_context < 131072
     assert set(mc.headroom) == {"cuda:0", "cpu"}

@@ -12,7 +12,8 @@ from machines import cpu_only
 from scripts import script_parts
 from planner import api
 from planner.runtimes.transformers import emit
-from planner.solve.solver import Constraints
+from planner.core.records import Constraints
+from planner.report.schema import report_dict
 
 CANARY = "hf_CANARYcanaryCANARYcanary0123456789"
 HW = cpu_only(16 * 1024**3)
@@ -56,7 +57,7 @@ def test_scripts_and_plans_never_carry_the_token(tiny_models, monkeypatch: pytes
     r = api.plan(str(tiny_models["llama"]), hardware=HW, constraints=Constraints(context=64), token=CANARY)
     for p in (r.solution.chosen, *r.solution.alternatives):
         assert CANARY not in emit.script(r, p) and CANARY not in emit.plan_file(r, p)
-    assert CANARY not in json.dumps(r.to_dict())
+    assert CANARY not in json.dumps(report_dict(r))
 
 
 def test_trust_remote_code_only_when_asked(tiny_models) -> None:

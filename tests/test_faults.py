@@ -19,7 +19,7 @@ from fixtures_models import safetensors_header
 from hostile import CONFIG, check_one_line, run_cli
 from planner.sources import http as hubhttp
 from planner.core.errors import GatedRepo, HubError, HubUnavailable, RepoNotFound
-from planner.sources.resolve import read_model
+from planner.api import read_model
 
 SHARD1 = "model-00001-of-00002.safetensors"
 SHARD2 = "model-00002-of-00002.safetensors"

@@ -21,8 +21,8 @@ from planner.runtimes.transformers import emit
 from planner.runtimes.transformers import quantizers as formats
 from planner.model.footprint import estimate
 from planner.core.records import Hardware
-from planner.solve.solver import Constraints
-from planner.sources.resolve import read_model
+from planner.core.records import Constraints
+from planner.api import read_model
 
 SMALL = dict(hidden_size=256, intermediate_size=384, num_attention_heads=4, num_key_value_heads=2)
 C = Constraints(context=32, new_tokens=4)
@@ -92,7 +92,7 @@ def test_bnb_serialized_4bit_loads_as_stored(loads) -> None:
     fp = r.footprint
     assert fp.prequant.method == "bitsandbytes" and fp.parameters == _params(loads["source"])
     p = r.solution.chosen
-    assert p.scheme.quantization == "prequantized" and p.placement == "cpu"
+    assert p.settings.scheme.quantization == "prequantized" and p.settings.placement == "cpu"
     load = emit.load_settings(r, p)
     assert load["bitsandbytes"] is None and "bitsandbytes" in load["packages"]
     assert load["prequantized"] == {"method": "bitsandbytes", "action": "as stored", "reason": load["prequantized"]["reason"],
@@ -106,7 +106,7 @@ def test_fp8_block_scaled_is_dequantized_on_cpu_as_planned(loads) -> None:
     source = loads["source"]
     assert r.footprint.parameters == _params(source) and not r.footprint.dequantize_blockers
     p = r.solution.chosen
-    assert p.scheme.quantization == "none" and p.scheme.dtype == "bfloat16", p.label
+    assert p.settings.scheme.quantization == "none" and p.settings.scheme.dtype == "bfloat16", p.label
     # dequantized, the weights are exactly the bf16 model's
     assert p.memory["cpu"].weights == (source / "model.safetensors").stat().st_size - _header(source / "model.safetensors")
     assert any("quantizer_finegrained_fp8.py:38-44" in n for n in p.notes)
@@ -132,10 +132,10 @@ def test_mxfp4_gpt_oss_dequantizes_on_cpu_with_experts_on_disk_first(loads) -> N
     r = loads["mxfp4"].report
     assert r.footprint.prequant.method == "mxfp4"
     p = r.solution.chosen
-    assert p.placement == "cpu+disk" and p.scheme.quantization == "none", p.label
-    experts = {k: v for k, v in p.device_map.items() if k.endswith(".mlp.experts")}
+    assert p.settings.placement == "cpu+disk" and p.settings.scheme.quantization == "none", p.label
+    experts = {k: v for k, v in p.settings.device_map.items() if k.endswith(".mlp.experts")}
     assert "disk" in experts.values()  # experts go first ...
-    assert all(v == "cpu" for k, v in p.device_map.items() if ".self_attn" in k or k == "model.embed_tokens")  # ... attention stays
+    assert all(v == "cpu" for k, v in p.settings.device_map.items() if ".self_attn" in k or k == "model.embed_tokens")  # ... attention stays
     text = loads["mxfp4"].result()
     assert "Mxfp4Config(**{'dequantize': True})" in text
     written = {f.name: f.stat().st_size for f in loads["offload"].iterdir()}

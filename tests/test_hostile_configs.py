@@ -19,7 +19,7 @@ from planner.model import prequant
 from planner.model.arch import read_arch
 from planner.core.errors import FitcheckError
 from planner.hardware.profiles import load_profile
-from planner.solve.solver import Constraints
+from planner.core.records import Constraints
 
 _SECONDS = 10.0  # generous: a loaded 2-core CI machine; unbounded work would take minutes
 HEADER, SIZE = safetensors_header({"model.embed_tokens.weight": ("BF16", (100, 64)),

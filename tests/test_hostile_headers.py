@@ -20,7 +20,7 @@ from planner.core.errors import BadHeader, FitcheckError, UnsupportedModel
 from planner.model.footprint import estimate
 from planner.sources.formats.safetensors import header_length, parse_header
 from planner.sources.hub import FIRST_READ
-from planner.sources.resolve import read_model
+from planner.api import read_model
 
 _SECONDS = 10.0  # generous: a loaded 2-core CI machine; unbounded work would take minutes
 # A one-line message quotes at most 40-80 characters of any hostile value.

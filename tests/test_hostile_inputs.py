@@ -19,7 +19,7 @@ from fixtures_models import safetensors_header
 from hostile import (BAD_OPTIONS, BAD_PATHS, BAD_REPO_IDS, BAD_REVISIONS, BAD_SIZES, CONFIG, INDEXES, check_one_line, run_cli,
                      run_inprocess)
 from planner.core.errors import BadHeader, FitcheckError
-from planner.sources.resolve import read_model
+from planner.api import read_model
 
 HW = ("--hardware", "rtx-4090")
 SHARD = "model-00001-of-00001.safetensors"

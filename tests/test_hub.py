@@ -12,7 +12,7 @@ from fakehub import FakeHub, SparseFile
 from fixtures_models import decoder_tensors, safetensors_header, sparse_repo_files
 from planner.core.errors import GatedRepo, NoWeights, RepoNotFound
 from planner.model.footprint import estimate
-from planner.sources.resolve import read_model
+from planner.api import read_model
 
 DATA = Path(__file__).parent / "data"
 CONFIG_70B = json.loads((DATA / "llama-3.1-70b.config.json").read_text())

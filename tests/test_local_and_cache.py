@@ -21,7 +21,7 @@ from planner import api
 from planner.runtimes.transformers import emit
 from planner.sources import local
 from planner.model.footprint import estimate
-from planner.sources.resolve import read_model
+from planner.api import read_model
 
 LAYOUT_70B = dict(layers=80, hidden=8192, intermediate=28672, heads=64, kv_heads=8, vocab=128256)
 CONFIG_70B = json.loads((Path(__file__).parent / "data" / "llama-3.1-70b.config.json").read_text())

@@ -13,8 +13,8 @@ from planner import api
 from planner.sources import catalog
 from planner.model.footprint import estimate
 from planner.runtimes.transformers.memory import activations, overhead, weights
-from planner.core.records import Scheme
-from planner.solve.solver import Constraints
+from planner.runtimes.transformers.settings import Scheme
+from planner.core.records import Constraints
 from planner.core.units import GiB
 
 REPO = "meta-llama/Llama-3.2-1B"

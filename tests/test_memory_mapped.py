@@ -13,7 +13,7 @@ from planner import api
 from planner.sources import catalog
 from planner.model.footprint import estimate, input_embedding
 from planner.runtimes.transformers.memory.weights import FAULT_AROUND_BYTES
-from planner.solve.solver import Constraints
+from planner.core.records import Constraints
 from planner.core.units import GiB
 
 CPU_ONLY = cpu_only(20 * GiB)

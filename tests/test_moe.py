@@ -21,8 +21,8 @@ from planner import api
 from planner.runtimes.transformers import emit
 from planner.model.footprint import estimate
 from planner.hardware.profiles import load_profile
-from planner.solve.solver import Constraints
-from planner.sources.resolve import read_model
+from planner.core.records import Constraints
+from planner.api import read_model
 
 BF16 = Constraints(context=2048, dtype="bfloat16", quantization="none")
 
@@ -52,42 +52,42 @@ def test_active_and_total_parameters(mixtral_8x7b: str) -> None:
 def test_one_gpu_offloads_experts_before_any_dense_layer(mixtral_8x7b: str) -> None:
     r = api.plan(mixtral_8x7b, hardware=load_profile("rtx-4090"), constraints=BF16)
     p = r.solution.chosen
-    assert p.placement.startswith("gpu+cpu"), p.label
-    _flat(p.device_map)
-    off_experts = [k for k, v in p.device_map.items() if k.endswith(".mlp.experts") and v in ("cpu", "disk")]
+    assert p.settings.placement.startswith("gpu+cpu"), p.label
+    _flat(p.settings.device_map)
+    off_experts = [k for k, v in p.settings.device_map.items() if k.endswith(".mlp.experts") and v in ("cpu", "disk")]
     assert off_experts
     # attention, norms and the router of every layer stay on the GPU
     for i in range(32):
-        assert p.device_map.get(f"model.layers.{i}", p.device_map.get(f"model.layers.{i}.self_attn")) == 0
-    assert p.device_map["model.embed_tokens"] == 0 and p.device_map["lm_head"] == 0
+        assert p.settings.device_map.get(f"model.layers.{i}", p.settings.device_map.get(f"model.layers.{i}.self_attn")) == 0
+    assert p.settings.device_map["model.embed_tokens"] == 0 and p.settings.device_map["lm_head"] == 0
     assert any("experts of" in n and "streamed whole per forward" in n for n in p.notes)
     # every module name is one transformers builds for Mixtral (block_sparse_moe is renamed mlp)
-    assert all(k.startswith(("model.layers.", "model.embed_tokens", "model.norm", "lm_head")) for k in p.device_map)
-    assert not [k for k in p.device_map if "block_sparse_moe" in k]
-    assert {k.rsplit(".", 1)[-1] for k in p.device_map if k.startswith("model.layers.0.")} <= {
+    assert all(k.startswith(("model.layers.", "model.embed_tokens", "model.norm", "lm_head")) for k in p.settings.device_map)
+    assert not [k for k in p.settings.device_map if "block_sparse_moe" in k]
+    assert {k.rsplit(".", 1)[-1] for k in p.settings.device_map if k.startswith("model.layers.0.")} <= {
         "self_attn", "input_layernorm", "post_attention_layernorm", "gate", "experts"}
 
 
 def test_several_gpus_keep_whole_layers(mixtral_8x7b: str) -> None:
     r = api.plan(mixtral_8x7b, hardware=load_profile("2x-rtx-3090"), constraints=BF16)
-    multi = [p for p in (r.solution.chosen, *r.solution.alternatives) if p.strategy != "single"]
+    multi = [p for p in (r.solution.chosen, *r.solution.alternatives) if p.settings.strategy != "single"]
     assert multi
     for p in multi:
-        _flat(p.device_map)
-        assert not [k for k in p.device_map if k.endswith(".mlp.experts")], p.label
+        _flat(p.settings.device_map)
+        assert not [k for k in p.settings.device_map if k.endswith(".mlp.experts")], p.label
 
 
 def test_speed_reads_only_the_routed_experts(mixtral_8x7b: str) -> None:
     r = api.plan(mixtral_8x7b, hardware=load_profile("h200"), constraints=BF16)
     p = r.solution.chosen
-    assert p.placement == "gpu"
+    assert p.settings.placement == "gpu"
     hw = load_profile("h200")
     from planner.runtimes.transformers.speed import GPU_EFFICIENCY
 
     all_weights = p.memory["cuda:0"].weights
     dense_speed = hw.gpus[0].bandwidth * GPU_EFFICIENCY["none"] / all_weights
     active_speed = dense_speed * r.footprint.parameters / r.footprint.active_parameters
-    assert 0.8 * active_speed < p.tokens_per_s < 1.05 * active_speed
+    assert 0.8 * active_speed < p.speed.tokens_per_s < 1.05 * active_speed
 
 
 def test_experts_on_disk_load_and_generate_through_the_script(tiny_models, tmp_path: Path) -> None:
@@ -96,11 +96,11 @@ def test_experts_on_disk_load_and_generate_through_the_script(tiny_models, tmp_p
     c = Constraints(context=32, new_tokens=4, dtype="bfloat16", quantization="none")
     r = api.plan(str(folder), hardware=L.cpu_hardware(L.ram_forcing_disk(snap, c)), constraints=c, snapshot=snap)
     p = r.solution.chosen
-    assert p.placement == "cpu+disk"
-    _flat(p.device_map)
-    on_disk = [k for k, v in p.device_map.items() if v == "disk"]
+    assert p.settings.placement == "cpu+disk"
+    _flat(p.settings.device_map)
+    on_disk = [k for k, v in p.settings.device_map.items() if v == "disk"]
     assert on_disk and all(k.endswith(".mlp.experts") for k in on_disk)
-    assert all(p.device_map[k] == "cpu" for k in p.device_map if k.endswith((".self_attn", ".mlp.gate")))
+    assert all(p.settings.device_map[k] == "cpu" for k in p.settings.device_map if k.endswith((".self_attn", ".mlp.gate")))
     offload = tmp_path / "offload"
     script = tmp_path / "load.py"
     script.write_text(emit.script(r, p, offload_dir=str(offload)))

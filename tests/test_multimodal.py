@@ -23,8 +23,9 @@ from planner.runtimes.transformers import emit
 from planner.model.footprint import estimate
 from planner.hardware.profiles import load_profile
 from planner.core.records import Snapshot, Tensor
-from planner.solve.solver import Constraints
-from planner.sources.resolve import read_model
+from planner.core.records import Constraints
+from planner.api import read_model
+from planner.report.schema import report_dict
 
 C = Constraints(context=32, new_tokens=4, dtype="bfloat16", quantization="none")
 
@@ -52,11 +53,11 @@ def test_module_names_and_device_map_match_transformers(model_type: str, tmp_pat
         assert {u.kind for u in fp.units} >= {"vision", "layer", "embed"}
         assert [u.layer for u in fp.units if u.kind == "layer"] == list(range(4))  # the text decoder's layers carry the KV
         r = api.plan(s.id, hardware=L.cpu_hardware(L.ram_forcing_disk(s, C)), constraints=C, snapshot=s)
-        dm = r.solution.chosen.device_map
+        dm = r.solution.chosen.settings.device_map
         assert set(dm.values()) == {"cpu", "disk"}
         assert all(k in modules for k in dm), [k for k in dm if k not in modules]
         assert not _covered(dm, state), _covered(dm, state)[:5]
-        comps = r.to_dict()["model"]["components"]
+        comps = report_dict(r)["model"]["components"]
         assert set(comps) == {"vision_tower", "projector", "language_model"}
         assert sum(c["parameters"] for c in comps.values()) == fp.parameters
 
@@ -67,7 +68,7 @@ def test_llava_components_and_kv_from_text_config(hub: FakeHub, repo_id: str) ->
     files["config.json"] = json.dumps(L.LLAVA_1_5_CONFIG).encode()
     hub.add_repo(repo_id, files)
     r = api.plan(repo_id, hardware=load_profile("rtx-4090"), constraints=Constraints(context=4096))
-    doc = r.to_dict()
+    doc = report_dict(r)
     comps = doc["model"]["components"]
     vision = sum(L.numel(s) for n, (_, s) in tensors.items() if n.startswith("vision_tower."))
     projector = sum(L.numel(s) for n, (_, s) in tensors.items() if n.startswith("multi_modal_projector."))
@@ -77,7 +78,7 @@ def test_llava_components_and_kv_from_text_config(hub: FakeHub, repo_id: str) ->
     assert doc["model"]["kv_bytes_per_token"] == 2 * 32 * 32 * 128 * 2  # Llama-2-7B's, from text_config
     assert doc["model"]["auto_class"] == "AutoModelForImageTextToText"
     p = r.solution.chosen
-    assert "model.vision_tower" in p.device_map and "model.language_model.layers.31" in p.device_map
+    assert "model.vision_tower" in p.settings.device_map and "model.language_model.layers.31" in p.settings.device_map
     assert "AutoModelForImageTextToText.from_pretrained" in emit.script(r, p)
 
 
@@ -90,7 +91,7 @@ def test_llava_with_hub_names_and_t5_load_and_generate_through_the_script(tmp_pa
         snap = read_model(str(folder))
         r = api.plan(str(folder), hardware=L.cpu_hardware(L.ram_forcing_disk(snap, C)), constraints=C, snapshot=snap)
         p = r.solution.chosen
-        assert p.placement == "cpu+disk"
+        assert p.settings.placement == "cpu+disk"
         script = tmp_path / f"load_{name}.py"
         script.write_text(emit.script(r, p, offload_dir=str(tmp_path / f"offload-{name}")))
         runs.append((name, r, subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -100,8 +101,8 @@ def test_llava_with_hub_names_and_t5_load_and_generate_through_the_script(tmp_pa
         assert proc.returncode == 0, (name, err[-3000:])
     t5 = runs[1][1]
     assert t5.footprint.arch.auto_class == "AutoModelForSeq2SeqLM"
-    assert set(t5.to_dict()["model"]["components"]) == {"encoder", "decoder", "shared"}
-    dm = t5.solution.chosen.device_map
+    assert set(report_dict(t5)["model"]["components"]) == {"encoder", "decoder", "shared"}
+    dm = t5.solution.chosen.settings.device_map
     assert dm["encoder.embed_tokens"] == dm["decoder.embed_tokens"] == dm["shared"] == dm["lm_head"]  # tied: one device
 
 

@@ -19,9 +19,11 @@ import pytest
 
 from planner.model.footprint import estimate
 from planner.runtimes.transformers.memory import activations, budget
-from planner.core.records import Gpu, Hardware, Scheme
-from planner.solve.solver import Constraints, evaluate, _Candidate
-from planner.sources.resolve import read_model
+from planner.core.records import Gpu, Hardware
+from planner.runtimes.transformers.settings import Scheme
+from planner.core.records import Constraints
+from planner.runtimes.transformers.plans import _Candidate, evaluate
+from planner.api import read_model
 from planner.core.units import MiB
 
 ARCHS = ["llama", "qwen2", "mistral", "gemma3_text", "mixtral", "qwen2_moe"]
@@ -82,7 +84,7 @@ def test_device_map_is_valid_and_no_looser_than_transformers(tiny_models, arch: 
         free = fixed + int(share * fp.stored_bytes * 1.05)
         plan = _plan(fp, free)
         assert plan.fits, plan.reasons
-        ours = plan.device_map
+        ours = plan.settings.device_map
         assert all(k in modules for k in ours), [k for k in ours if k not in modules]
         assert "" not in ours and not [k for k in ours for j in ours if j.startswith(k + ".")], "keys must be flat and disjoint"
         mine = _gpu_params(model, ours)

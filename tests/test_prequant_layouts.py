@@ -21,8 +21,9 @@ from planner.model.footprint import estimate
 from planner.hardware.probe import apply_overrides
 from planner.hardware.profiles import load_profile
 from planner.core.records import Gpu, Hardware
-from planner.solve.solver import Constraints
-from planner.sources.resolve import read_model
+from planner.core.records import Constraints
+from planner.api import read_model
+from planner.report.schema import report_dict
 
 DIMS = dict(layers=2, hidden=256, intermediate=512, heads=4, kv_heads=2, vocab=1024)
 PLAIN_PARAMS = sum(L.numel(s) for _, s in L.decoder(L.plain(), **DIMS).values())
@@ -112,10 +113,10 @@ def test_gpt_oss_20b_without_mxfp4_kernels_dequantizes_to_three_times_the_memory
     stored = estimate(read_model(gpt_oss_20b)).stored_bytes
     # compute capability 7.0 (V100): no MXFP4 kernels, no bf16 -> dequantized to fp16
     r = api.plan(gpt_oss_20b, hardware=_gpu((7, 0), 32, "V100"), constraints=c)
-    on_gpu = [p for p in (r.solution.chosen, *r.solution.alternatives) if p.placement.startswith("gpu")]
+    on_gpu = [p for p in (r.solution.chosen, *r.solution.alternatives) if p.settings.placement.startswith("gpu")]
     assert on_gpu
     for p in on_gpu:
-        assert p.scheme.quantization == "none" and p.scheme.dtype == "float16", p.label
+        assert p.settings.scheme.quantization == "none" and p.settings.scheme.dtype == "float16", p.label
         weights = sum(m.weights for m in p.memory.values())
         assert 2.9 < weights / stored < 3.1
         assert any("dequantized to float16" in n and "quantizer_mxfp4.py" in n for n in p.notes)
@@ -126,7 +127,7 @@ def test_gpt_oss_20b_without_mxfp4_kernels_dequantizes_to_three_times_the_memory
     assert load["prequantized"]["config"] == {"class": "Mxfp4Config", "kwargs": {"dequantize": True}}
     # the same on a CPU-only machine, in bf16
     p = api.plan(gpt_oss_20b, hardware=CPU, constraints=c).solution.chosen
-    assert p.scheme.quantization == "none" and p.scheme.dtype == "bfloat16"
+    assert p.settings.scheme.quantization == "none" and p.settings.scheme.dtype == "bfloat16"
     assert 2.9 < sum(m.weights for m in p.memory.values()) / stored < 3.1
 
 
@@ -135,13 +136,13 @@ def test_gpt_oss_20b_as_stored_on_an_l4_and_an_h100_never_offloaded(gpt_oss_20b:
     for hw in (load_profile("l4"), load_profile("h100-sxm-80gb")):
         r = api.plan(gpt_oss_20b, hardware=hw, constraints=c)
         p = r.solution.chosen
-        assert p.scheme.quantization == "prequantized" and p.placement == "gpu", (hw.name, p.label)
+        assert p.settings.scheme.quantization == "prequantized" and p.settings.placement == "gpu", (hw.name, p.label)
         assert any("kept as stored" in n and "kernels" in n for n in p.notes)
-        load = r.to_dict()["plan"]["load"]
+        load = report_dict(r)["plan"]["load"]
         assert load["bitsandbytes"] is None and load["prequantized"]["config"] is None
         assert {"triton>=3.4", "kernels>=0.18.2,<0.19"} <= set(load["packages"])
     # MXFP4 experts kept as stored land on the GPU whatever the map says: no offloaded MXFP4 plan
-    offloaded = [q for q in r.rejected if q.scheme.quantization == "prequantized" and q.placement != "gpu"]
+    offloaded = [q for q in r.rejected if q.settings.scheme.quantization == "prequantized" and q.settings.placement != "gpu"]
     assert offloaded and all(any("swizzled into Triton tensors" in x for x in q.reasons) for q in offloaded)
     # a T4 (compute capability 7.5) has the kernels: as stored, never dequantized
     t4 = load_profile("t4")
@@ -158,7 +159,7 @@ def test_deepseek_v3_fp8_cannot_be_dequantized_so_it_needs_an_fp8_gpu(hub: FakeH
     r = api.plan(repo_id, hardware=_gpu((8, 0), 80, "A100"))
     assert not r.fits  # compute capability 8.0 dequantizes: impossible here
     r = api.plan(repo_id, hardware=_gpu((9, 0), 80, "H100"))
-    assert r.fits and r.solution.chosen.scheme.quantization == "prequantized"
+    assert r.fits and r.solution.chosen.settings.scheme.quantization == "prequantized"
 
 
 def test_qwen_fp8_dequantizes_on_cpu_and_a100_runs_as_stored_on_h100(hub: FakeHub, repo_id: str) -> None:
@@ -170,15 +171,15 @@ def test_qwen_fp8_dequantizes_on_cpu_and_a100_runs_as_stored_on_h100(hub: FakeHu
     assert not fp.dequantize_blockers
     for hw, action in ((CPU, "none"), (_gpu((8, 0), 40, "A100"), "none"), (_gpu((8, 9), 24, "L4"), "prequantized")):
         p = api.plan(repo_id, hardware=hw).solution.chosen
-        assert p.scheme.quantization == action, (hw.name, p.label)
+        assert p.settings.scheme.quantization == action, (hw.name, p.label)
 
 
 def test_awq_on_cuda_loads_in_float16(hub: FakeHub, repo_id: str) -> None:
     _serve(hub, repo_id, L.decoder(L.awq(), **DIMS), L.decoder_config(quantization_config=FORMATS["awq"][1], **DIMS))
     r = api.plan(repo_id, hardware=_gpu((8, 6), 24, "RTX 3090"))
-    assert r.solution.chosen.scheme.dtype == "float16"
+    assert r.solution.chosen.settings.scheme.dtype == "float16"
     assert any("transformers loads it in float16" in reason for q in r.rejected for reason in q.reasons)
-    assert "gptqmodel" in r.to_dict()["plan"]["load"]["packages"]
+    assert "gptqmodel" in report_dict(r)["plan"]["load"]["packages"]
 
 
 def test_prequantized_bnb_is_never_offloaded_and_never_requantized(hub: FakeHub, repo_id: str) -> None:
@@ -186,20 +187,20 @@ def test_prequantized_bnb_is_never_offloaded_and_never_requantized(hub: FakeHub,
     tiny_gpu = _gpu((8, 6), 1, "tiny")
     r = api.plan(repo_id, hardware=tiny_gpu, constraints=Constraints(context=256))
     plans = [r.solution.chosen, *r.solution.alternatives] if r.solution else []
-    assert all(p.placement in ("gpu", "cpu") for p in plans)
-    offloads = [q for q in r.rejected if q.placement in ("gpu+cpu", "gpu+cpu+disk", "cpu+disk")]
+    assert all(p.settings.placement in ("gpu", "cpu") for p in plans)
+    offloads = [q for q in r.rejected if q.settings.placement in ("gpu+cpu", "gpu+cpu+disk", "cpu+disk")]
     assert offloads and all(any("llm_int8_enable_fp32_cpu_offload cannot be set" in x for x in q.reasons) for q in offloads)
     for p in plans:
-        assert p.scheme.quantization == "prequantized"  # never bnb on top of bnb
-    assert r.to_dict()["plan"]["load"]["bitsandbytes"] is None
+        assert p.settings.scheme.quantization == "prequantized"  # never bnb on top of bnb
+    assert report_dict(r)["plan"]["load"]["bitsandbytes"] is None
 
 
 def test_gptq_and_awq_are_refused_on_apple_mps(hub: FakeHub, repo_id: str) -> None:
     _serve(hub, repo_id, L.decoder(L.gptq(), **DIMS), L.decoder_config(quantization_config=FORMATS["gptq"][1], **DIMS))
     r = api.plan(repo_id, hardware=load_profile("m3-max-64gb"))
-    mps = [q for q in r.rejected if q.placement == "mps"]
+    mps = [q for q in r.rejected if q.settings.placement == "mps"]
     assert mps and all(any("gptq on mps" in reason for reason in q.reasons) for q in mps)
-    assert r.fits and r.solution.chosen.placement == "cpu"  # gptqmodel's CPU kernels
+    assert r.fits and r.solution.chosen.settings.placement == "cpu"  # gptqmodel's CPU kernels
 
 
 def test_unknown_quant_method_is_refused(hub: FakeHub, repo_id: str) -> None:

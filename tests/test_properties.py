@@ -29,7 +29,9 @@ from planner.model.footprint import estimate
 from planner.sources.formats.safetensors import MAX_HEADER_BYTES, header_length, parse_header
 from planner.runtimes.transformers.memory import weights
 from planner.core.records import Gpu, Hardware, RepoFile, Snapshot, Tensor
-from planner.solve.solver import Constraints, solve
+from planner.core.records import Constraints
+from planner.runtimes.transformers.plans import plans as transformers_plans
+from planner.solve.solver import solve
 from planner.core.units import DTYPE_BITS, GiB, MiB, parse_size
 
 # FUZZ_EXAMPLES turns the suite into a long random run (fuzz/README.md): N examples per
@@ -176,7 +178,7 @@ def test_any_config_plans_or_fails_cleanly(config: tuple[dict[str, Any], dict[st
                     files=(RepoFile("model.safetensors", 10**6),), weight_format="safetensors", weight_files=("model.safetensors",),
                     tensors=_HEADER_TENSORS)
     try:
-        solve(estimate(snap), _HW_4090, Constraints(context=128))
+        solve(transformers_plans(estimate(snap), _HW_4090, Constraints(context=128)), "speed", where=_HW_4090.name)
     except FitcheckError:
         pass
 
@@ -301,7 +303,7 @@ constraints = st.builds(Constraints, context=st.one_of(st.sampled_from([512, 409
 def test_solver_invariants(snap: Snapshot, hw: Hardware, c: Constraints) -> None:
     fp = estimate(snap)
     try:
-        solution = solve(fp, hw, c)
+        solution = solve(transformers_plans(fp, hw, c), c.prefer, where=hw.name)
     except NoFeasiblePlan as e:
         assert e.rejections and all(not p.fits and p.reasons for p in e.rejections)
         return
@@ -309,19 +311,19 @@ def test_solver_invariants(snap: Snapshot, hw: Hardware, c: Constraints) -> None
     for plan in (solution.chosen, *solution.alternatives):
         assert plan.fits and not plan.reasons
         # Every unit placed once, on a device the plan accounts for.
-        assert set(plan.device_map) == set(units)
-        devices = {f"cuda:{v}" if isinstance(v, int) else v for v in plan.device_map.values()}
+        assert set(plan.settings.device_map) == set(units)
+        devices = {f"cuda:{v}" if isinstance(v, int) else v for v in plan.settings.device_map.values()}
         assert devices <= set(plan.memory)
-        cpu_exec = plan.placement in ("cpu", "cpu+disk")
+        cpu_exec = plan.settings.placement in ("cpu", "cpu+disk")
         executing = {"cpu"} if cpu_exec else {d for d in plan.memory if d.startswith("cuda") or d == "mps"}
         placed = 0
-        for name, where in plan.device_map.items():
+        for name, where in plan.settings.device_map.items():
             u = units[name]
             if u.tied_to is not None:
-                assert where == plan.device_map[u.tied_to]  # a tied head sits with its embedding
+                assert where == plan.settings.device_map[u.tied_to]  # a tied head sits with its embedding
                 continue
             dev = f"cuda:{where}" if isinstance(where, int) else where
-            placed += weights.unit_bytes(u, plan.scheme, offloaded=dev not in executing, prequant=fp.prequant, cpu=cpu_exec)
+            placed += weights.unit_bytes(u, plan.settings.scheme, offloaded=dev not in executing, prequant=fp.prequant, cpu=cpu_exec)
         # The weights the devices hold (and a CPU run leaves unread in the mapped file) add up to
         # the model's, priced where each unit sits.
         assert sum(m.weights + m.unread for m in plan.memory.values()) == placed
@@ -332,12 +334,12 @@ def test_solver_invariants(snap: Snapshot, hw: Hardware, c: Constraints) -> None
             assert m.required <= m.capacity
             assert m.total - m.reclaimable <= m.capacity
             assert m.total >= m.weights + m.kv_cache
-        assert plan.tokens_per_s >= 0 and math.isfinite(plan.tokens_per_s)
+        assert plan.speed.tokens_per_s >= 0 and math.isfinite(plan.speed.tokens_per_s)
     if c.dtype:
-        assert all(p.scheme.dtype == c.dtype for p in (solution.chosen, *solution.alternatives))
+        assert all(p.settings.scheme.dtype == c.dtype for p in (solution.chosen, *solution.alternatives))
     if not c.offload:
-        assert all(v not in ("cpu", "disk") or not hw.gpus for p in (solution.chosen, *solution.alternatives) for v in p.device_map.values()
-                   if p.placement not in ("cpu", "cpu+disk"))
+        assert all(v not in ("cpu", "disk") or not hw.gpus for p in (solution.chosen, *solution.alternatives) for v in p.settings.device_map.values()
+                   if p.settings.placement not in ("cpu", "cpu+disk"))
 
 
 def test_length_prefix_properties_at_the_limits() -> None:

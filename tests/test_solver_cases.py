@@ -18,7 +18,7 @@ from planner.api import Report, plan
 from planner.hardware.probe import apply_overrides
 from planner.hardware.profiles import load_profile
 from planner.core.records import Gpu, Hardware, Snapshot, Tensor
-from planner.solve.solver import Constraints
+from planner.core.records import Constraints
 from planner.core.units import parse_size, tensor_nbytes
 
 CASES = Path(__file__).parent / "solver_cases"
@@ -74,24 +74,24 @@ def test_solver_case(path: Path) -> None:
         return
     p = r.solution.chosen
     if "dtype" in want:
-        assert p.scheme.dtype == want["dtype"], p.label
+        assert p.settings.scheme.dtype == want["dtype"], p.label
     if "quantization" in want:
-        assert p.scheme.quantization == want["quantization"], p.label
+        assert p.settings.scheme.quantization == want["quantization"], p.label
     if "quantization_in" in want:
-        assert p.scheme.quantization in want["quantization_in"], p.label
+        assert p.settings.scheme.quantization in want["quantization_in"], p.label
     if "placement" in want:
-        assert p.placement == want["placement"], p.label
+        assert p.settings.placement == want["placement"], p.label
     if "placement_in" in want:
-        assert p.placement in want["placement_in"], p.label
+        assert p.settings.placement in want["placement_in"], p.label
     if "devices" in want:
         holding = sorted(d for d, m in p.memory.items() if m.weights > 0)
         assert holding == sorted(want["devices"]), p.label
     if want.get("offloads"):
-        assert any(v in ("cpu", "disk") for v in p.device_map.values()) and any(isinstance(v, int) for v in p.device_map.values()), p.label
+        assert any(v in ("cpu", "disk") for v in p.settings.device_map.values()) and any(isinstance(v, int) for v in p.settings.device_map.values()), p.label
     for rej in want.get("rejected", ()):
         matches = [q for q in r.rejected
-                   if all(getattr(q.scheme, k) == v for k, v in rej.items() if k in ("dtype", "quantization"))
-                   and rej.get("placement", q.placement) == q.placement]
+                   if all(getattr(q.settings.scheme, k) == v for k, v in rej.items() if k in ("dtype", "quantization"))
+                   and rej.get("placement", q.settings.placement) == q.settings.placement]
         assert matches, f"no rejected plan matches {rej}"
         assert any(rej["reason"] in reason for q in matches for reason in q.reasons), [q.reasons for q in matches]
     # every device needs no more than what the plan calls usable

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from planner.core.errors import VerifyError
-from planner.verify import verify_plan_text
+from planner.report.verify import verify_plan_text
 
 _LOAD = {"auto_class": "AutoModelForCausalLM", "model": "org/m", "revision": "main", "dtype": "bfloat16", "device_map": {"": "cpu"},
          "max_memory": {"cpu": 1}, "offload_folder": None, "bitsandbytes": None, "use_safetensors": True, "trust_remote_code": False,

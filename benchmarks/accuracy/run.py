@@ -13,7 +13,7 @@ bitsandbytes installed). For each scenario (scenarios.py) it:
    the scenario forces disk offload or sets a max-context boundary, with the scheme forced;
 3. writes the plan file (``emit.plan_file``) and runs ``fitcheck verify``'s child on it: the
    emitted load, a prefill, then ``generate``, measuring peak RSS per phase;
-4. compares predicted and measured per device (``planner.verify.compare``).
+4. compares predicted and measured per device (``planner.report.verify.compare``).
 
 Measurements are cached in ``.work/measure`` under a hash of what the child runs (the load
 settings and the generate block, not the predictions), so re-running after a change to the
@@ -56,13 +56,14 @@ from scenarios import SCENARIOS, Scenario  # noqa: E402
 
 from planner import api
 from planner.runtimes.transformers import emit
-from planner.solve import solver as solve  # noqa: E402
+from planner.runtimes.transformers import plans as solve  # noqa: E402
 from planner.solve.context import max_context  # noqa: E402
 from planner.hardware.probe import probe  # noqa: E402
-from planner.core.records import Hardware, Plan, Scheme  # noqa: E402
-from planner.solve.solver import DEFAULT_MARGIN_FLOOR, DEFAULT_MARGIN_FRACTION, Constraints  # noqa: E402
+from planner.core.records import Hardware, Plan
+from planner.runtimes.transformers.settings import Scheme  # noqa: E402
+from planner.core.records import DEFAULT_MARGIN_FLOOR, DEFAULT_MARGIN_FRACTION, Constraints  # noqa: E402
 from planner.core.units import MiB  # noqa: E402
-from planner.verify import Verification, compare, verify_plan_text  # noqa: E402
+from planner.report.verify import Verification, compare, verify_plan_text  # noqa: E402
 
 WORK = Path(os.environ.get("FITCHECK_BENCH_DIR", HERE / ".work"))
 # The target (issue #2): within +-5 % or 64 MiB of the measured peak, whichever is larger.
@@ -132,13 +133,13 @@ def plan_scenario(s: Scenario, folder: Path, hw: Hardware) -> tuple[api.Report, 
         ram = s.ram if s.ram is not None else disk_ram(s, folder, hw)
         report = api.plan(str(folder), hardware=with_ram(hw, ram), constraints=constraints(s))
         p = _disk_plan(report)
-        if "disk" not in p.device_map.values():
+        if "disk" not in p.settings.device_map.values():
             raise SystemExit(f"{s.id}: no RAM puts part of it on disk")
         return report, p
     report = api.plan(str(folder), hardware=with_ram(hw, s.ram), constraints=constraints(s))
     if report.solution is not None and s.kind != "over":
         p = report.solution.chosen
-        if p.placement != "cpu":
+        if p.settings.placement != "cpu":
             raise SystemExit(f"{s.id}: the solver chose {p.label}, expected cpu")
         return report, p
     if s.kind == "over":
@@ -249,7 +250,7 @@ def rows(s: Scenario, p: Plan, runs: list[tuple[Verification, bool]]) -> list[di
             capacity = s.ram - max(int(s.ram * DEFAULT_MARGIN_FRACTION), DEFAULT_MARGIN_FLOOR)
         row = {
             "scenario": s.id, "kind": s.kind, "model": s.model, "arch": models.MODELS[s.model].arch,
-            "scheme": p.scheme.label, "placement": p.placement, "context": s.context, "batch": s.batch,
+            "scheme": p.settings.scheme.label, "placement": p.settings.placement, "context": s.context, "batch": s.batch,
             "device": dev, "predicted_mib": d.predicted_peak / MiB, "measured_mib": d.measured_peak / MiB,
             "error_mib": err / MiB, "error_pct": 100.0 * err / d.measured_peak if d.measured_peak else 0.0,
             "tolerance_mib": tol / MiB, "within": within, "runs": len(checks), "measured_min_mib": low / MiB,

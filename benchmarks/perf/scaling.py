@@ -55,7 +55,9 @@ def measure(experts: int) -> dict:
     from planner.sources.formats.safetensors import parse_header
     from planner.hardware.profiles import load_profile
     from planner.core.records import RepoFile, Snapshot
-    from planner.solve.solver import Constraints, solve
+    from planner.core.records import Constraints
+from planner.runtimes.transformers.plans import plans as transformers_plans
+from planner.solve.solver import solve
     from planner.core.errors import NoFeasiblePlan
 
     config = {**DEEPSEEK_V3_CONFIG, "n_routed_experts": experts}
@@ -95,7 +97,7 @@ def measure(experts: int) -> dict:
 
         def plan():
             try:
-                return solve(fp, hw, Constraints())
+                return solve(transformers_plans(fp, hw, Constraints()), "speed", where=hw.name)
             except NoFeasiblePlan as e:
                 return e
         row[f"solve ({profile})"], _ = _best(plan)

@@ -95,6 +95,8 @@ def _plan_options(f):
         click.option("--margin", type=click.FloatRange(0, 0.9), help="Headroom to leave on every device, as a fraction of free memory (default 0.05, at least 128 MiB)."),
         click.option("--token", help="Hub token (default: HF_TOKEN or your `hf auth login`). Never printed or written."),
         click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Seconds for all Hub requests together."),
+        click.option("--runtime", default="auto", show_default=True, metavar="NAME",
+                     help="The runtime to plan for (transformers, ...); auto: every runtime that finds files it runs in the repo."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in README)."),
     ]):
         f = opt(f)
@@ -115,20 +117,24 @@ def plan(**o: Any) -> None:
 
     reports = _run_plans(o)
     if len(reports) > 1:
-        click.echo(json.dumps([r.to_dict() for r in reports], indent=2) if o["as_json"] else render.comparison(reports))
+        from planner.report.schema import report_dict
+
+        click.echo(json.dumps([report_dict(r) for r in reports], indent=2) if o["as_json"] else render.comparison(reports))
         return
     r = reports[0]
     extra: dict[str, Any] = {}
     if o["max_context"] and r.solution is not None:
-        from planner.solve.context import max_context
+        from planner import api
 
-        extra["max_context"] = max_context(r)
+        extra["max_context"] = api.max_context(r)
     _write_outputs(r, o)
     verified = None
     if o["verify"] and r.solution is not None:
         verified = _verify_report(r, o)
     if o["as_json"]:
-        doc = r.to_dict()
+        from planner.report.schema import report_dict
+
+        doc = report_dict(r)
         if "max_context" in extra:
             doc["max_context"] = extra["max_context"].to_dict()
         if verified is not None:
@@ -139,7 +145,7 @@ def plan(**o: Any) -> None:
         if "max_context" in extra:
             click.echo("\n" + render_max_context(extra["max_context"]))
         if verified is not None:
-            from planner.verify import render_verification
+            from planner.report.verify import render_verification
 
             click.echo("\n" + render_verification(verified))
     if verified is not None and not verified.ok:
@@ -202,7 +208,7 @@ def profiles(as_json: bool) -> None:
 @click.option("--allow-pickle", is_flag=True, help="Allow a plan that unpickles pytorch_model*.bin weights.")
 def verify(plan_file: str, as_json: bool, timeout: float, trust_remote_code: bool, allow_pickle: bool) -> None:
     """Run a plan file's load and a generate; compare measured memory with the prediction."""
-    from planner.verify import render_verification, verify_plan_file
+    from planner.report.verify import render_verification, verify_plan_file
 
     result = verify_plan_file(Path(plan_file), timeout=timeout, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_verification(result))
@@ -211,7 +217,7 @@ def verify(plan_file: str, as_json: bool, timeout: float, trust_remote_code: boo
 
 def _run_plans(o: dict[str, Any]) -> list[Any]:
     from planner import api
-    from planner.solve.solver import Constraints
+    from planner.core.records import Constraints
     from planner.core.units import parse_size, parse_size_list
 
     models = list(o["models"])
@@ -245,7 +251,8 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
         kw["margin_fraction"] = o["margin"]
     c = Constraints(context=o["context"], batch=o["batch"], new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"],
                     quantization=o["quantization"], offload=not o["no_offload"], **kw)
-    common = dict(hardware=hw, constraints=c, revision=o["revision"], token=o.get("token"), timeout=o["timeout"])
+    common = dict(hardware=hw, constraints=c, revision=o["revision"], token=o.get("token"), timeout=o["timeout"],
+                  runtime=o.get("runtime") or "auto")
     if len(models) == 1:
         return [api.plan(models[0], **common)]
     return api.plan_many(models, **common)
@@ -260,18 +267,21 @@ def _read_models_file(path: str) -> list[str]:
 
 
 def _write_outputs(r: Any, o: dict[str, Any]) -> None:
-    from planner.runtimes.transformers import emit
+    from planner import api
 
     if r.solution is None:
         if o.get("config_path") or o.get("script_path"):
             raise UsageError("nothing fits, so no plan file or script was written")
         return
-    p = r.solution.chosen
-    kw = {"offload_dir": o["offload_dir"], "trust_remote_code": o["trust_remote_code"]}
+    if not (o.get("config_path") or o.get("script_path")):
+        return
+    out = api.emit(r, offload_dir=o["offload_dir"], trust_remote_code=o["trust_remote_code"])
     if o.get("config_path"):
-        _atomic_write(Path(o["config_path"]), emit.plan_file(r, p, **kw))
+        _atomic_write(Path(o["config_path"]), out.files["plan.json"])
     if o.get("script_path"):
-        _atomic_write(Path(o["script_path"]), emit.script(r, p, **kw))
+        if not out.main:
+            raise UsageError(f"the {r.runtime} runtime emits no script", hint="use --config for its plan file")
+        _atomic_write(Path(o["script_path"]), out.files[out.main])
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -289,11 +299,10 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _verify_report(r: Any, o: dict[str, Any]) -> Any:
-    from planner.runtimes.transformers import emit
-    from planner.verify import verify_plan_text
+    from planner import api
 
-    text = emit.plan_file(r, r.solution.chosen, offload_dir=o["offload_dir"], trust_remote_code=o["trust_remote_code"])
-    return verify_plan_text(text, trust_remote_code=o["trust_remote_code"])
+    text = api.emit(r, offload_dir=o["offload_dir"], trust_remote_code=o["trust_remote_code"]).files["plan.json"]
+    return api.verify_plan_text(text, trust_remote_code=o["trust_remote_code"])
 
 
 def render_max_context(mc: Any) -> str:

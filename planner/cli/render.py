@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from planner.core.errors import printable
-from planner.runtimes.transformers.memory import kv
-from planner.core.records import DeviceMemory, Hardware, Plan
+from planner.core.records import DeviceMemory, Hardware, Plan, Report
 from planner.core.units import fmt_bytes, fmt_count
-
-if TYPE_CHECKING:
-    from planner.api import Report
+from planner.runtimes import registry
 
 BAR_WIDTH = 40
 # How many alternatives and rejections a plain `fitcheck plan` lists (--json has them all).
@@ -36,7 +33,7 @@ def _report(r: Report) -> str:
         lines.append(f"Smallest bundled hardware that fits: {r.suggestion}" if r.suggestion else "No bundled hardware profile fits it either.")
         return "\n".join(lines)
     p = r.solution.chosen
-    lines.append(f"✔ Fits: {p.label}, about {p.tokens_per_s:.1f} tokens/s")
+    lines.append(f"✔ Fits: {p.label}, about {_speed(p)}")
     lines += [*memory_table(p), ""]
     lines += [f"  {d:<7} {bar(m)}" for d, m in p.memory.items() if d != "disk"]
     lines.append("          █ weights  ▓ KV cache  ▒ activations + overhead  ░ free   | margin")
@@ -57,20 +54,44 @@ def _report(r: Report) -> str:
 
 
 def model_lines(r: Report) -> list[str]:
-    fp, snap, arch = r.footprint, r.snapshot, r.footprint.arch
+    """The model: what the runtime says of it (its block of the JSON report), for people."""
+    d = registry.get(r.runtime).describe_model(r)
+    snap = r.snapshot
     where = f"{snap.source}" + (f", commit {snap.commit[:10]}" if snap.commit else "")
     rev = f"@{snap.revision}" if snap.source != "local" else ""
-    params = fmt_count(fp.parameters) + (f" ({fmt_count(fp.active_parameters)} active)" if fp.active_parameters != fp.parameters else "")
-    stored = fp.prequant.detail if fp.prequant else fp.stored_dtype
+    parameters, active = _int(d.get("parameters")), _int(d.get("active_parameters"))
+    params = fmt_count(parameters) + (f" ({fmt_count(active)} active)" if active and active != parameters else "")
+    prequantized = d.get("prequantized")
+    stored = prequantized["detail"] if isinstance(prequantized, dict) and "detail" in prequantized else d.get("stored_dtype", "?")
+    architectures = d.get("architectures") or [d.get("model_type", "?")]
     out = [
         f"Model    {snap.id}{rev} ({where})",
-        f"         {arch.architectures[0] if arch.architectures else arch.model_type}, {params} parameters, "
-        f"{fmt_bytes(fp.stored_bytes)} as stored ({stored}), download {fmt_bytes(fp.download_bytes)}",
-        f"         KV cache {fmt_bytes(kv.bytes_per_token(arch, dtype_bytes=2))}/token in 16-bit; planned for context "
-        f"{r.constraints.context} x batch {r.constraints.batch} + {r.constraints.new_tokens} new tokens",
+        f"         {architectures[0]}, {params} parameters, "
+        f"{fmt_bytes(_int(d.get('weights_bytes')))} as stored ({stored}), download {fmt_bytes(_int(d.get('download_bytes')))}",
     ]
+    if "kv_bytes_per_token" in d:
+        out.append(f"         KV cache {fmt_bytes(_int(d['kv_bytes_per_token']))}/token in 16-bit; planned for context "
+                   f"{r.constraints.context} x batch {r.constraints.batch} + {r.constraints.new_tokens} new tokens")
     out += [f"         note: {n}" for n in snap.notes]
     return out
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _speed(p: Plan) -> str:
+    """The plan's speed for people: tokens/s, else seconds per image."""
+    if p.speed.tokens_per_s is not None:
+        return f"{p.speed.tokens_per_s:.1f} tokens/s"
+    if p.speed.image_s is not None:
+        return f"{p.speed.image_s:.1f} s per image"
+    return "speed not estimated"
+
+
+def _rate(p: Plan) -> float:
+    """The figure of the tok/s column (0 when the runtime estimates no token rate)."""
+    return p.speed.tokens_per_s if p.speed.tokens_per_s is not None else 0.0
 
 
 def hardware_line(hw: Hardware) -> str:
@@ -129,7 +150,7 @@ def alternatives_table(plans: tuple[Plan, ...]) -> list[str]:
     rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8}  memory per device"]
     for i, p in enumerate(plans, 1):
         mem = ", ".join(f"{d} {fmt_bytes(m.required)}" for d, m in p.memory.items() if m.required)
-        rows.append(f"  {i:>2}  {p.label:<34} {p.tokens_per_s:>8.1f}  {mem}")
+        rows.append(f"  {i:>2}  {p.label:<34} {_rate(p):>8.1f}  {mem}")
     return rows
 
 
@@ -137,7 +158,7 @@ def _rejections(plans: tuple[Plan, ...], *, limit: int) -> list[str]:
     seen: list[str] = []
     for p in plans:
         for reason in p.reasons:
-            line = f"  {p.label}: {reason}" if not reason.startswith(p.scheme.label) else f"  {p.placement}: {reason}"
+            line = f"  {p.label}: {reason}" if not reason.startswith(p.what) else f"  {p.where}: {reason}"
             if line not in seen:
                 seen.append(line)
     out = seen[:limit]
@@ -159,7 +180,7 @@ def _comparison(reports: list[Report]) -> str:
             continue
         p = r.solution.chosen
         peak = max(m.required for d, m in p.memory.items() if d != "disk")
-        rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'yes':>5}  {p.label:<34} {p.tokens_per_s:>8.1f} {fmt_bytes(peak):>10}")
+        rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'yes':>5}  {p.label:<34} {_rate(p):>8.1f} {fmt_bytes(peak):>10}")
     return "\n".join(rows)
 
 

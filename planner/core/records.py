@@ -1,4 +1,4 @@
-"""The frozen records passed between the stages: probe -> estimate -> solve -> emit.
+"""The frozen records passed between the stages: probe -> read -> model -> runtime -> solve -> report.
 
 Bytes are ``int`` everywhere; bandwidths are bytes per second (``int``). Every record has
 ``to_dict()``, and ``--json`` prints exactly that.
@@ -7,8 +7,11 @@ Bytes are ``int`` everywhere; bandwidths are bytes per second (``int``). Every r
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from planner.core.errors import UsageError
 
 
 def _plain(value: Any) -> Any:
@@ -211,6 +214,34 @@ class RepoFile(_ToDict):
 
 
 @dataclass(frozen=True, slots=True)
+class FileSelection(_ToDict):
+    """The files a runtime would read from a repo.
+
+    Attributes:
+        format: how their headers are parsed: "safetensors", "gguf", "pytorch" (never read), or
+            "json" (small JSON files only, e.g. a diffusers pipeline's model_index.json).
+        files: repo paths whose headers (or, for "json", contents) the sources layer fetches.
+        weight_files: the files a download for running the plan fetches (their sizes come from
+            the listing).
+        group: a label for a set of files that is one choice among several in the same repo
+            (a GGUF quant type such as "Q4_K_M"; a diffusers variant such as "fp16"); "" if none.
+        notes: what the user should know about the choice (files present but not read; model
+            code in the repo), one line each; the sources layer adds them to the snapshot's notes.
+    """
+
+    format: str
+    files: tuple[str, ...]
+    weight_files: tuple[str, ...] = ()
+    group: str = ""
+    notes: tuple[str, ...] = ()
+
+
+# How the sources layer learns which files to read: (listing, parsed config.json or None) -> the
+# file set (the api builds it from the runtimes' ``select``; it raises NoWeights when none fits).
+Selector = Callable[[Sequence[RepoFile], Mapping[str, Any] | None], FileSelection]
+
+
+@dataclass(frozen=True, slots=True)
 class Fetch(_ToDict):
     """What reading a model cost: requests made, bytes received, wall seconds."""
 
@@ -236,8 +267,6 @@ class Snapshot(_ToDict):
         gated: whether the Hub marks the repo gated.
         notes: things the user should know about how it was read (one line each).
         fetch: what reading it cost.
-        summary: when the tensors were not read because fitcheck's cache holds their estimate
-            (``planner.model.footprint.Footprint.to_dict()`` for this commit and estimator version).
     """
 
     id: str
@@ -252,61 +281,82 @@ class Snapshot(_ToDict):
     gated: bool = False
     notes: tuple[str, ...] = ()
     fetch: Fetch = Fetch()
-    summary: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
-# Plans (solve.py -> emit.py, render.py)
+# What was asked (cli -> api -> every runtime), and the generic plan every runtime prices
 # --------------------------------------------------------------------------------------------
 
-_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+PREFERENCES = ("speed", "quality", "memory")
+# Headroom left unused on every device, as a fraction of its free memory with a floor; it covers
+# what the memory model gets wrong on the low side. In benchmarks/accuracy (45 CPU scenarios, 121
+# runs, predicted against the highest run of each), on the small models (peaks under 2.2 GiB) the
+# worst under-predictions were 63, 59, 57 and 54 MiB (at most 7.1 %): the floor is twice the worst,
+# because a scenario's highest run is only the highest of 2-8 runs of a scattered peak (spread up
+# to 484 MiB). At the boundary 5 % of free memory is 5.3 % of the peak, and it takes over from the
+# floor above 2.5 GiB free, where the full-size runs (1B and 7B, 1.7-19.6 GiB) were at worst 0.8 %
+# low (137 MiB of 19.6 GiB). See benchmarks/accuracy/RESULTS.md and the README ("How much headroom").
+DEFAULT_MARGIN_FRACTION = 0.05
+DEFAULT_MARGIN_FLOOR = 128 * 1024**2
+# Tokens the emitted script generates after the prefill, planned into the KV cache.
+DEFAULT_NEW_TOKENS = 32
 
 
 @dataclass(frozen=True, slots=True)
-class Scheme(_ToDict):
-    """How weights are loaded.
+class Constraints:
+    """What the user asked for. Every runtime reads the fields that mean something to it.
 
     Attributes:
-        dtype: the ``dtype`` passed to from_pretrained ("float32", "bfloat16", "float16"); for
-            bnb, also the compute dtype and the dtype of the modules bnb leaves alone.
-        quantization: "none", "int8" (bnb LLM.int8), "nf4" (bnb 4-bit NF4 with double
-            quantization) or "prequantized" (the checkpoint's own format).
+        context: prompt tokens per sequence (prefill length).
+        batch: sequences generated together.
+        new_tokens: tokens generated after the prefill.
+        prefer: "speed", "quality" or "memory" (how the solver ranks the plans that fit).
+        dtype: force this load dtype (the runtime says which it knows).
+        quantization: force this quantization (the runtime says which it knows).
+        offload: allow CPU and disk offload.
+        margin_fraction, margin_floor: headroom kept free on every device.
     """
 
-    dtype: str
-    quantization: str = "none"
+    context: int = 4096
+    batch: int = 1
+    new_tokens: int = DEFAULT_NEW_TOKENS
+    prefer: str = "speed"
+    dtype: str | None = None
+    quantization: str | None = None
+    offload: bool = True
+    margin_fraction: float = DEFAULT_MARGIN_FRACTION
+    margin_floor: int = DEFAULT_MARGIN_FLOOR
 
-    @property
-    def dtype_bytes(self) -> int:
-        return DTYPE_BYTES[self.dtype]
+    def __post_init__(self) -> None:
+        if self.context < 1 or self.batch < 1 or self.new_tokens < 0:
+            raise UsageError("context and batch must be at least 1")
+        if self.prefer not in PREFERENCES:
+            raise UsageError(f"--prefer {self.prefer!r} is not one of {', '.join(PREFERENCES)}")
 
-    @property
-    def bnb(self) -> bool:
-        return self.quantization in ("int8", "nf4")
-
-    @property
-    def label(self) -> str:
-        if self.quantization == "none":
-            return _SHORT[self.dtype]
-        if self.quantization == "prequantized":
-            return f"as stored + {_SHORT[self.dtype]}"
-        return f"{self.quantization} + {_SHORT[self.dtype]}"
+    def margin(self, free: int) -> int:
+        """The headroom kept unused on a device with ``free`` bytes free."""
+        return max(int(free * self.margin_fraction), self.margin_floor)
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceMemory(_ToDict):
     """Predicted memory of one device under a plan, in bytes.
 
+    The fields up to ``mapped`` are what every runtime fills (0 where a part does not apply). A
+    runtime whose memory has parts of its own uses the optional parts below them; each is part of
+    ``total`` and left out of ``to_dict()`` while 0, so a plan's JSON shows only the parts its
+    runtime has.
+
     Attributes:
+        device: the device name: "cpu", "disk", "cuda:0", "mps", or per rank "node0:cuda:0".
         weights: weights resident on the device after loading.
         kv_cache: KV cache held on the device at the planned context, batch and new tokens.
         activations: transient prefill working memory and logits on the device.
         overhead: fixed costs: CUDA context and allocator slack (GPU), the Python process with
             torch and transformers imported (CPU).
-        total: the predicted peak: the larger of the run phase (weights + kv_cache + activations
-            + overhead) and the load phase (``load``). This is what ``fitcheck verify`` measures
-            (peak RSS on the CPU, bytes written for the disk).
+        total: the predicted peak: the larger of the run phase (every part) and the load phase
+            (``load``). This is what ``fitcheck verify`` measures (peak RSS on the CPU, bytes
+            written for the disk).
         capacity: what the plan lets the device use: free memory minus the margin.
         free: what the device had free (probe) or is assumed to have free (profile).
         margin: the headroom the plan leaves unused.
@@ -318,6 +368,10 @@ class DeviceMemory(_ToDict):
             prompt or the answer uses (CPU only).
         mapped: the part of ``overhead`` that is checkpoint pages kept mapped after the load
             converted the tensors beside them (page cache, also in ``reclaimable``; CPU only).
+        compute: compute buffers a runtime allocates besides activations (llama.cpp's graph
+            buffers; a diffusers phase's working memory).
+        gradients: gradients held on the device (training).
+        optimizer: optimizer state held on the device (training).
     """
 
     device: str
@@ -334,41 +388,161 @@ class DeviceMemory(_ToDict):
     required: int = 0
     unread: int = 0
     mapped: int = 0
+    compute: int = 0
+    gradients: int = 0
+    optimizer: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _plain(self)
+        for part in _OPTIONAL_PARTS:
+            if not out[part]:
+                del out[part]
+        return out
+
+
+_OPTIONAL_PARTS = ("compute", "gradients", "optimizer")
+
+
+@dataclass(frozen=True, slots=True)
+class Speed(_ToDict):
+    """A plan's speed estimate; each figure is None where the runtime does not estimate it.
+
+    Attributes:
+        tokens_per_s: decode tokens per second of one sequence.
+        first_token_s: seconds to the first token (prefill).
+        load_s: seconds to load the model.
+        image_s: seconds per image (diffusion pipelines).
+    """
+
+    tokens_per_s: float | None = None
+    first_token_s: float | None = None
+    load_s: float | None = None
+    image_s: float | None = None
+
+    @property
+    def score(self) -> float:
+        """Higher is faster: tokens per second, else images per second, else 0."""
+        if self.tokens_per_s is not None:
+            return self.tokens_per_s
+        if self.image_s:
+            return 1.0 / self.image_s
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings(_ToDict):
+    """Base of a runtime's settings record: how that runtime runs one plan (frozen, ``to_dict()``).
+
+    Each runtime subclasses it (transformers: scheme, placement, strategy, device_map; GGUF:
+    n_gpu_layers, tensor_split, ...). Nothing outside the runtime reads its fields; the report
+    merges ``to_dict()`` into the plan's JSON block.
+    """
 
 
 @dataclass(frozen=True, slots=True)
 class Plan(_ToDict):
-    """One way to load the model, with its predicted memory and speed.
+    """One way to run the model, priced per device, from any runtime.
+
+    The solver ranks plans by these fields alone, whatever runtime made them.
 
     Attributes:
-        scheme: dtype and quantization.
-        placement: "gpu", "gpu+cpu", "gpu+cpu+disk", "cpu", "cpu+disk", "mps".
-        strategy: "single", "sequential" or "balanced" (how units are spread over several GPUs).
-        device_map: unit (module name) -> device ("cuda:0" as 0, "cpu", "disk", "mps").
+        runtime: the engine that runs it: the runtime's name, or one of its ``engines``.
+        label: one line for people, e.g. "bf16 on gpu+cpu (balanced)" or "Q4_K_M, 33 layers on cuda:0".
+        settings: the runtime's own settings record.
         memory: device -> predicted memory.
-        tokens_per_s: estimated decode speed of one sequence.
-        quality: effective weight bits (32, 16, 8, 4) used to rank precision.
-        fits: whether every device's total is within capacity.
+        speed: the speed estimate.
+        quality: effective weight bits (32, 16, 8, 4, ...) used to rank precision.
+        fits: whether every device's requirement is within its capacity.
         reasons: for a plan that does not fit, why, in numbers (one line each).
         notes: facts about the plan worth telling (one line each).
+        on_accelerators: every weight is on accelerators (the "speed" policy ranks these first).
         offloaded_bytes: bytes of weights not on an accelerator (cpu + disk) when a GPU runs the model.
         disk_bytes: bytes written to the offload folder.
+        kv_bytes: KV cache of all layers at the planned context, batch and new tokens (0: none).
+        kv_bytes_per_token: KV bytes one token of one sequence adds (0: no KV cache).
     """
 
-    scheme: Scheme
-    placement: str
-    strategy: str
-    device_map: dict[str, Any]
+    runtime: str
+    label: str
+    settings: Settings
     memory: dict[str, DeviceMemory]
-    tokens_per_s: float
+    speed: Speed
     quality: int
     fits: bool
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    on_accelerators: bool = False
     offloaded_bytes: int = 0
     disk_bytes: int = 0
+    kv_bytes: int = 0
+    kv_bytes_per_token: int = 0
 
     @property
-    def label(self) -> str:
-        where = self.placement if self.strategy in ("single", "") else f"{self.placement} ({self.strategy})"
-        return f"{self.scheme.label} on {where}"
+    def what(self) -> str:
+        """The label before " on ": what is loaded (e.g. "nf4 + bf16")."""
+        return self.label.partition(" on ")[0]
+
+    @property
+    def where(self) -> str:
+        """The label after " on ": where it runs (the whole label when it has no " on ")."""
+        head, sep, tail = self.label.partition(" on ")
+        return tail if sep else head
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    """The chosen plan, the other plans that fit (best first), and those that do not."""
+
+    chosen: Plan
+    alternatives: tuple[Plan, ...]
+    rejected: tuple[Plan, ...]
+
+
+@runtime_checkable
+class ModelFacts(Protocol):
+    """What every runtime's model record offers the rest of fitcheck (e.g. transformers'
+    :class:`planner.model.footprint.Footprint`); the rest of it is the runtime's own."""
+
+    @property
+    def parameters(self) -> int: ...
+
+    @property
+    def download_bytes(self) -> int: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Everything a plan command shows: the model read, the machine, the constraints, the plans.
+
+    Attributes:
+        snapshot: what the sources layer read.
+        footprint: the runtime's facts about the model (``runtime.model(snapshot)``).
+        hardware: the machine planned for.
+        constraints: what was asked.
+        solution: the ranked plans that fit, or None.
+        rejected: the plans that do not fit, with their reasons.
+        suggestion: when nothing fits, the smallest bundled profile that would, in words.
+        runtime: the registry name of the runtime that made ``footprint`` and the plans.
+    """
+
+    snapshot: Snapshot
+    footprint: ModelFacts
+    hardware: Hardware
+    constraints: Constraints
+    solution: Solution | None
+    rejected: tuple[Plan, ...] = ()
+    suggestion: str | None = None
+    runtime: str = "transformers"
+
+    @property
+    def fits(self) -> bool:
+        return self.solution is not None
+
+    @property
+    def download_fits(self) -> bool:
+        """Whether the download fits on the disk that holds the HF cache (local models: nothing to download)."""
+        if self.snapshot.source == "local":
+            return True
+        return self.footprint.download_bytes <= self.hardware.cache_disk_free

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
+from collections.abc import Mapping
 from typing import Any
 
 from planner.model import naming
@@ -21,7 +22,7 @@ from planner.model import prequant
 from planner.model import templates
 from planner.model.arch import Arch, read_arch
 from planner.core.errors import UnsupportedModel
-from planner.core.records import Snapshot, Tensor, _ToDict
+from planner.core.records import Snapshot, Tensor, _ToDict, from_plain
 from planner.core.units import DTYPE_BITS, SAFETENSORS_TO_TORCH
 
 ROLES = ("linear", "embed", "head", "expert", "float", "packed", "qaux", "int")
@@ -164,6 +165,11 @@ class Footprint(_ToDict):
     def is_moe(self) -> bool:
         return self.arch.is_moe
 
+    @property
+    def max_position_embeddings(self) -> int | None:
+        """The model's trained context (caps the largest-context search)."""
+        return self.arch.max_position_embeddings
+
     def unit_index(self) -> dict[str, Unit]:
         """Every unit and split part by name."""
         out: dict[str, Unit] = {}
@@ -180,25 +186,24 @@ class Footprint(_ToDict):
 ESTIMATOR_VERSION = "2026.12.02-1"
 
 
-def cached(snapshot: Snapshot) -> Footprint | None:
-    """The footprint the snapshot carries from fitcheck's cache, if any and readable."""
-    from planner.core.records import from_plain
-
-    if snapshot.summary is None:
+def from_cached(facts: Mapping[str, Any] | None) -> Footprint | None:
+    """A footprint cached by an earlier plan (``Footprint.to_dict()``), if given and readable."""
+    if facts is None:
         return None
     try:
-        return from_plain(Footprint, snapshot.summary)
+        fp: Footprint = from_plain(Footprint, dict(facts))
     except (KeyError, TypeError, ValueError):
         return None
+    return fp
 
 
-def estimate(snapshot: Snapshot) -> Footprint:
-    """Build the footprint of a snapshot (or take the one cached with it).
+def estimate(snapshot: Snapshot, cached: Mapping[str, Any] | None = None) -> Footprint:
+    """Build the footprint of a snapshot, or rebuild the one ``cached`` for its commit.
 
     Raises:
         BadConfig, UnsupportedModel: from the config, or for tensor layouts fitcheck cannot price.
     """
-    hit = cached(snapshot)
+    hit = from_cached(cached)
     if hit is not None:
         return hit
     arch = read_arch(snapshot.config, where=f"config.json of {snapshot.id}")

@@ -1,28 +1,26 @@
 """The JSON form of a plan report (``fitcheck plan --json``), documented in README's "JSON schema".
 
-Bytes are integers; nothing here is rounded for people. The dict is built only from records, and
-every string passes through :func:`planner.core.secrets.redact`.
+Bytes are integers; nothing here is rounded for people. The dict is built only from records and
+what the report's runtime says of them (``describe_model``, ``describe_plan``, the settings
+record), and every string passes through :func:`planner.core.secrets.redact`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from planner import __version__
-from planner.runtimes.transformers.emit import load_settings
-from planner.runtimes.transformers.memory import kv
-from planner.core.records import Plan
+from planner.core.records import Plan, Report
 from planner.core.secrets import redact
-
-if TYPE_CHECKING:
-    from planner.api import Report
+from planner.runtimes import registry
 
 SCHEMA_VERSION = 1
 
 
 def report_dict(r: Report) -> dict[str, Any]:
-    fp, snap = r.footprint, r.snapshot
-    arch = fp.arch
+    """The whole report as JSON-ready data."""
+    snap = r.snapshot
+    runtime = registry.get(r.runtime)
     out = {
         "schema": SCHEMA_VERSION,
         "fitcheck_version": __version__,
@@ -31,30 +29,9 @@ def report_dict(r: Report) -> dict[str, Any]:
             "revision": snap.revision,
             "commit": snap.commit,
             "source": snap.source,
-            "model_type": arch.model_type,
-            "architectures": list(arch.architectures),
-            "auto_class": arch.auto_class,
-            "parameters": fp.parameters,
-            "active_parameters": fp.active_parameters,
-            "weights_bytes": fp.stored_bytes,
-            "download_bytes": fp.download_bytes,
-            "stored_dtype": fp.stored_dtype,
-            "prequantized": _prequantized(fp),
-            "weight_format": snap.weight_format,
-            "weight_files": list(snap.weight_files),
-            "unloaded_bytes": fp.unloaded_bytes,
-            # vision tower, projector and language model (encoder, decoder, shared for seq2seq)
-            "components": {name: {"parameters": params, "bytes": nbytes} for name, (params, nbytes) in fp.components.items()},
-            "kv_bytes_per_token": kv.bytes_per_token(arch, dtype_bytes=2),
-            "layers": arch.num_layers,
-            "max_position_embeddings": arch.max_position_embeddings,
+            **runtime.describe_model(r),
             "notes": list(snap.notes),
             "fetch": snap.fetch.to_dict(),
-            "units": [
-                {"name": u.name, "kind": u.kind, "layer": u.layer, "parameters": u.params, "bytes": u.stored_bytes,
-                 "modules": u.modules, "tied_to": u.tied_to}
-                for u in fp.units
-            ],
         },
         "hardware": r.hardware.to_dict(),
         "constraints": {
@@ -75,38 +52,30 @@ def report_dict(r: Report) -> dict[str, Any]:
         "rejected": [{"label": p.label, "reasons": list(p.reasons)} for p in r.rejected],
         "suggestion": r.suggestion,
     }
-    return _redacted(out)
-
-
-def _prequantized(fp: Any) -> dict[str, Any] | None:
-    """The checkpoint's quantization, with its bytes as stored: packed weights, and their scales,
-    zeros and indices (which hold no parameters)."""
-    if fp.prequant is None:
-        return None
-    roles = [s for u in fp.units for role, s in u.roles.items() if role in ("packed", "qaux")]
-    packed = [s for u in fp.units for role, s in u.roles.items() if role == "packed"]
-    return {**fp.prequant.to_dict(),
-            "packed_parameters": sum(s.params for s in packed),
-            "packed_bytes": sum(s.bytes for s in packed),
-            "scale_bytes": sum(s.bytes for s in roles) - sum(s.bytes for s in packed)}
+    redacted: dict[str, Any] = _redacted(out)
+    return redacted
 
 
 def plan_dict(r: Report, p: Plan) -> dict[str, Any]:
+    """One plan: the generic fields, its settings record, and its runtime's own entries."""
     return {
+        "runtime": p.runtime,
         "label": p.label,
-        "dtype": p.scheme.dtype,
-        "quantization": p.scheme.quantization,
-        "placement": p.placement,
-        "strategy": p.strategy,
-        "device_map": p.device_map,
+        **p.settings.to_dict(),
         "memory": {d: m.to_dict() for d, m in p.memory.items()},
-        "tokens_per_s": round(p.tokens_per_s, 3),
+        "tokens_per_s": round(p.speed.tokens_per_s, 3) if p.speed.tokens_per_s is not None else None,
+        # the other speed figures appear only from runtimes that estimate them
+        **({"speed": p.speed.to_dict()} if _more_speed(p) else {}),
         "quality_bits": p.quality,
         "offloaded_bytes": p.offloaded_bytes,
         "disk_bytes": p.disk_bytes,
         "notes": list(p.notes),
-        "load": load_settings(r, p),
+        **registry.get(r.runtime).describe_plan(r, p),
     }
+
+
+def _more_speed(p: Plan) -> bool:
+    return any(v is not None for k, v in p.speed.to_dict().items() if k != "tokens_per_s")
 
 
 def _redacted(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """The largest context that still fits the chosen plan (``fitcheck plan --max-context``).
 
-The plan's scheme, placement kind and GPUs stay fixed; its units are placed again at each
-context tried (:func:`planner.solve.solver.reprice`), since a longer context leaves less room for
+The plan's settings and devices stay fixed; its runtime places and prices it again at each context
+tried (``Runtime.reprice``, passed in as ``price``), since a longer context leaves less room for
 weights. What must fit grows with the context (KV cache, prefill activations, the attention mask
 of sliding layers), so the fit is monotone and a doubling search followed by a binary search
 finds the boundary in about 2 log2(context) evaluations, each pure arithmetic. The result is
@@ -10,18 +10,15 @@ capped at the model's ``max_position_embeddings``, counting the tokens generated
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from planner.core.errors import UsageError
-from planner.model.footprint import Footprint
-from planner.runtimes.transformers.memory import kv
-from planner.core.records import Plan, _ToDict
-from planner.solve.solver import Constraints, reprice
+from planner.core.records import Constraints, Plan, Report, _ToDict
 from planner.core.units import fmt_bytes
 
-if TYPE_CHECKING:
-    from planner.api import Report
+# (constraints, plan) -> the plan's settings priced under those constraints
+Price = Callable[[Constraints, Plan], Plan]
 
 # Searching past this without a max_position_embeddings to stop at: 16M tokens is beyond any
 # published model's trained context (Llama 4 Scout: 10M).
@@ -86,8 +83,9 @@ class MaxContext(_ToDict):
     table: tuple[ContextRow, ...]
 
 
-def max_context(report: Report) -> MaxContext:
-    """The largest context that still fits ``report``'s chosen plan at its batch.
+def max_context(report: Report, price: Price) -> MaxContext:
+    """The largest context that still fits ``report``'s chosen plan at its batch; ``price``
+    prices the plan at another context (its runtime's ``reprice``).
 
     Raises:
         UsageError: the report has no plan that fits.
@@ -97,18 +95,18 @@ def max_context(report: Report) -> MaxContext:
     if report.solution is None:
         raise UsageError("nothing fits at the given context, so there is no largest context to report",
                          hint="try a smaller --context or --batch")
-    fp, hw, c, chosen = report.footprint, report.hardware, report.constraints, report.solution.chosen
-    arch = fp.arch
+    c, chosen = report.constraints, report.solution.chosen
+    trained = _trained_context(report)
     cache: dict[int, Plan] = {}
 
     def at(context: int) -> Plan:
         if context not in cache:
-            cache[context] = reprice(fp, hw, replace(c, context=context), chosen)
+            cache[context] = price(replace(c, context=context), chosen)
         return cache[context]
 
     cap = SEARCH_LIMIT
-    if arch.max_position_embeddings:
-        cap = max(1, min(cap, arch.max_position_embeddings - c.new_tokens))
+    if trained:
+        cap = max(1, min(cap, trained - c.new_tokens))
     lo: int = min(c.context, cap)
     hi: int | None = None
     if not at(lo).fits:
@@ -145,7 +143,7 @@ def max_context(report: Report) -> MaxContext:
         n *= 2
     if n <= cap:
         contexts.append(n)
-    table = tuple(_row(at(x), x, fp, c) for x in contexts)
+    table = tuple(_row(at(x), x) for x in contexts)
     return MaxContext(
         plan=chosen.label,
         batch=c.batch,
@@ -153,8 +151,8 @@ def max_context(report: Report) -> MaxContext:
         max_context=lo,
         limit=limit,
         limiting_device=limiting,
-        max_position_embeddings=arch.max_position_embeddings,
-        kv_bytes_per_token=kv.bytes_per_token(arch, dtype_bytes=chosen.scheme.dtype_bytes),
+        max_position_embeddings=trained,
+        kv_bytes_per_token=chosen.kv_bytes_per_token,
         headroom={d: m.capacity - m.required for d, m in best.memory.items() if d != "disk"},
         table=table,
     )
@@ -168,9 +166,14 @@ def _limiting_device(p: Plan) -> str:
     return next((d for d in p.memory if d != "disk"), "")
 
 
-def _row(p: Plan, context: int, fp: Footprint, c: Constraints) -> ContextRow:
-    kv_total = kv.total_bytes(fp.arch, context=context, new_tokens=c.new_tokens, batch=c.batch,
-                              dtype_bytes=p.scheme.dtype_bytes)
+def _trained_context(report: Report) -> int | None:
+    """The model's trained context (``max_position_embeddings``), when its facts give one."""
+    value = getattr(report.footprint, "max_position_embeddings", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _row(p: Plan, context: int) -> ContextRow:
+    kv_total = p.kv_bytes
     devices = {d: m for d, m in p.memory.items() if d != "disk"}
     over = any(m.required > m.capacity for m in devices.values())
     return ContextRow(context=context, kv_cache=kv_total, required={d: m.required for d, m in devices.items()},

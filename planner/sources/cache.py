@@ -87,25 +87,25 @@ def store(endpoint: str, snap: Snapshot) -> None:
         _write(cache_dir() / "entries" / f"{_key(endpoint, snap.id, snap.commit)}.json", encode(snap))
 
 
-def load_summary(endpoint: str, repo: str, commit: str, version: str) -> Snapshot | None:
-    """The snapshot of ``repo`` at ``commit`` without tensors, carrying its cached footprint
-    (``Snapshot.summary``) from estimator ``version``; None when there is none."""
+def load_summary(endpoint: str, repo: str, commit: str, version: str) -> tuple[Snapshot, dict[str, Any]] | None:
+    """The snapshot of ``repo`` at ``commit`` without tensors, and the model facts a runtime cached
+    for it under ``version`` (:func:`store_summary`); None when there are none."""
     path = cache_dir() / "summaries" / f"{_key(endpoint, repo, commit, version)}.json"
     data = _read(path)
     if data is None:
         return None
     try:
         snap = decode({**data["snapshot"], "tensors": [], "tensor_files": []}, source="cache")
-        return dataclasses.replace(snap, summary=data["footprint"]) if isinstance(data["footprint"], dict) else None
+        return (snap, data["footprint"]) if isinstance(data["footprint"], dict) else None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         _discard(path)
         return None
 
 
 def store_summary(endpoint: str, snap: Snapshot, footprint: dict[str, Any], version: str) -> None:
-    """Cache a snapshot's footprint (a few kilobytes, even for 90,000 tensors) for warm plans."""
+    """Cache a snapshot's model facts (a few kilobytes, even for 90,000 tensors) for warm plans."""
     if snap.commit:
-        lite = dataclasses.replace(snap, tensors=(), summary=None)
+        lite = dataclasses.replace(snap, tensors=())
         _write(cache_dir() / "summaries" / f"{_key(endpoint, snap.id, snap.commit, version)}.json",
                {"snapshot": encode(lite), "footprint": footprint})
 

@@ -24,12 +24,11 @@ from typing import Any
 from urllib.parse import quote
 
 from planner.core import ids
-from planner.model.arch import remote_code_note
-from planner.core.errors import BadConfig, BadHeader, FitcheckError, HubError, HubUnavailable, printable
+from planner.core.errors import BadConfig, BadHeader, FitcheckError, HubError, HubUnavailable, UnsupportedModel, printable
 from planner.sources.formats.safetensors import header_length, parse_header
 from planner.sources.http import Response, Session, json_body
-from planner.core.records import Fetch, RepoFile, Snapshot, Tensor
-from planner.runtimes.transformers.files import SAFE_INDEX, SAFE_SINGLE, choose, is_safe_shard
+from planner.core.records import Fetch, RepoFile, Selector, Snapshot, Tensor
+from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE, is_safe_shard
 
 # First read of a lone model.safetensors when its header size is unknown: huggingface_hub reads
 # the first 100,000 bytes because 97 % of headers on the Hub are smaller
@@ -51,9 +50,9 @@ MAX_ALL_HEADERS_BYTES = 256_000_000
 MAX_WORKERS = 64
 
 
-def read_hub(repo_id: str, *, revision: str | None, token: str | bool | None, endpoint: str, timeout: float,
+def read_hub(repo_id: str, *, select: Selector, revision: str | None, token: str | bool | None, endpoint: str, timeout: float,
              deadline: float | None = None) -> Snapshot:
-    """Read a repo's listing, config and weight headers from the Hub.
+    """Read a repo's listing, config and the headers of the weight files ``select`` names.
 
     Raises:
         RepoNotFound, GatedRepo, HubUnavailable, HubError: the Hub did not give what was asked.
@@ -63,12 +62,13 @@ def read_hub(repo_id: str, *, revision: str | None, token: str | bool | None, en
     session = Session(endpoint, token, timeout, deadline=deadline)
     rev = revision or "main"
     with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
-        snap = _read(session, pool, repo_id, rev, requested=revision)
+        snap = _read(session, pool, repo_id, rev, select, requested=revision)
     fetch = Fetch(requests=session.requests, bytes=session.bytes, seconds=round(time.monotonic() - started, 4))
     return _replace(snap, fetch=fetch)
 
 
-def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *, requested: str | None, pinned: bool = False) -> Snapshot:
+def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, select: Selector, *, requested: str | None,
+          pinned: bool = False) -> Snapshot:
     url = _Urls(session.endpoint, repo_id, rev)
     info_f = pool.submit(session.get, url.info(), what=f"model info of {repo_id}@{rev}", limit=MAX_INFO_BYTES)
     config_f = pool.submit(session.get, url.file("config.json"), what=f"config.json of {repo_id}", limit=MAX_CONFIG_BYTES, ok_missing=True)
@@ -89,28 +89,43 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *,
         raise
     commit, files, gated = _listing(info, repo_id)
     listing = {f.path: f.size for f in files}
-    ws = choose(listing, where=repo_id)
 
     moved = [f for f in futures if _commit_of(f) not in (None, commit)]
     if moved and not pinned and commit:
         _drain(futures)
-        return _read(session, pool, repo_id, commit, requested=requested, pinned=True)
+        return _read(session, pool, repo_id, commit, select, requested=requested, pinned=True)
 
-    config_resp = config_f.result()
+    try:
+        config_resp = config_f.result()
+        config, config_error = None, None
+        if config_resp is not None:
+            try:
+                config = _json_object(config_resp.body, f"config.json of {repo_id}", BadConfig)
+            except BadConfig as e:
+                config_error = e
+        ws = select(files, config)
+    except BaseException:
+        _drain(futures)
+        raise
     if config_resp is None:
+        _drain(futures)
         raise BadConfig(f"{repo_id}: has no config.json", hint="fitcheck needs the model's config.json to size its cache and layers")
-    config = _json_object(config_resp.body, f"config.json of {repo_id}", BadConfig)
-    remote = remote_code_note(config)
+    if config_error is not None or config is None:
+        _drain(futures)
+        raise config_error or BadConfig(f"config.json of {repo_id}: unreadable")
 
     tensors: list[Tensor] = []
     weight_files: tuple[str, ...]
-    notes: list[str] = [remote] if remote else []
+    notes: list[str] = list(ws.notes)
+    if ws.format not in ("safetensors", "pytorch"):
+        _drain(futures)
+        raise UnsupportedModel(f"{repo_id}: reading {ws.format} files from the Hub is not supported yet")
     if ws.format == "pytorch":
-        weight_files = ws.bin_files
+        weight_files = ws.weight_files
         notes.append("only pickled pytorch_model*.bin weights: sized from the file listing and config, never downloaded or unpickled; "
                      "loading them unpickles code-capable files")
         _drain(futures)
-    elif ws.single:
+    elif SAFE_SINGLE in ws.files:
         _drain([f for f in futures if f is not single_f])
         weight_files = (SAFE_SINGLE,)
         size = listing.get(SAFE_SINGLE)
@@ -140,9 +155,6 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, *,
             for job in jobs.values():
                 tensors.extend(job.result())
         _drain([single_f])
-    if ws.ignored:
-        # File names are the repo owner's choice: escape anything a terminal would act on.
-        notes.append(printable(f"not loaded by transformers, not counted: {', '.join(ws.ignored[:4])}" + (" ..." if len(ws.ignored) > 4 else "")))
     _check_unique(tensors, repo_id)
     return Snapshot(
         id=repo_id,

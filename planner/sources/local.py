@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from planner.core import ids
-from planner.model.arch import remote_code_note
-from planner.core.errors import BadConfig, BadHeader, NoWeights, RepoNotFound, printable
+from planner.core.errors import BadConfig, BadHeader, NoWeights, RepoNotFound, UnsupportedModel
 from planner.sources.formats.safetensors import MAX_HEADER_BYTES, header_length, parse_header
-from planner.core.records import RepoFile, Snapshot, Tensor
-from planner.runtimes.transformers.files import SAFE_INDEX, SAFE_SINGLE, choose
+from planner.core.records import RepoFile, Selector, Snapshot, Tensor
+from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE
 
 MAX_CONFIG_BYTES = 4_000_000  # as in hub.py
 MAX_INDEX_BYTES = 64_000_000
@@ -25,11 +24,13 @@ MAX_INDEX_BYTES = 64_000_000
 _MAX_FILES = 20_000
 
 
-def read_folder(folder: Path, *, model_id: str, source: str = "local", revision: str = "local", commit: str | None = None) -> Snapshot:
-    """Read the model in ``folder``.
+def read_folder(folder: Path, *, model_id: str, select: Selector, source: str = "local", revision: str = "local",
+                commit: str | None = None) -> Snapshot:
+    """Read the model in ``folder``: its listing, config and the headers of the files ``select`` names.
 
     Args:
         folder: the model folder (for the HF cache, a ``snapshots/<commit>`` folder).
+        select: which files to read, from the listing and the config.
         model_id: the id to report (the path given, or the repo id for cache snapshots).
         source: "local" or "cache".
     """
@@ -37,16 +38,23 @@ def read_folder(folder: Path, *, model_id: str, source: str = "local", revision:
         raise RepoNotFound(f"{model_id}: folder not found")
     files = _listing(folder, model_id)
     sizes = {f.path: f.size for f in files}
-    ws = choose(sizes, where=model_id)
-    config = _read_json(folder / "config.json", f"config.json of {model_id}", MAX_CONFIG_BYTES, BadConfig)
+    try:
+        config: dict[str, Any] | None = _read_json(folder / "config.json", f"config.json of {model_id}", MAX_CONFIG_BYTES, BadConfig)
+        config_error = None
+    except BadConfig as e:
+        config, config_error = None, e
+    ws = select(files, config)
+    if config_error is not None or config is None:
+        raise config_error or BadConfig(f"config.json of {model_id}: missing")
 
     tensors: list[Tensor] = []
-    remote = remote_code_note(config)
-    notes: list[str] = [remote] if remote else []
+    notes: list[str] = list(ws.notes)
+    if ws.format not in ("safetensors", "pytorch"):
+        raise UnsupportedModel(f"{model_id}: reading {ws.format} files from a folder is not supported yet")
     if ws.format == "pytorch":
-        weight_files = ws.bin_files
+        weight_files = ws.weight_files
         notes.append("only pickled pytorch_model*.bin weights: sized from file sizes and config, never unpickled; loading them unpickles code-capable files")
-    elif ws.single:
+    elif SAFE_SINGLE in ws.files:
         weight_files = (SAFE_SINGLE,)
         tensors = read_header(folder / SAFE_SINGLE, file=SAFE_SINGLE, where=f"{SAFE_SINGLE} of {model_id}")
     else:
@@ -63,8 +71,6 @@ def read_folder(folder: Path, *, model_id: str, source: str = "local", revision:
                 raise BadHeader(f"{SAFE_INDEX} of {model_id}: names shard {ids.show(shard)}, which the folder does not have")
             tensors += read_header(folder / shard, file=shard, where=f"{shard} of {model_id}")
         weight_files = tuple(shards)
-    if ws.ignored:
-        notes.append(printable(f"not loaded by transformers, not counted: {', '.join(ws.ignored[:4])}"))
     return Snapshot(
         id=model_id,
         revision=revision,

@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from planner.sources import cache
 from planner.sources import catalog
@@ -24,7 +25,7 @@ from planner.core import ids
 from planner.core.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound
 from planner.sources.local import read_folder
 from planner.core.paths import hf_cache_dir
-from planner.core.records import Snapshot
+from planner.core.records import Selector, Snapshot
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Above this many tensors the full tensor list is not cached: encoding DeepSeek-V3's 91,991 tensors
@@ -57,16 +58,32 @@ def is_local(ref: str) -> bool:
     return ref.startswith((".", "/", "~")) or Path(ref).is_dir()
 
 
-def read_model(ref: str, *, revision: str | None = None, token: str | bool | None = None, endpoint: str | None = None,
-               timeout: float = 30.0, ttl: float = DEFAULT_TTL_S, use_cache: bool = True) -> Snapshot:
-    """Read the metadata of a model given as a repo id or a local folder.
+def read_model(ref: str, *, select: Selector, revision: str | None = None, token: str | bool | None = None,
+               endpoint: str | None = None, timeout: float = 30.0, ttl: float = DEFAULT_TTL_S, use_cache: bool = True) -> Snapshot:
+    """Read the metadata of a model given as a repo id or a local folder, tensors included.
+
+    ``select`` names the files to read from the listing and config (the api builds it from the
+    runtimes' ``select``). fitcheck's metadata cache and the catalog hold what an earlier read
+    selected.
 
     Raises:
         UsageError: an invalid repo id or revision.
         RepoNotFound, GatedRepo, HubUnavailable, OfflineCacheMiss, HubError, ModelFormatError.
     """
+    return read(ref, select=select, revision=revision, token=token, endpoint=endpoint, timeout=timeout, ttl=ttl,
+                use_cache=use_cache)[0]
+
+
+def read(ref: str, *, select: Selector, version: str | None = None, revision: str | None = None, token: str | bool | None = None,
+         endpoint: str | None = None, timeout: float = 30.0, ttl: float = DEFAULT_TTL_S,
+         use_cache: bool = True) -> tuple[Snapshot, dict[str, Any] | None]:
+    """:func:`read_model`, and the model facts cached for the snapshot's commit under ``version``.
+
+    With cached facts (stored by :func:`remember` for the same commit and version) the snapshot
+    comes without tensors: the runtime rebuilds its facts from the cached ones instead.
+    """
     if is_local(ref):
-        return read_folder(Path(os.path.expanduser(ref)), model_id=ref)
+        return read_folder(Path(os.path.expanduser(ref)), model_id=ref, select=select), None
     repo = ids.repo_id(ref)
     rev = ids.revision(revision) or "main"
     endpoint = (endpoint or endpoint_now()).rstrip("/")
@@ -75,38 +92,39 @@ def read_model(ref: str, *, revision: str | None = None, token: str | bool | Non
     deadline = time.monotonic() + timeout
 
     if use_cache:
-        hit = _from_metadata_cache(endpoint, repo, rev, offline=offline, ttl=ttl, token=token, timeout=timeout, deadline=deadline)
+        hit = _from_metadata_cache(endpoint, repo, rev, version, offline=offline, ttl=ttl, token=token, timeout=timeout,
+                                   deadline=deadline)
         if hit is not None:
             return hit
-        hit = _from_hf_cache(repo, rev)
-        if hit is not None:
-            return hit
+        snap = _from_hf_cache(repo, rev, select)
+        if snap is not None:
+            return snap, None
     if offline:
-        return _from_catalog(repo, rev, "HF_HUB_OFFLINE is set") or _offline_miss(repo, rev)
+        return _from_catalog(repo, rev, "HF_HUB_OFFLINE is set") or _offline_miss(repo, rev), None
 
     from planner.sources.hub import read_hub
 
     try:
-        snap = read_hub(repo, revision=revision, token=token, endpoint=endpoint, timeout=timeout, deadline=deadline)
+        snap = read_hub(repo, select=select, revision=revision, token=token, endpoint=endpoint, timeout=timeout, deadline=deadline)
     except HubUnavailable as e:
         fallback = _from_catalog(repo, rev, "the Hub could not be reached")
         if fallback is None:
             raise
-        return replace(fallback, notes=(*fallback.notes, f"network error: {e.message}"))
+        return replace(fallback, notes=(*fallback.notes, f"network error: {e.message}")), None
     if use_cache and snap.commit:
         if len(snap.tensors) <= FULL_ENTRY_MAX_TENSORS:
             cache.store(endpoint, snap)
         if rev != snap.commit:
             cache.store_ref(endpoint, repo, rev, snap.commit)
-    return snap
+    return snap, None
 
 
-def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, ttl: float, token: str | bool | None, timeout: float,
-                         deadline: float) -> Snapshot | None:
+def _from_metadata_cache(endpoint: str, repo: str, rev: str, version: str | None, *, offline: bool, ttl: float,
+                         token: str | bool | None, timeout: float, deadline: float) -> tuple[Snapshot, dict[str, Any] | None] | None:
     if ids.COMMIT.match(rev):
-        snap = _cached(endpoint, repo, rev)
+        hit = _cached(endpoint, repo, rev, version)
         # The entry may have been stored by a read of a branch: report the commit that was asked for.
-        return replace(snap, revision=rev) if snap is not None else None
+        return (replace(hit[0], revision=rev), hit[1]) if hit is not None else None
     ref = cache.lookup_ref(endpoint, repo, rev)
     if ref is None:
         return None
@@ -116,24 +134,25 @@ def _from_metadata_cache(endpoint: str, repo: str, rev: str, *, offline: bool, t
         if current != commit:
             return None
         cache.store_ref(endpoint, repo, rev, commit)
-    snap = _cached(endpoint, repo, commit)
-    return replace(snap, revision=rev) if snap is not None else None
+    hit = _cached(endpoint, repo, commit, version)
+    return (replace(hit[0], revision=rev), hit[1]) if hit is not None else None
 
 
-def _cached(endpoint: str, repo: str, commit: str) -> Snapshot | None:
-    """The cached footprint of a commit (a few KB) when this estimator made one, else the cached
+def _cached(endpoint: str, repo: str, commit: str, version: str | None) -> tuple[Snapshot, dict[str, Any] | None] | None:
+    """The cached model facts of a commit (a few KB) when ``version`` made some, else the cached
     tensors (estimated again by the caller)."""
-    from planner.model.footprint import ESTIMATOR_VERSION
+    if version is not None:
+        summary = cache.load_summary(endpoint, repo, commit, version)
+        if summary is not None:
+            return summary
+    snap = cache.load(endpoint, repo, commit)
+    return (snap, None) if snap is not None else None
 
-    return cache.load_summary(endpoint, repo, commit, ESTIMATOR_VERSION) or cache.load(endpoint, repo, commit)
 
-
-def remember_estimate(endpoint: str | None, snap: Snapshot, footprint: Any) -> None:
-    """Cache the estimate of a snapshot read from the Hub or the metadata cache, for warm plans."""
-    from planner.model.footprint import ESTIMATOR_VERSION
-
-    if snap.commit and snap.source in ("hub", "cache") and snap.summary is None and snap.tensors:
-        cache.store_summary((endpoint or endpoint_now()).rstrip("/"), snap, footprint.to_dict(), ESTIMATOR_VERSION)
+def remember(endpoint: str | None, snap: Snapshot, facts: dict[str, Any], version: str) -> None:
+    """Cache a runtime's model facts of a snapshot read from the Hub or the metadata cache, for warm plans."""
+    if snap.commit and snap.source in ("hub", "cache") and snap.tensors:
+        cache.store_summary((endpoint or endpoint_now()).rstrip("/"), snap, facts, version)
 
 
 def _head_commit(endpoint: str, repo: str, rev: str, *, token: str | bool | None, timeout: float, deadline: float) -> str | None:
@@ -151,7 +170,7 @@ def _head_commit(endpoint: str, repo: str, rev: str, *, token: str | bool | None
     return resp.headers.get("x-repo-commit") if resp is not None else None
 
 
-def _from_hf_cache(repo: str, rev: str) -> Snapshot | None:
+def _from_hf_cache(repo: str, rev: str, select: Selector) -> Snapshot | None:
     root = hf_cache_dir() / ("models--" + repo.replace("/", "--"))
     commit = rev
     if not ids.COMMIT.match(rev):
@@ -165,7 +184,7 @@ def _from_hf_cache(repo: str, rev: str) -> Snapshot | None:
     if not (folder / "config.json").is_file():
         return None
     try:
-        snap = read_folder(folder, model_id=repo, source="cache", revision=rev, commit=commit)
+        snap = read_folder(folder, model_id=repo, select=select, source="cache", revision=rev, commit=commit)
     except (FitcheckError, OSError):
         return None  # an incomplete or damaged download in the HF cache: read the Hub instead
     return replace(snap, notes=(*snap.notes, f"read from the Hugging Face cache ({folder})"))

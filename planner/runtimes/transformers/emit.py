@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from planner import __version__
-from planner.runtimes.transformers import quantizers as formats
-from planner.core.records import Plan
-from planner.core.errors import UsageError
+from planner.core.errors import UsageError, VerifyError
+from planner.core.records import Plan, Report
 from planner.core.secrets import contains_known
-
-if TYPE_CHECKING:
-    from planner.api import Report
+from planner.model.footprint import Footprint
+from planner.runtimes.transformers import quantizers as formats
+from planner.runtimes.transformers.memory import kv
+from planner.runtimes.transformers.settings import TransformersSettings
 
 DEFAULT_OFFLOAD_DIR = "fitcheck-offload"
 # transformers' Auto classes fitcheck emits; nothing else can reach the import line.
@@ -34,17 +35,70 @@ _MODULE = re.compile(r"[a-z_][a-z0-9_]{0,60}")
 _TORCH_DTYPES = {"float32": "torch.float32", "bfloat16": "torch.bfloat16", "float16": "torch.float16"}
 
 
+def _parts(r: Report, p: Plan) -> tuple[Footprint, TransformersSettings]:
+    fp, s = r.footprint, p.settings
+    if not isinstance(fp, Footprint) or not isinstance(s, TransformersSettings):
+        raise TypeError(f"not a transformers plan: {p.runtime}")
+    return fp, s
+
+
+def model_block(r: Report) -> dict[str, Any]:
+    """The transformers entries of the JSON report's ``model`` block (README's "JSON schema")."""
+    fp = r.footprint
+    if not isinstance(fp, Footprint):
+        raise TypeError(f"not a transformers model: {type(fp).__name__}")
+    arch = fp.arch
+    return {
+        "model_type": arch.model_type,
+        "architectures": list(arch.architectures),
+        "auto_class": arch.auto_class,
+        "parameters": fp.parameters,
+        "active_parameters": fp.active_parameters,
+        "weights_bytes": fp.stored_bytes,
+        "download_bytes": fp.download_bytes,
+        "stored_dtype": fp.stored_dtype,
+        "prequantized": _prequantized_block(fp),
+        "weight_format": r.snapshot.weight_format,
+        "weight_files": list(r.snapshot.weight_files),
+        "unloaded_bytes": fp.unloaded_bytes,
+        # vision tower, projector and language model (encoder, decoder, shared for seq2seq)
+        "components": {name: {"parameters": params, "bytes": nbytes} for name, (params, nbytes) in fp.components.items()},
+        "kv_bytes_per_token": kv.bytes_per_token(arch, dtype_bytes=2),
+        "layers": arch.num_layers,
+        "max_position_embeddings": arch.max_position_embeddings,
+        "units": [
+            {"name": u.name, "kind": u.kind, "layer": u.layer, "parameters": u.params, "bytes": u.stored_bytes,
+             "modules": u.modules, "tied_to": u.tied_to}
+            for u in fp.units
+        ],
+    }
+
+
+def _prequantized_block(fp: Footprint) -> dict[str, Any] | None:
+    """The checkpoint's quantization, with its bytes as stored: packed weights, and their scales,
+    zeros and indices (which hold no parameters)."""
+    if fp.prequant is None:
+        return None
+    roles = [s for u in fp.units for role, s in u.roles.items() if role in ("packed", "qaux")]
+    packed = [s for u in fp.units for role, s in u.roles.items() if role == "packed"]
+    return {**fp.prequant.to_dict(),
+            "packed_parameters": sum(s.params for s in packed),
+            "packed_bytes": sum(s.bytes for s in packed),
+            "scale_bytes": sum(s.bytes for s in roles) - sum(s.bytes for s in packed)}
+
+
 def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR, trust_remote_code: bool = False) -> dict[str, Any]:
     """The from_pretrained settings of a plan, as plain data (the plan file's core)."""
-    fp = r.footprint
-    uses_offload = any(v in ("cpu", "disk") for v in p.device_map.values()) and any(isinstance(v, int) for v in p.device_map.values())
-    bnb = None
-    if p.scheme.quantization == "int8":
+    fp, ps = _parts(r, p)
+    device_map = ps.device_map
+    uses_offload = any(v in ("cpu", "disk") for v in device_map.values()) and any(isinstance(v, int) for v in device_map.values())
+    bnb: dict[str, Any] | None = None
+    if ps.scheme.quantization == "int8":
         bnb = {"load_in_8bit": True}
-    elif p.scheme.quantization == "nf4":
+    elif ps.scheme.quantization == "nf4":
         bnb = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-               "bnb_4bit_compute_dtype": p.scheme.dtype}
-    if bnb is not None and (uses_offload or "disk" in p.device_map.values()):
+               "bnb_4bit_compute_dtype": ps.scheme.dtype}
+    if bnb is not None and (uses_offload or "disk" in device_map.values()):
         bnb["llm_int8_enable_fp32_cpu_offload"] = True
     packages = ["torch", "transformers", "accelerate"]
     if bnb is not None:
@@ -52,17 +106,17 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
     prequantized = _prequantized(r, p)
     if prequantized is not None:
         packages += [pip for pip, _ in prequantized["requires"] if pip not in packages]
-    main = next((f"cuda:{v}" for v in p.device_map.values() if isinstance(v, int)), None)
+    main = next((f"cuda:{v}" for v in device_map.values() if isinstance(v, int)), None)
     if main is None:
-        main = "mps" if "mps" in p.device_map.values() else "cpu"
+        main = "mps" if "mps" in device_map.values() else "cpu"
     return {
         "auto_class": fp.arch.auto_class,
         "model": r.snapshot.id,
         "revision": r.snapshot.revision if r.snapshot.source != "local" else None,
-        "dtype": p.scheme.dtype,
-        "device_map": p.device_map,
+        "dtype": ps.scheme.dtype,
+        "device_map": device_map,
         "max_memory": {_mm_key(d): m.capacity for d, m in p.memory.items() if d != "disk"},
-        "offload_folder": offload_dir if "disk" in p.device_map.values() else None,
+        "offload_folder": offload_dir if "disk" in device_map.values() else None,
         "bitsandbytes": bnb,
         "prequantized": prequantized,
         "use_safetensors": True if r.snapshot.weight_format == "safetensors" else None,
@@ -101,19 +155,18 @@ def _layer_device(device_map: dict[str, Any], unit: str) -> Any:
 
 def kv_after_prefill(r: Report, p: Plan, device: str) -> int:
     """KV bytes on ``device`` right after the prefill (before any new token), for verify."""
-    from planner.runtimes.transformers.memory import kv
-
-    fp, c = r.footprint, r.constraints
+    fp, ps = _parts(r, p)
+    c = r.constraints
     exec_device = load_settings(r, p)["exec_device"]
     total = 0
     for u in fp.units:
         if u.kind != "layer" or u.layer is None:
             continue
-        where = _layer_device(p.device_map, u.name)
+        where = _layer_device(ps.device_map, u.name)
         where = f"cuda:{where}" if isinstance(where, int) else where
         holder = where if where in ("cpu", "mps") or str(where).startswith("cuda") else exec_device
         if holder == device:
-            total += kv.layer_bytes(fp.arch, u.layer, context=c.context, new_tokens=0, batch=c.batch, dtype_bytes=p.scheme.dtype_bytes)
+            total += kv.layer_bytes(fp.arch, u.layer, context=c.context, new_tokens=0, batch=c.batch, dtype_bytes=ps.scheme.dtype_bytes)
     return total
 
 
@@ -121,6 +174,7 @@ def plan_file(r: Report, p: Plan, **kw: Any) -> str:
     """The ``--config`` JSON: everything the load needs, and what fitcheck predicted for it."""
     doc = {
         "fitcheck_version": __version__,
+        "runtime": p.runtime,
         "model": {"id": r.snapshot.id, "revision": r.snapshot.revision, "commit": r.snapshot.commit, "source": r.snapshot.source},
         "label": p.label,
         "load": load_settings(r, p, **kw),
@@ -134,7 +188,8 @@ def plan_file(r: Report, p: Plan, **kw: Any) -> str:
 def script(r: Report, p: Plan, **kw: Any) -> str:
     """A standalone Python script that loads the model with the plan's settings and generates."""
     generate = {"context": r.constraints.context, "batch": r.constraints.batch, "new_tokens": r.constraints.new_tokens}
-    return script_from_settings(load_settings(r, p, **kw), generate, label=p.label, prequant=r.footprint.prequant.detail if r.footprint.prequant else None)
+    fp, _ = _parts(r, p)
+    return script_from_settings(load_settings(r, p, **kw), generate, label=p.label, prequant=fp.prequant.detail if fp.prequant else None)
 
 
 def script_from_settings(s: dict[str, Any], generate: dict[str, Any], *, label: str, prequant: str | None = None) -> str:
@@ -222,6 +277,17 @@ def render_check(settings: Any, generate: Any) -> str | None:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         return f"{type(e).__name__}: {str(e)[:120]}"
     return None
+
+
+def check_plan_doc(doc: Mapping[str, Any]) -> None:
+    """Refuse a plan file whose load settings could not have come from fitcheck (before anything runs).
+
+    Raises:
+        VerifyError: the settings do not render a load script.
+    """
+    problem = render_check(doc.get("load"), doc.get("generate"))
+    if problem:
+        raise VerifyError(f"the plan file cannot be loaded as written: {problem}")
 
 
 def _no_secrets(text: str) -> str:

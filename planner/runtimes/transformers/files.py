@@ -12,15 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from planner.core.errors import NoWeights
+from planner.core.errors import NoWeights, printable
+from planner.core.records import FileSelection
+from planner.model.arch import remote_code_note
+from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE, is_safe_shard
 
-SAFE_SINGLE = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
 BIN_SINGLE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 _BIN_SHARD = re.compile(r"^pytorch_model-\d+-of-\d+\.bin\Z")
-_SAFE_SHARD = re.compile(r"^model-\d+-of-\d+\.safetensors\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +43,6 @@ class WeightSet:
     ignored: tuple[str, ...] = ()
 
 
-def is_safe_shard(path: str) -> bool:
-    """Whether ``path`` is a safetensors shard that transformers would load (``model-00001-of-00004.safetensors``)."""
-    return bool(_SAFE_SHARD.match(path))
-
-
 def choose(paths: Iterable[str], *, where: str) -> WeightSet:
     """Pick the weight set transformers would load from a repo's file paths.
 
@@ -54,20 +50,45 @@ def choose(paths: Iterable[str], *, where: str) -> WeightSet:
         NoWeights: when the root holds no loadable weights (naming what it found instead).
     """
     paths = list(paths)
+    where = f"{where}: " if where else ""
     root = {p for p in paths if "/" not in p}
     others = tuple(sorted(p for p in paths if p.endswith((".safetensors", ".bin", ".pth", ".pt", ".gguf", ".ckpt"))
-                          and p != SAFE_SINGLE and not _SAFE_SHARD.match(p) and not _BIN_SHARD.match(p) and p != BIN_SINGLE))
+                          and p != SAFE_SINGLE and not is_safe_shard(p) and not _BIN_SHARD.match(p) and p != BIN_SINGLE))
     if SAFE_SINGLE in root:
         return WeightSet("safetensors", SAFE_SINGLE, None, ignored=others)
     if SAFE_INDEX in root:
         return WeightSet("safetensors", None, SAFE_INDEX, ignored=others)
-    if any(_SAFE_SHARD.match(p) for p in root):
-        raise NoWeights(f"{where}: has sharded safetensors but no {SAFE_INDEX}; transformers cannot load it")
+    if any(is_safe_shard(p) for p in root):
+        raise NoWeights(f"{where}has sharded safetensors but no {SAFE_INDEX}; transformers cannot load it")
     bins = tuple(sorted(p for p in root if p == BIN_SINGLE or _BIN_SHARD.match(p)))
     if bins:
         return WeightSet("pytorch", None, BIN_INDEX if BIN_INDEX in root else None, bin_files=bins, ignored=others)
     found = ", ".join(others[:3]) if others else "no weight files"
     raise NoWeights(
-        f"{where}: has no weights transformers loads ({SAFE_SINGLE}, {SAFE_INDEX} or {BIN_SINGLE}); found {found}",
+        f"{where}has no weights transformers loads ({SAFE_SINGLE}, {SAFE_INDEX} or {BIN_SINGLE}); found {found}",
         hint="GGUF-only, diffusers and consolidated-only repos are not loadable with AutoModel.from_pretrained",
     )
+
+
+def select(paths: Iterable[str], config: Any) -> tuple[FileSelection, ...]:
+    """The runtime's ``select``: the one file set transformers loads, or none.
+
+    Raises:
+        NoWeights: sharded safetensors without their index.
+    """
+    try:
+        ws = choose(paths, where="")
+    except NoWeights as e:
+        if "no weights transformers loads" in e.message:
+            return ()
+        raise
+    notes: list[str] = []
+    remote = remote_code_note(config)
+    if remote:
+        notes.append(remote)
+    if ws.ignored:
+        # File names are the repo owner's choice: escape anything a terminal would act on.
+        notes.append(printable(f"not loaded by transformers, not counted: {', '.join(ws.ignored[:4])}"
+                               + (" ..." if len(ws.ignored) > 4 else "")))
+    files = (ws.single,) if ws.single else (ws.index,) if ws.index else ()
+    return (FileSelection(ws.format, tuple(f for f in files if f), weight_files=ws.bin_files, notes=tuple(notes)),)

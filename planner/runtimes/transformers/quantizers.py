@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from planner.core.records import Gpu, Scheme, _ToDict
+from planner.core.records import Gpu, _ToDict
+from planner.runtimes.transformers.settings import Scheme
 from planner.core.units import fmt_bytes
 
 if TYPE_CHECKING:

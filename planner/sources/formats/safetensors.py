@@ -12,6 +12,7 @@ allocates more than the header itself.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,18 @@ from planner.core.errors import BadHeader
 from planner.core.ids import show
 from planner.core.records import Tensor
 from planner.core.units import DTYPE_BITS
+
+# The Hugging Face layout of a safetensors checkpoint: one file, or shards named by an index
+# (transformers modeling_utils ``SAFE_WEIGHTS_NAME``/``SAFE_WEIGHTS_INDEX_NAME``; vLLM reads the same).
+SAFE_SINGLE = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+_SAFE_SHARD = re.compile(r"^model-\d+-of-\d+\.safetensors\Z")
+
+
+def is_safe_shard(path: str) -> bool:
+    """Whether ``path`` is a safetensors shard of the HF layout (``model-00001-of-00004.safetensors``)."""
+    return bool(_SAFE_SHARD.match(path))
+
 
 # The safetensors loader refuses headers over 100 MB (safetensors/src/tensor.rs, MAX_HEADER_SIZE);
 # a file claiming more is hostile or broken, and we refuse before reading it.

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from planner.runtimes.transformers.memory import overhead
 from planner.runtimes.transformers.placement import Assignment, Cost
-from planner.core.records import DeviceMemory, Scheme
+from planner.core.records import DeviceMemory
+from planner.runtimes.transformers.settings import Scheme
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ torch 2.13.0 CPU, transformers 5.24, bitsandbytes 0.50.2) in fresh processes, re
 
 from __future__ import annotations
 
-from planner.core.records import Scheme
+from planner.runtimes.transformers.settings import Scheme
 from planner.core.units import MiB
 
 # --- CPU (measured) -------------------------------------------------------------------------

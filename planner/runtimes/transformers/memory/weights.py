@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from planner.model.footprint import Unit
 from planner.runtimes.transformers.memory import overhead
-from planner.core.records import Scheme
+from planner.runtimes.transformers.settings import Scheme
 from planner.model.prequant import PreQuant
 
 # bnb LLM.int8: int8 weight (1 byte/param) plus one fp32 absmax per output row, SCB

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from planner.core.errors import VerifyError
+from planner.core.ids import show as ids_show
 from planner.core.records import _ToDict
 from planner.core.units import MiB, fmt_bytes
+from planner.runtimes import registry
+from planner.runtimes.base import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,19 +121,23 @@ def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: b
     """
     plan = _checked(text)
     load = plan["load"]
-    if load.get("trust_remote_code") and not trust_remote_code:
-        raise VerifyError("the plan runs Python code from the model repo (trust_remote_code)",
-                          hint="review that code, then pass --trust-remote-code to verify")
-    if load.get("pickled_weights") and not allow_pickle:
-        raise VerifyError("the plan loads pickled pytorch_model*.bin weights, and unpickling can run code",
-                          hint="pass --allow-pickle to verify if you trust the repo")
+    runtime = _runtime(plan)
     with tempfile.TemporaryDirectory(prefix="fitcheck-verify-") as tmp:
         plan_path, out_path = Path(tmp) / "plan.json", Path(tmp) / "result.json"
+        argv = runtime.verify_argv(plan, str(plan_path), str(out_path))
+        if load.get("trust_remote_code") and not trust_remote_code:
+            raise VerifyError("the plan runs Python code from the model repo (trust_remote_code)",
+                              hint="review that code, then pass --trust-remote-code to verify")
+        if load.get("pickled_weights") and not allow_pickle:
+            raise VerifyError("the plan loads pickled pytorch_model*.bin weights, and unpickling can run code",
+                              hint="pass --allow-pickle to verify if you trust the repo")
+        if argv is None:
+            raise VerifyError(f"plans of the {runtime.name} runtime cannot be verified on this machine")
         plan_path.write_text(text)
         started = time.monotonic()
         try:
-            proc = subprocess.run([sys.executable, "-m", "planner.runtimes.transformers.verify_child", str(plan_path), str(out_path)],
-                                  capture_output=True, text=True, timeout=timeout, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         except subprocess.TimeoutExpired:
             raise VerifyError(f"the load and generate did not finish within {timeout:g} s") from None
         seconds = time.monotonic() - started
@@ -144,19 +150,23 @@ def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: b
 
 
 def _checked(text: str) -> dict[str, Any]:
-    """Parse a plan file and check it is one fitcheck could have written, before anything runs."""
-    from planner.runtimes.transformers.emit import render_check
-
+    """Parse a plan file and check it is one fitcheck could have written (the runtime checks its
+    own settings in ``verify_argv``), before anything runs."""
     try:
         plan = json.loads(text)
     except (ValueError, RecursionError):
         raise VerifyError("the plan file is not JSON") from None
     if not isinstance(plan, dict) or not all(isinstance(plan.get(k), dict) for k in ("load", "generate", "predicted")):
         raise VerifyError("the plan file is not one fitcheck wrote (needs load, generate and predicted objects)")
-    problem = render_check(plan["load"], plan["generate"])
-    if problem:
-        raise VerifyError(f"the plan file cannot be loaded as written: {problem}")
     return plan
+
+
+def _runtime(plan: dict[str, Any]) -> Runtime:
+    """The runtime the plan file names (plan files written before runtimes were named are transformers')."""
+    name = plan.get("runtime", "transformers")
+    if not isinstance(name, str) or name not in registry.names():
+        raise VerifyError(f"the plan file names an unknown runtime {ids_show(name)}")
+    return registry.get(name)
 
 
 def compare(plan: dict[str, Any], raw: dict[str, Any], seconds: float) -> Verification:

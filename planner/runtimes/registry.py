@@ -1,0 +1,77 @@
+"""The runtimes fitcheck knows, by ``--runtime`` name, each imported only when first used.
+
+A runtime registers in one line of :data:`RUNTIMES`: its name and ``"module:Class"``. The module
+is imported lazily, so ``fitcheck --help`` and a plan import only what they use (no torch or
+transformers on the plan path: tests/test_perf_imports.py).
+
+``"auto"`` means every runtime whose ``select()`` finds files it runs in the repo, in the order
+of :data:`RUNTIMES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any
+
+from planner.core.errors import NoWeights, UsageError
+from planner.core.records import FileSelection, RepoFile
+from planner.runtimes.base import Runtime
+
+AUTO = "auto"
+# name -> "module:Class"; one line per runtime, in the order "auto" tries them.
+RUNTIMES: dict[str, str] = {
+    "transformers": "planner.runtimes.transformers.runtime:TransformersRuntime",
+}
+
+
+def names() -> tuple[str, ...]:
+    """The registered runtime names, in "auto" order."""
+    return tuple(RUNTIMES)
+
+
+@cache
+def get(name: str) -> Runtime:
+    """The runtime registered as ``name`` (one instance per process).
+
+    Raises:
+        UsageError: no runtime has that name.
+    """
+    target = RUNTIMES.get(name)
+    if target is None:
+        raise UsageError(f"--runtime {name!r} is not one of {', '.join((AUTO, *RUNTIMES))}")
+    module, _, cls = target.partition(":")
+    runtime: Runtime = getattr(importlib.import_module(module), cls)()
+    return runtime
+
+
+def chosen(name: str = AUTO) -> tuple[Runtime, ...]:
+    """The runtimes ``--runtime name`` may plan with: the one named, or every one for "auto"."""
+    return tuple(get(n) for n in RUNTIMES) if name == AUTO else (get(name),)
+
+
+def select(listing: Sequence[RepoFile], config: Mapping[str, Any] | None, *, name: str = AUTO,
+           where: str = "") -> list[tuple[Runtime, FileSelection]]:
+    """Every (runtime, file set) that ``--runtime name`` could run from a repo, best first.
+
+    Raises:
+        NoWeights: none of them finds files it runs (naming what the repo holds instead), or
+            the one runtime named finds its files in a state it cannot load.
+    """
+    found: list[tuple[Runtime, FileSelection]] = []
+    problems: list[NoWeights] = []
+    for runtime in chosen(name):
+        try:
+            found += [(runtime, sel) for sel in runtime.select(listing, config)]
+        except NoWeights as e:
+            problems.append(e)
+    if found:
+        return found
+    if problems:
+        raise NoWeights(f"{where}: {problems[0].message}", hint=problems[0].hint)
+    weights = sorted(f.path for f in listing if f.path.endswith((".safetensors", ".bin", ".pth", ".pt", ".gguf", ".ckpt")))
+    found_text = ", ".join(weights[:3]) if weights else "no weight files"
+    runtimes = name if name != AUTO else ", ".join(RUNTIMES)
+    raise NoWeights(f"{where}: has no weights {runtimes} runs; found {found_text}",
+                    hint=f"the runtimes are: {', '.join(RUNTIMES)} (--runtime NAME)")
