@@ -23,6 +23,7 @@ from planner.model.footprint import estimate
 from planner.hardware.profiles import load_profile
 from planner.core.records import Constraints
 from planner.api import read_model
+from planner.report.schema import report_dict
 
 BF16 = Constraints(context=2048, dtype="bfloat16", quantization="none")
 
@@ -45,7 +46,7 @@ def test_active_and_total_parameters(mixtral_8x7b: str) -> None:
     fp = estimate(read_model(mixtral_8x7b))
     assert fp.parameters == 46_702_792_704  # Mixtral-8x7B
     assert 12.8e9 < fp.active_parameters < 13.0e9  # 2 of 8 experts: "12.9B active"
-    doc = api.plan(mixtral_8x7b, hardware=load_profile("h200"), constraints=BF16).to_dict()
+    doc = report_dict(api.plan(mixtral_8x7b, hardware=load_profile("h200"), constraints=BF16))
     assert doc["model"]["parameters"] == fp.parameters and doc["model"]["active_parameters"] == fp.active_parameters
 
 

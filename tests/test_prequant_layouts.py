@@ -228,7 +228,7 @@ def test_the_rules_table_is_data_with_sources() -> None:
 
 
 def test_report_splits_packed_weights_from_scales(gpt_oss_20b: str) -> None:
-    doc = api.plan(gpt_oss_20b, hardware=load_profile("h100-sxm-80gb"), constraints=Constraints(context=1024)).to_dict()
+    doc = report_dict(api.plan(gpt_oss_20b, hardware=load_profile("h100-sxm-80gb"), constraints=Constraints(context=1024)))
     pq = doc["model"]["prequantized"]
     blocks = 24 * 32 * (5760 + 2880) * 90 * 16
     assert pq["method"] == "mxfp4" and pq["packed_bytes"] == blocks and pq["packed_parameters"] == 2 * blocks
