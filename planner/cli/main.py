@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"fitcheck: error: {e.message}", err=True)
         if e.hint:
             click.echo(f"fitcheck: hint: {e.hint}", err=True)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # an internal bug: still one line, never a token
@@ -285,17 +285,29 @@ def _write_outputs(r: Any, o: dict[str, Any]) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a failure never leaves half a file."""
+    """Write via a temporary file and rename, so a failure never leaves half a file (nor the
+    temporary one); the file gets the mode a plain ``open`` would give it (0666 less the umask)."""
     import tempfile
 
+    tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
+        tmp = None
     except OSError as e:
         raise UsageError(f"cannot write {str(path)!r}: {e.strerror or type(e).__name__}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _verify_report(r: Any, o: dict[str, Any]) -> Any:

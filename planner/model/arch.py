@@ -105,8 +105,6 @@ class Arch(_ToDict):
         has_vision: a vision tower is part of the checkpoint.
         torch_dtype: the config's declared dtype, if any.
         quantization_config: the pre-quantization block, if any (a plain dict).
-        remote_code: the config points at code in the repo (``auto_map``) for a type fitcheck
-            does not know natively.
         expert_intermediate_size: width of one routed expert's MLP (MoE).
         mla_rank, mla_rope_dim, mla_k_dim, mla_v_dim: MLA's latent rank, rotary width, per-head K
             and V widths (0 when not MLA).
@@ -137,7 +135,6 @@ class Arch(_ToDict):
     has_vision: bool = False
     torch_dtype: str | None = None
     quantization_config: dict[str, Any] | None = None
-    remote_code: bool = False
     expert_intermediate_size: int = 0
     mla_rank: int = 0
     mla_rope_dim: int = 0
@@ -266,7 +263,6 @@ def read_arch(config: Mapping[str, Any], *, where: str = "config.json") -> Arch:
         has_vision=has_vision,
         torch_dtype=dtype,
         quantization_config=dict(quant) if quant is not None else None,
-        remote_code="auto_map" in config and model_type not in KNOWN_MODEL_TYPES,
         expert_intermediate_size=expert_inter,
         mla_rank=mla[0],
         mla_rope_dim=mla[1],

@@ -183,7 +183,7 @@ class Footprint(_ToDict):
 # The version of the estimate that cached footprints are keyed by: a fitcheck that estimates
 # differently never reuses an older estimate. Raise it with every change to what a Footprint holds
 # or how it is computed (this module, templates, arch, prequant, naming, synth, units, records).
-ESTIMATOR_VERSION = "2026.12.02-1"
+ESTIMATOR_VERSION = "2026.12.02-2"
 
 
 def from_cached(facts: Mapping[str, Any] | None) -> Footprint | None:

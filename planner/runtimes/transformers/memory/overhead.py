@@ -93,5 +93,3 @@ def gpu_fixed() -> int:
 def gpu_slack(weights: int, transient: int) -> int:
     return int(weights * GPU_SLACK_WEIGHTS + transient * GPU_SLACK_TRANSIENT)
 
-
-GPU_SLACK_FRACTION = GPU_SLACK_WEIGHTS
