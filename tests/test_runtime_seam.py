@@ -90,3 +90,33 @@ def test_a_plan_file_names_its_runtime_and_verify_refuses_an_unknown_one(tiny_mo
     with pytest.raises(VerifyError, match="unknown runtime"):
         api.verify_plan_text(json.dumps({**doc, "runtime": "nope"}))
     assert replace(r.solution.chosen, label="x").label == "x"
+
+
+def test_constraints_carry_runtime_options_that_each_runtime_reads_by_name():
+    from planner.core.records import Constraints
+
+    c = Constraints().with_options(quant="Q4_K_M", resolution=(512, 512))
+    assert c.option("quant") == "Q4_K_M" and c.option("resolution") == (512, 512)
+    assert c.option("train") is None and c.option("train", "none") == "none"
+    assert c.options == (("quant", "Q4_K_M"), ("resolution", (512, 512)))  # sorted: equal requests compare equal
+    assert c.with_options(quant="Q8_0").option("quant") == "Q8_0"
+    hash(c)  # still a frozen, hashable record
+
+
+def test_runtime_option_groups_refuse_options_of_two_runtimes(monkeypatch):
+    import sys
+    import types
+
+    from planner.cli import options
+    from planner.core.errors import UsageError
+
+    for name, runtime in (("fake_a", "a"), ("fake_b", "b")):
+        mod = types.ModuleType(f"tests_{name}")
+        mod.OPTIONS = []
+        mod.collect = (lambda rt: (lambda o: {"runtime": rt, rt: o.get(rt)} if o.get(rt) else {}))(runtime)
+        monkeypatch.setitem(sys.modules, f"tests_{name}", mod)
+    monkeypatch.setattr(options, "GROUPS", ("tests_fake_a", "tests_fake_b"))
+    assert options.collect({"a": 1}) == ({"a": 1}, "a")
+    assert options.collect({}) == ({}, None)
+    with pytest.raises(UsageError):
+        options.collect({"a": 1, "b": 2})

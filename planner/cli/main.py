@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from planner import __version__
+from planner.cli import options as runtime_options
 from planner.core.errors import FitcheckError, UsageError, printable
 from planner.core.secrets import redact, register
 
@@ -100,7 +101,7 @@ def _plan_options(f):
         click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in README)."),
     ]):
         f = opt(f)
-    return _hardware_options(f)
+    return _hardware_options(runtime_options.apply(f))
 
 
 @cli.command()
@@ -249,10 +250,16 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
     kw: dict[str, Any] = {}
     if o.get("margin") is not None:
         kw["margin_fraction"] = o["margin"]
+    extra, implied = runtime_options.collect(o)
+    runtime = o.get("runtime") or "auto"
+    if implied is not None:
+        if runtime not in ("auto", implied):
+            raise UsageError(f"--runtime {runtime} does not take the options of the {implied} runtime")
+        runtime = implied
     c = Constraints(context=o["context"], batch=o["batch"], new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"],
-                    quantization=o["quantization"], offload=not o["no_offload"], **kw)
+                    quantization=o["quantization"], offload=not o["no_offload"], options=tuple(sorted(extra.items())), **kw)
     common = dict(hardware=hw, constraints=c, revision=o["revision"], token=o.get("token"), timeout=o["timeout"],
-                  runtime=o.get("runtime") or "auto")
+                  runtime=runtime)
     if len(models) == 1:
         return [api.plan(models[0], **common)]
     return api.plan_many(models, **common)

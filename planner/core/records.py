@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from planner.core.errors import UsageError
@@ -315,6 +315,10 @@ class Constraints:
         quantization: force this quantization (the runtime says which it knows).
         offload: allow CPU and disk offload.
         margin_fraction, margin_floor: headroom kept free on every device.
+        options: runtime-specific requests as sorted ``(name, value)`` pairs (e.g.
+            ``("train", "qlora")``, ``("quant", "Q4_K_M")``, ``("resolution", (1024, 1024))``);
+            each runtime reads its own with :meth:`option` and ignores the rest. The CLI builds
+            them from the option groups in ``planner/cli/options/``.
     """
 
     context: int = 4096
@@ -326,12 +330,26 @@ class Constraints:
     offload: bool = True
     margin_fraction: float = DEFAULT_MARGIN_FRACTION
     margin_floor: int = DEFAULT_MARGIN_FLOOR
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.context < 1 or self.batch < 1 or self.new_tokens < 0:
             raise UsageError("context and batch must be at least 1")
         if self.prefer not in PREFERENCES:
             raise UsageError(f"--prefer {self.prefer!r} is not one of {', '.join(PREFERENCES)}")
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The runtime-specific request ``name`` (``default`` when it was not given)."""
+        for key, value in self.options:
+            if key == name:
+                return value
+        return default
+
+    def with_options(self, **values: Any) -> Constraints:
+        """These constraints with ``values`` added to (or replacing) :attr:`options`."""
+        merged = dict(self.options)
+        merged.update(values)
+        return replace(self, options=tuple(sorted(merged.items())))
 
     def margin(self, free: int) -> int:
         """The headroom kept unused on a device with ``free`` bytes free."""

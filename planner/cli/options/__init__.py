@@ -1,0 +1,57 @@
+"""Runtime-specific command-line options of ``plan`` and ``check``, one module per runtime.
+
+Each module listed in :data:`GROUPS` defines:
+
+* ``OPTIONS``: click option decorators (their parameter names must not clash with another
+  group's or with the common options in ``planner/cli/main.py``);
+* ``collect(o) -> dict``: from click's parsed values, the runtime requests for
+  :attr:`planner.core.records.Constraints.options` (only those the user gave). The key
+  ``"runtime"`` in the result, when present, names the runtime those options imply (e.g.
+  ``--train`` implies the training runtime) unless ``--runtime`` names another.
+
+The modules import only click and the core layer, so ``fitcheck --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from planner.core.errors import UsageError
+
+# one line per runtime that has options of its own
+GROUPS: tuple[str, ...] = (
+)
+
+
+def _modules() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in GROUPS]
+
+
+def apply(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``f`` with every group's options added."""
+    for module in reversed(_modules()):
+        for opt in reversed(module.OPTIONS):
+            f = opt(f)
+    return f
+
+
+def collect(o: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """(the runtime options the user gave, the runtime they imply or None).
+
+    Raises:
+        UsageError: options of two runtimes that imply different runtimes.
+    """
+    options: dict[str, Any] = {}
+    implied: str | None = None
+    for module in _modules():
+        got = dict(module.collect(o))
+        runtime = got.pop("runtime", None)
+        if runtime is not None:
+            if implied is not None and implied != runtime:
+                raise UsageError(f"options for the {implied} and the {runtime} runtimes cannot be combined")
+            implied = runtime
+        options.update(got)
+    return options, implied
