@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from planner.core.errors import NoFeasiblePlan, UsageError
+from planner.core.errors import NoFeasiblePlan, NoWeights, UsageError
 from planner.core.records import Constraints, FileSelection, Hardware, ModelFacts, Plan, RepoFile, Report, Snapshot
 from planner.core.units import fmt_bytes
 from planner.hardware.probe import apply_overrides, probe
@@ -63,14 +64,30 @@ def _read(model: str, runtime: str, kw: dict[str, Any]) -> tuple[Snapshot, Runti
     select = _Selector(runtime, model)
     # the cache holds what an earlier read selected: its facts are reused only for one runtime
     named = registry.get(runtime) if runtime != registry.AUTO else registry.chosen()[0]
-    snap, cached = resolve.read(model, select=select, version=named.version, **kw)
+    snap, cached = resolve.read(model, select=select, version=_facts_version(named), **kw)
     return snap, select.runtime or named, cached
+
+
+def _facts_version(rt: Runtime) -> str:
+    """The key the sources layer caches ``rt``'s model facts under (runtimes never share facts)."""
+    return rt.version if rt.name == "transformers" else f"{rt.name}/{rt.version}"
+
+
+def _facts(snap: Snapshot, rt: Runtime, cached: Mapping[str, Any] | None, endpoint: str | None, fresh: bool) -> ModelFacts:
+    facts = rt.model(snap, cached)
+    if fresh and cached is None:
+        resolve.remember(endpoint, snap, facts.to_dict(), _facts_version(rt))
+    return facts
 
 
 def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints: Constraints = Constraints(),
          revision: str | None = None, token: str | bool | None = None, endpoint: str | None = None, timeout: float = 30.0,
          snapshot: Snapshot | None = None, runtime: str = registry.AUTO) -> Report:
     """Read ``model``, let the runtime price every candidate on ``hardware``, and rank them.
+
+    ``runtime`` "auto" plans with every runtime (but those that plan only when asked) that finds
+    files it runs in the repo, and ranks all their plans in one table (the report's ``others``
+    hold what the runtimes besides the chosen plan's read).
 
     ``hardware`` may be a callable (e.g. the probe): it then runs while the Hub is read.
     A model that fits nowhere still returns a Report (``fits`` is False, ``rejected`` says why and
@@ -88,19 +105,42 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
             hardware = probing.result()
     else:
         snap, rt, cached = _read(model, runtime, kw)
-    facts = rt.model(snap, cached)
-    if snapshot is None and cached is None:
-        resolve.remember(endpoint, snap, facts.to_dict(), rt.version)
-    return _solved(snap, facts, rt, hardware, constraints)
+    read = [(snap, rt, _facts(snap, rt, cached, endpoint, snapshot is None))]
+    if runtime == registry.AUTO and snapshot is None:
+        read += _also(model, snap, rt, kw, endpoint)
+    return _solved(read, hardware, constraints)
 
 
-def _solved(snap: Snapshot, facts: ModelFacts, rt: Runtime, hw: Hardware, c: Constraints) -> Report:
+def _also(model: str, first: Snapshot, first_rt: Runtime, kw: dict[str, Any],
+          endpoint: str | None) -> list[tuple[Snapshot, Runtime, ModelFacts]]:
+    """What the other "auto" runtimes that find files of theirs in the same listing read."""
+    out: list[tuple[Snapshot, Runtime, ModelFacts]] = []
+    for rt in registry.chosen():
+        if rt is first_rt or not first.files:
+            continue
+        try:
+            if not rt.select(first.files, first.config or None):
+                continue
+        except NoWeights:
+            continue
+        snap, got, cached = _read(model, rt.name, kw)
+        out.append((snap, got, _facts(snap, got, cached, endpoint, True)))
+    return out
+
+
+def _solved(read: Sequence[tuple[Snapshot, Runtime, ModelFacts]], hw: Hardware, c: Constraints) -> Report:
+    """Rank the plans of every runtime in ``read`` together; the report is the chosen plan's runtime's."""
+    plans = [p for _, rt, facts in read for p in rt.plans(facts, hw, c)]
+    views = [Report(snap, facts, hw, c, None, runtime=rt.name) for snap, rt, facts in read]
     try:
-        solution = solve(rt.plans(facts, hw, c), c.prefer, where=hw.name)
+        solution = solve(plans, c.prefer, where=hw.name)
     except NoFeasiblePlan as e:
-        return Report(snap, facts, hw, c, None, rejected=tuple(e.rejections), suggestion=smallest_fit(facts, rt, c),
-                      runtime=rt.name)
-    return Report(snap, facts, hw, c, solution, rejected=solution.rejected, runtime=rt.name)
+        first = views[0]
+        snap, rt, facts = read[0]
+        return replace(first, rejected=tuple(e.rejections), suggestion=smallest_fit(facts, rt, c), others=tuple(views[1:]))
+    owner = registry.owner(solution.chosen).name
+    main = next((v for v in views if v.runtime == owner), views[0])
+    return replace(main, solution=solution, rejected=solution.rejected, others=tuple(v for v in views if v is not main))
 
 
 def smallest_fit(facts: ModelFacts, rt: Runtime, c: Constraints) -> str | None:
@@ -144,13 +184,16 @@ def emit(report: Report, plan: Plan | None = None, **options: Any) -> Artifacts:
     chosen = plan or (report.solution.chosen if report.solution else None)
     if chosen is None:
         raise UsageError("nothing fits, so there is nothing to emit")
-    return registry.get(report.runtime).emit(report, chosen, options)
+    runtime, view = registry.view(report, chosen)
+    return runtime.emit(view, chosen, options)
 
 
 def max_context(report: Report) -> context.MaxContext:
     """The largest context that still fits ``report``'s chosen plan (its runtime prices each step)."""
-    rt = registry.get(report.runtime)
-    return context.max_context(report, lambda c, p: rt.reprice(report.footprint, report.hardware, c, p))
+    if report.solution is None:
+        raise UsageError("nothing fits, so there is no largest context")
+    rt, view = registry.view(report, report.solution.chosen)
+    return context.max_context(report, lambda c, p: rt.reprice(view.footprint, report.hardware, c, p))
 
 
 def verify(path: Path, **kw: Any) -> Verification:

@@ -120,3 +120,88 @@ def test_runtime_option_groups_refuse_options_of_two_runtimes(monkeypatch):
     assert options.collect({}) == ({}, None)
     with pytest.raises(UsageError):
         options.collect({"a": 1, "b": 2})
+
+
+@dataclass(frozen=True, slots=True)
+class _ToyFacts:
+    parameters: int
+    download_bytes: int
+
+    def to_dict(self) -> dict:
+        return {"parameters": self.parameters, "download_bytes": self.download_bytes}
+
+
+class ToyRuntime:
+    """A second runtime for the seam tests: it runs any safetensors repo, at 1e9 tokens/s."""
+
+    name = "toy"
+    engines = ("toy-engine",)
+    version = "toy-1"
+
+    def select(self, listing, config):
+        from planner.core.records import FileSelection
+
+        files = tuple(f.path for f in listing if f.path.endswith(".safetensors"))
+        return (FileSelection("safetensors", files, files),) if files else ()
+
+    def model(self, snapshot, cached=None):
+        return _ToyFacts(sum(t.nbytes for t in snapshot.tensors), 1)
+
+    def plans(self, model, hardware, request):
+        return [replace(_plan(1, tps=1e9), runtime="toy-engine", label="toy plan")]
+
+    def reprice(self, model, hardware, request, plan):
+        return plan
+
+    def min_bytes(self, model):
+        return 0
+
+    def describe_model(self, report):
+        return {"toy_parameters": report.footprint.parameters}
+
+    def describe_plan(self, report, plan):
+        return {"toy": {"parameters": report.footprint.parameters}}
+
+    def emit(self, report, plan, options):
+        from planner.runtimes.base import Artifacts
+
+        return Artifacts(files={"run.txt": f"toy run of {report.snapshot.id}"}, main="run.txt")
+
+    def verify_argv(self, plan_doc, plan_path, out_path):
+        return None
+
+
+@pytest.fixture
+def with_toy_runtime(monkeypatch):
+    monkeypatch.setitem(registry.RUNTIMES, "toy", f"{__name__}:ToyRuntime")
+    registry.get.cache_clear()
+    yield
+    registry.get.cache_clear()
+
+
+def test_auto_ranks_the_plans_of_every_runtime_that_runs_the_repo_in_one_table(tiny_models, with_toy_runtime) -> None:
+    r = api.plan(str(tiny_models["llama"]), hardware=HW, constraints=Constraints(context=64))
+    assert r.solution is not None and r.solution.chosen.runtime == "toy-engine"  # 1e9 tok/s beats any CPU plan
+    assert r.runtime == "toy" and [o.runtime for o in r.others] == ["transformers"]
+    assert any(p.runtime == "transformers" for p in r.solution.alternatives)
+    doc = report_dict(r)
+    assert doc["plan"]["toy"]["parameters"] == r.footprint.parameters > 0
+    # every plan is described by its own runtime, from that runtime's facts
+    transformers_plans = [a for a in doc["alternatives"] if a["runtime"] == "transformers"]
+    assert transformers_plans and all("device_map" in a and "toy" not in a for a in transformers_plans)
+    assert [o["runtime"] for o in doc["model"]["also_planned_by"]] == ["transformers"]
+    # emit goes to the chosen plan's runtime, and to another plan's runtime when asked for that plan
+    assert api.emit(r).main == "run.txt"
+    other = next(p for p in r.solution.alternatives if p.runtime == "transformers")
+    assert "plan.json" in api.emit(r, other).files
+    # naming one runtime plans with that one only
+    only = api.plan(str(tiny_models["llama"]), hardware=HW, constraints=Constraints(context=64), runtime="transformers")
+    assert only.others == () and {p.runtime for p in (only.solution.chosen, *only.solution.alternatives)} == {"transformers"}
+
+
+def test_runtimes_that_plan_only_when_asked_stay_out_of_auto(tiny_models, with_toy_runtime, monkeypatch) -> None:
+    monkeypatch.setattr(registry, "ASKED_ONLY", frozenset({"toy"}))
+    r = api.plan(str(tiny_models["llama"]), hardware=HW, constraints=Constraints(context=64))
+    assert r.runtime == "transformers" and r.others == ()
+    asked = api.plan(str(tiny_models["llama"]), hardware=HW, constraints=Constraints(context=64), runtime="toy")
+    assert asked.runtime == "toy" and asked.solution.chosen.label == "toy plan"

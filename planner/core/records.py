@@ -542,7 +542,10 @@ class Report:
         solution: the ranked plans that fit, or None.
         rejected: the plans that do not fit, with their reasons.
         suggestion: when nothing fits, the smallest bundled profile that would, in words.
-        runtime: the registry name of the runtime that made ``footprint`` and the plans.
+        runtime: the registry name of the runtime that made ``footprint`` (and the chosen plan).
+        others: under ``--runtime auto``, what each other runtime that also planned the model
+            read and made of it (reports without a solution): the ranked plans may come from any
+            of them (:meth:`view` gives a plan's own runtime's report).
     """
 
     snapshot: Snapshot
@@ -553,6 +556,22 @@ class Report:
     rejected: tuple[Plan, ...] = ()
     suggestion: str | None = None
     runtime: str = "transformers"
+    others: tuple[Report, ...] = ()
+
+    def view(self, runtime: str) -> Report:
+        """This report as the runtime named ``runtime`` made it: its snapshot and facts, the same
+        plans (the one to pass to that runtime's ``describe_*`` and ``emit``).
+
+        Raises:
+            KeyError: no runtime of that name planned the model.
+        """
+        if runtime == self.runtime:
+            return self
+        for other in self.others:
+            if other.runtime == runtime:
+                return Report(other.snapshot, other.footprint, self.hardware, self.constraints, self.solution,
+                              self.rejected, self.suggestion, runtime)
+        raise KeyError(runtime)
 
     @property
     def fits(self) -> bool:

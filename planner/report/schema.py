@@ -52,6 +52,9 @@ def report_dict(r: Report) -> dict[str, Any]:
         "rejected": [{"label": p.label, "reasons": list(p.reasons)} for p in r.rejected],
         "suggestion": r.suggestion,
     }
+    if r.others:  # --runtime auto: what the other runtimes that planned it read
+        out["model"]["also_planned_by"] = [
+            {"runtime": o.runtime, "source": o.snapshot.source, **registry.get(o.runtime).describe_model(o)} for o in r.others]
     redacted: dict[str, Any] = _redacted(out)
     return redacted
 
@@ -70,8 +73,13 @@ def plan_dict(r: Report, p: Plan) -> dict[str, Any]:
         "offloaded_bytes": p.offloaded_bytes,
         "disk_bytes": p.disk_bytes,
         "notes": list(p.notes),
-        **registry.get(r.runtime).describe_plan(r, p),
+        **_describe_plan(r, p),
     }
+
+
+def _describe_plan(r: Report, p: Plan) -> dict[str, Any]:
+    runtime, view = registry.view(r, p)
+    return runtime.describe_plan(view, p)
 
 
 def _more_speed(p: Plan) -> bool:

@@ -5,7 +5,8 @@ is imported lazily, so ``fitcheck --help`` and a plan import only what they use 
 transformers on the plan path: tests/test_perf_imports.py).
 
 ``"auto"`` means every runtime whose ``select()`` finds files it runs in the repo, in the order
-of :data:`RUNTIMES`.
+of :data:`RUNTIMES`, except those in :data:`ASKED_ONLY`: the plans of all of them are ranked in
+one table.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from functools import cache
 from typing import Any
 
 from planner.core.errors import NoWeights, UsageError
-from planner.core.records import FileSelection, RepoFile
+from planner.core.records import FileSelection, Plan, RepoFile, Report
 from planner.runtimes.base import Runtime
 
 AUTO = "auto"
@@ -24,6 +25,10 @@ AUTO = "auto"
 RUNTIMES: dict[str, str] = {
     "transformers": "planner.runtimes.transformers.runtime:TransformersRuntime",
 }
+
+# Runtimes that plan only when asked (``--runtime NAME``, or an option of theirs such as
+# ``--train``): they answer another question than "how do I run this model here".
+ASKED_ONLY: frozenset[str] = frozenset({"training", "vllm"})
 
 
 def names() -> tuple[str, ...]:
@@ -48,7 +53,26 @@ def get(name: str) -> Runtime:
 
 def chosen(name: str = AUTO) -> tuple[Runtime, ...]:
     """The runtimes ``--runtime name`` may plan with: the one named, or every one for "auto"."""
-    return tuple(get(n) for n in RUNTIMES) if name == AUTO else (get(name),)
+    return tuple(get(n) for n in RUNTIMES if n not in ASKED_ONLY) if name == AUTO else (get(name),)
+
+
+def owner(plan: Plan) -> Runtime:
+    """The registered runtime whose plans carry ``plan.runtime`` (its engine name).
+
+    Raises:
+        UsageError: no registered runtime has that engine.
+    """
+    for name in RUNTIMES:
+        runtime = get(name)
+        if plan.runtime in runtime.engines:
+            return runtime
+    raise UsageError(f"no runtime plans for {plan.runtime!r}")
+
+
+def view(report: Report, plan: Plan) -> tuple[Runtime, Report]:
+    """(the runtime that made ``plan``, ``report`` as that runtime made it)."""
+    runtime = owner(plan)
+    return runtime, report.view(runtime.name)
 
 
 def select(listing: Sequence[RepoFile], config: Mapping[str, Any] | None, *, name: str = AUTO,

@@ -92,8 +92,8 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
     deadline = time.monotonic() + timeout
 
     if use_cache:
-        hit = _from_metadata_cache(endpoint, repo, rev, version, offline=offline, ttl=ttl, token=token, timeout=timeout,
-                                   deadline=deadline)
+        hit = _from_metadata_cache(endpoint, repo, rev, version, select, offline=offline, ttl=ttl, token=token,
+                                   timeout=timeout, deadline=deadline)
         if hit is not None:
             return hit
         snap = _from_hf_cache(repo, rev, select)
@@ -119,10 +119,10 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
     return snap, None
 
 
-def _from_metadata_cache(endpoint: str, repo: str, rev: str, version: str | None, *, offline: bool, ttl: float,
+def _from_metadata_cache(endpoint: str, repo: str, rev: str, version: str | None, select: Selector, *, offline: bool, ttl: float,
                          token: str | bool | None, timeout: float, deadline: float) -> tuple[Snapshot, dict[str, Any] | None] | None:
     if ids.COMMIT.match(rev):
-        hit = _cached(endpoint, repo, rev, version)
+        hit = _cached(endpoint, repo, rev, version, select)
         # The entry may have been stored by a read of a branch: report the commit that was asked for.
         return (replace(hit[0], revision=rev), hit[1]) if hit is not None else None
     ref = cache.lookup_ref(endpoint, repo, rev)
@@ -134,19 +134,27 @@ def _from_metadata_cache(endpoint: str, repo: str, rev: str, version: str | None
         if current != commit:
             return None
         cache.store_ref(endpoint, repo, rev, commit)
-    hit = _cached(endpoint, repo, commit, version)
+    hit = _cached(endpoint, repo, commit, version, select)
     return (replace(hit[0], revision=rev), hit[1]) if hit is not None else None
 
 
-def _cached(endpoint: str, repo: str, commit: str, version: str | None) -> tuple[Snapshot, dict[str, Any] | None] | None:
+def _cached(endpoint: str, repo: str, commit: str, version: str | None,
+            select: Selector) -> tuple[Snapshot, dict[str, Any] | None] | None:
     """The cached model facts of a commit (a few KB) when ``version`` made some, else the cached
-    tensors (estimated again by the caller)."""
+    tensors (estimated again by the caller) when they are of the format ``select`` reads (an entry
+    another runtime stored holds other files)."""
     if version is not None:
         summary = cache.load_summary(endpoint, repo, commit, version)
         if summary is not None:
             return summary
     snap = cache.load(endpoint, repo, commit)
-    return (snap, None) if snap is not None else None
+    if snap is None:
+        return None
+    try:
+        wanted = select(snap.files, snap.config or None)
+    except FitcheckError:
+        return None
+    return (snap, None) if wanted.format == snap.weight_format else None
 
 
 def remember(endpoint: str | None, snap: Snapshot, facts: dict[str, Any], version: str) -> None:
