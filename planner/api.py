@@ -81,6 +81,8 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     if snapshot is not None:
         rt = registry.get(runtime) if runtime != registry.AUTO else registry.chosen()[0]
         snap = snapshot
+        if callable(hardware):
+            hardware = hardware()
     elif callable(hardware):
         with ThreadPoolExecutor(max_workers=1) as pool:
             probing = pool.submit(hardware)

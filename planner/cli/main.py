@@ -237,7 +237,7 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
     for name in ("hardware", "gpu", "ram", "disk"):
         if o.get(name) is not None and not o[name].strip():
             raise UsageError(f"--{name} is empty", hint="give a value, or leave the option out")
-    sizes = dict(
+    sizes: dict[str, Any] = dict(
         gpus=parse_size_list(o["gpu"], what="--gpu") if o["gpu"] is not None else None,
         ram=parse_size(o["ram"], what="--ram") if o["ram"] is not None else None,
         disk=parse_size(o["disk"], what="--disk") if o["disk"] is not None else None,

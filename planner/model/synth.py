@@ -10,9 +10,9 @@ are what is really stored.
 
 from __future__ import annotations
 
-from planner.model.arch import Arch
 from planner.core.records import Snapshot, Tensor
 from planner.core.units import LOAD_DTYPE_BYTES
+from planner.model.arch import Arch
 
 _TO_ST = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 # Pickle framing and storage headers add a few KiB per tensor to .bin files (torch.save zip

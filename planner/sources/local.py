@@ -14,9 +14,8 @@ from typing import Any
 
 from planner.core import ids
 from planner.core.errors import BadConfig, BadHeader, NoWeights, RepoNotFound, UnsupportedModel
-from planner.sources.formats.safetensors import MAX_HEADER_BYTES, header_length, parse_header
 from planner.core.records import RepoFile, Selector, Snapshot, Tensor
-from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE
+from planner.sources.formats.safetensors import MAX_HEADER_BYTES, SAFE_INDEX, SAFE_SINGLE, header_length, parse_header
 
 MAX_CONFIG_BYTES = 4_000_000  # as in hub.py
 MAX_INDEX_BYTES = 64_000_000
