@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 import layouts as L
-from fakehub import SparseFile
+from fakehub import FakeHub, SparseFile
+from hostile import check_one_line, run_inprocess
 from planner import api
-from planner.core.errors import UnsupportedModel
+from planner.core.errors import FolderNotFound, HubError, UnsupportedModel
 from planner.core.records import Constraints
 from planner.model import synth
 from planner.runtimes.transformers import emit
@@ -99,3 +100,17 @@ def test_plan_with_a_snapshot_runs_a_callable_hardware() -> None:
 
     r = api.plan(repo, hardware=probe, constraints=C, snapshot=catalog.lookup(repo))
     assert probed == [1] and r.hardware.name == load_profile("rtx-4090").name and r.solution.chosen.fits
+
+
+def test_a_missing_local_folder_is_no_such_folder_not_a_hub_error(tmp_path: Path, hub: FakeHub, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FolderNotFound, match=r"^\./nope: no such folder$") as e:
+        api.plan("./nope", hardware=L.cpu_hardware())
+    assert not isinstance(e.value, HubError) and e.value.hint
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(FolderNotFound, match="is a file, not a model folder"):
+        api.plan(str(tmp_path / "weights.bin"), hardware=L.cpu_hardware())
+    r = run_inprocess(capsys, "plan", "./nope", "--hardware", "rtx-4090")
+    check_one_line(r.code, r.stderr, "./nope: no such folder")
+    assert hub.requests == []

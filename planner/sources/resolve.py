@@ -67,6 +67,7 @@ def read_model(ref: str, *, select: Selector, revision: str | None = None, token
 
     Raises:
         UsageError: an invalid repo id or revision.
+        FolderNotFound: a local path that is no folder.
         RepoNotFound, GatedRepo, HubUnavailable, OfflineCacheMiss, HubError, ModelFormatError.
     """
     return read(ref, select=select, revision=revision, token=token, endpoint=endpoint, timeout=timeout, ttl=ttl,
