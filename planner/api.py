@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from planner.core.errors import NoFeasiblePlan, UsageError
+from planner.core.errors import NoFeasiblePlan
 from planner.core.records import Constraints, FileSelection, Hardware, ModelFacts, Plan, RepoFile, Report, Snapshot
 from planner.core.units import fmt_bytes
 from planner.hardware.probe import apply_overrides, probe
@@ -145,7 +145,7 @@ def emit(report: Report, plan: Plan | None = None, **options: Any) -> Artifacts:
     """What runs ``plan`` (default: the chosen one): files and command lines, from its runtime."""
     chosen = plan or (report.solution.chosen if report.solution else None)
     if chosen is None:
-        raise UsageError("nothing fits, so there is nothing to emit")
+        raise NoFeasiblePlan("nothing fits, so there is nothing to emit", rejections=report.rejected)
     return registry.get(report.runtime).emit(report, chosen, options)
 
 

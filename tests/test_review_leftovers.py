@@ -114,3 +114,23 @@ def test_a_missing_local_folder_is_no_such_folder_not_a_hub_error(tmp_path: Path
     r = run_inprocess(capsys, "plan", "./nope", "--hardware", "rtx-4090")
     check_one_line(r.code, r.stderr, "./nope: no such folder")
     assert hub.requests == []
+
+
+def test_nothing_fits_is_no_feasible_plan_not_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from planner.core.errors import NoFeasiblePlan
+    from planner.sources import catalog
+
+    repo = "meta-llama/Llama-3.2-1B"
+    r = api.plan(repo, hardware=L.cpu_hardware(256 << 20, disk=1 << 30), constraints=C, snapshot=catalog.lookup(repo))
+    assert r.solution is None
+    with pytest.raises(NoFeasiblePlan, match="nothing to emit") as e:
+        api.emit(r)
+    assert e.value.exit_code == 1 and e.value.rejections
+    with pytest.raises(NoFeasiblePlan):
+        api.max_context(r)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the bundled catalog answers
+    out = tmp_path / "plan.json"
+    run = run_inprocess(capsys, "plan", repo, "--hardware", "rtx-4090", "--gpu", "1GiB", "--ram", "1GiB", "--no-offload", "--config", str(out))
+    check_one_line(run.code, run.stderr, "nothing fits, so no plan file or script was written", code=1)
+    assert not out.exists()

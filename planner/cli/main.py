@@ -1,7 +1,7 @@
 """The ``fitcheck`` command: a thin click layer over :mod:`planner.api`.
 
 Exit codes: 0 success (``check``: a plan fits); 1 ``check``: nothing fits, or the download does not
-fit on the disk of the HF cache; 2 any error. Errors are one line on stderr (a traceback only with
+fit on the disk of the HF cache (also ``plan --config/--script`` when nothing fits); 2 any error. Errors are one line on stderr (a traceback only with
 FITCHECK_DEBUG=1).
 """
 
@@ -21,7 +21,7 @@ import click
 
 from planner import __version__
 from planner.cli import options as runtime_options
-from planner.core.errors import FitcheckError, UsageError, printable
+from planner.core.errors import FitcheckError, NoFeasiblePlan, UsageError, printable
 from planner.core.secrets import redact, register
 
 
@@ -278,7 +278,7 @@ def _write_outputs(r: Any, o: dict[str, Any]) -> None:
 
     if r.solution is None:
         if o.get("config_path") or o.get("script_path"):
-            raise UsageError("nothing fits, so no plan file or script was written")
+            raise NoFeasiblePlan("nothing fits, so no plan file or script was written", rejections=r.rejected)
         return
     if not (o.get("config_path") or o.get("script_path")):
         return
