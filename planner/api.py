@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from planner.core.errors import NoFeasiblePlan, NoWeights, UsageError
+from planner.core.errors import NoFeasiblePlan, NoWeights
 from planner.core.records import Constraints, FileSelection, Hardware, ModelFacts, Plan, RepoFile, Report, Snapshot
 from planner.core.units import fmt_bytes
 from planner.hardware.probe import apply_overrides, probe
@@ -98,6 +98,8 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     if snapshot is not None:
         rt = registry.get(runtime) if runtime != registry.AUTO else registry.chosen()[0]
         snap = snapshot
+        if callable(hardware):
+            hardware = hardware()
     elif callable(hardware):
         with ThreadPoolExecutor(max_workers=1) as pool:
             probing = pool.submit(hardware)
@@ -183,7 +185,7 @@ def emit(report: Report, plan: Plan | None = None, **options: Any) -> Artifacts:
     """What runs ``plan`` (default: the chosen one): files and command lines, from its runtime."""
     chosen = plan or (report.solution.chosen if report.solution else None)
     if chosen is None:
-        raise UsageError("nothing fits, so there is nothing to emit")
+        raise NoFeasiblePlan("nothing fits, so there is nothing to emit", rejections=report.rejected)
     runtime, view = registry.view(report, chosen)
     return runtime.emit(view, chosen, options)
 
@@ -191,7 +193,7 @@ def emit(report: Report, plan: Plan | None = None, **options: Any) -> Artifacts:
 def max_context(report: Report) -> context.MaxContext:
     """The largest context that still fits ``report``'s chosen plan (its runtime prices each step)."""
     if report.solution is None:
-        raise UsageError("nothing fits, so there is no largest context")
+        raise NoFeasiblePlan("nothing fits, so there is no largest context", rejections=report.rejected)
     rt, view = registry.view(report, report.solution.chosen)
     return context.max_context(report, lambda c, p: rt.reprice(view.footprint, report.hardware, c, p))
 

@@ -1,7 +1,7 @@
 """The ``fitcheck`` command: a thin click layer over :mod:`planner.api`.
 
 Exit codes: 0 success (``check``: a plan fits); 1 ``check``: nothing fits, or the download does not
-fit on the disk of the HF cache; 2 any error. Errors are one line on stderr (a traceback only with
+fit on the disk of the HF cache (also ``plan --config/--script`` when nothing fits); 2 any error. Errors are one line on stderr (a traceback only with
 FITCHECK_DEBUG=1).
 """
 
@@ -21,7 +21,7 @@ import click
 
 from planner import __version__
 from planner.cli import options as runtime_options
-from planner.core.errors import FitcheckError, UsageError, printable
+from planner.core.errors import FitcheckError, NoFeasiblePlan, UsageError, printable
 from planner.core.secrets import redact, register
 
 
@@ -237,7 +237,7 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
     for name in ("hardware", "gpu", "ram", "disk"):
         if o.get(name) is not None and not o[name].strip():
             raise UsageError(f"--{name} is empty", hint="give a value, or leave the option out")
-    sizes = dict(
+    sizes: dict[str, Any] = dict(
         gpus=parse_size_list(o["gpu"], what="--gpu") if o["gpu"] is not None else None,
         ram=parse_size(o["ram"], what="--ram") if o["ram"] is not None else None,
         disk=parse_size(o["disk"], what="--disk") if o["disk"] is not None else None,
@@ -278,7 +278,7 @@ def _write_outputs(r: Any, o: dict[str, Any]) -> None:
 
     if r.solution is None:
         if o.get("config_path") or o.get("script_path"):
-            raise UsageError("nothing fits, so no plan file or script was written")
+            raise NoFeasiblePlan("nothing fits, so no plan file or script was written", rejections=r.rejected)
         return
     if not (o.get("config_path") or o.get("script_path")):
         return

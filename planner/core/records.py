@@ -31,7 +31,8 @@ class _ToDict:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of this record (tuples become lists)."""
-        return _plain(self)
+        out: dict[str, Any] = _plain(self)
+        return out
 
 
 def from_plain(cls: type, data: Any) -> Any:
@@ -75,7 +76,7 @@ def _coerce(tp: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
         return _coerce(options[0], value) if len(options) == 1 else value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_plain(tp, value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -411,7 +412,7 @@ class DeviceMemory(_ToDict):
     optimizer: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        out = _plain(self)
+        out: dict[str, Any] = _plain(self)
         for part in _OPTIONAL_PARTS:
             if not out[part]:
                 del out[part]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from planner.core.errors import UsageError
+from planner.core.errors import NoFeasiblePlan
 from planner.core.records import Constraints, Plan, Report, _ToDict
 from planner.core.units import fmt_bytes
 
@@ -88,13 +88,13 @@ def max_context(report: Report, price: Price) -> MaxContext:
     prices the plan at another context (its runtime's ``reprice``).
 
     Raises:
-        UsageError: the report has no plan that fits.
+        NoFeasiblePlan: the report has no plan that fits, or not one token of context fits its plan.
     """
     # A search step prices the whole plan (placement included): ~1 ms for a 30-unit model, so the
     # ~40 steps of a 128k-token search stay well under a second even for 160-unit models.
     if report.solution is None:
-        raise UsageError("nothing fits at the given context, so there is no largest context to report",
-                         hint="try a smaller --context or --batch")
+        raise NoFeasiblePlan("nothing fits at the given context, so there is no largest context to report",
+                             hint="try a smaller --context or --batch", rejections=report.rejected)
     c, chosen = report.constraints, report.solution.chosen
     trained = _trained_context(report)
     cache: dict[int, Plan] = {}
@@ -128,7 +128,7 @@ def max_context(report: Report, price: Price) -> MaxContext:
             else:
                 hi = mid
     if lo == 0:
-        raise UsageError(f"not even one token of context fits {chosen.label}", hint="try a smaller --batch")
+        raise NoFeasiblePlan(f"not even one token of context fits {chosen.label}", hint="try a smaller --batch")
     best = at(lo)
     limit = "memory" if hi is not None else "max_position_embeddings"
     limiting = _limiting_device(at(hi)) if hi is not None else ""

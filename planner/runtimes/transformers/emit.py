@@ -130,11 +130,12 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
 def _prequantized(r: Report, p: Plan) -> dict[str, Any] | None:
     """How the plan loads a pre-quantized checkpoint: as stored or dequantized, the quantization
     config the script passes for that (planner.runtimes.transformers.quantizers), and the packages it needs."""
-    fp = r.footprint
+    fp, _ = _parts(r, p)
     if fp.prequant is None:
         return None
     gpus = tuple(g for g in r.hardware.gpus if g.device in p.memory)
     d = formats.for_footprint(fp, gpus)
+    assert d is not None  # pre-quantized weights always get a decision
     config = formats.script_config(d, fp.prequant.config) if d.action == formats.DEQUANTIZE or d.rule.config else None
     return {
         "method": fp.prequant.method,

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from planner.core.records import DeviceMemory
 from planner.runtimes.transformers.memory import overhead
 from planner.runtimes.transformers.placement import Assignment, Cost
-from planner.core.records import DeviceMemory
 from planner.runtimes.transformers.settings import Scheme
 
 

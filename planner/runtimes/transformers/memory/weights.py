@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from planner.model.footprint import Unit
+from planner.model.prequant import PreQuant
 from planner.runtimes.transformers.memory import overhead
 from planner.runtimes.transformers.settings import Scheme
-from planner.model.prequant import PreQuant
 
 # bnb LLM.int8: int8 weight (1 byte/param) plus one fp32 absmax per output row, SCB
 # (bitsandbytes/nn/modules.py Int8Params._quantize -> functional.int8_vectorwise_quant).
