@@ -25,3 +25,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     _, tests = quickstart()
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci.splitlines()
+
+
+def test_suite_runs_in_parallel_with_xdist_from_the_test_extra() -> None:
+    import tomllib
+
+    _, tests = quickstart()
+    assert " -m pytest -n auto" in tests
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert any(req.replace(" ", "").startswith("pytest-xdist") for req in extra)

@@ -21,7 +21,7 @@ def report_dict(r: Report) -> dict[str, Any]:
     """The whole report as JSON-ready data."""
     snap = r.snapshot
     runtime = registry.get(r.runtime)
-    out = {
+    out: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "fitcheck_version": __version__,
         "model": {
