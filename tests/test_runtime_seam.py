@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-
 from machines import cpu_only
+
 from planner import api
 from planner.core.errors import NoFeasiblePlan, NoWeights, UsageError, VerifyError
 from planner.core.records import Constraints, DeviceMemory, Plan, RepoFile, Settings, Speed
