@@ -19,8 +19,9 @@ from typing import Any
 from planner.core.errors import NoFeasiblePlan, UsageError
 from planner.core.records import Constraints, FileSelection, Hardware, ModelFacts, Plan, RepoFile, Report, Snapshot
 from planner.core.units import fmt_bytes
+from planner.hardware import cluster
 from planner.hardware.probe import apply_overrides, probe
-from planner.hardware.profiles import list_profiles, load_profile
+from planner.hardware.profiles import list_profiles
 from planner.report.verify import Verification, verify_plan_file, verify_plan_text
 from planner.runtimes import registry
 from planner.runtimes.base import Artifacts, Runtime
@@ -33,12 +34,13 @@ __all__ = ["Constraints", "Report", "emit", "max_context", "plan", "plan_many", 
 
 
 def resolve_hardware(*, hardware: str | None = None, gpus: tuple[int, ...] | None = None, ram: int | None = None,
-                     disk: int | None = None, offload_dir: str | None = None) -> Hardware:
-    """This machine (probed) or a named profile, with overrides applied."""
-    hw = load_profile(hardware) if hardware else probe(offload_dir=offload_dir)
+                     disk: int | None = None, offload_dir: str | None = None, nodes: int | None = None) -> Hardware:
+    """This machine (probed) or a named machine or cluster profile, with overrides applied; with
+    ``nodes``, that many copies of the machine as one cluster (planner.hardware.cluster)."""
+    hw = cluster.load(hardware, nodes=None) if hardware else probe(offload_dir=offload_dir)
     if gpus is not None or ram is not None or disk is not None:
         hw = apply_overrides(hw, gpus=gpus, ram=ram, disk=disk)
-    return hw
+    return cluster.replicate(hw, nodes) if nodes is not None else hw
 
 
 class _Selector:
@@ -95,6 +97,9 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
 
 
 def _solved(snap: Snapshot, facts: ModelFacts, rt: Runtime, hw: Hardware, c: Constraints) -> Report:
+    if hw.nodes and not getattr(rt, "multi_node", False):
+        raise UsageError(f"{hw.name} is a cluster of {len(hw.nodes)} nodes; the {rt.name} runtime plans one machine",
+                         hint="use --runtime vllm for a cluster, or plan one node")
     try:
         solution = solve(rt.plans(facts, hw, c), c.prefer, where=hw.name)
     except NoFeasiblePlan as e:

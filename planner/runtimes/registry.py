@@ -23,7 +23,10 @@ AUTO = "auto"
 # name -> "module:Class"; one line per runtime, in the order "auto" tries them.
 RUNTIMES: dict[str, str] = {
     "transformers": "planner.runtimes.transformers.runtime:TransformersRuntime",
+    "vllm": "planner.runtimes.vllm.runtime:VllmRuntime",
 }
+# Runtimes that plan only when named (--runtime NAME, or an option that implies it): "auto" skips them.
+EXPLICIT: frozenset[str] = frozenset({"vllm"})
 
 
 def names() -> tuple[str, ...]:
@@ -48,7 +51,7 @@ def get(name: str) -> Runtime:
 
 def chosen(name: str = AUTO) -> tuple[Runtime, ...]:
     """The runtimes ``--runtime name`` may plan with: the one named, or every one for "auto"."""
-    return tuple(get(n) for n in RUNTIMES) if name == AUTO else (get(name),)
+    return tuple(get(n) for n in RUNTIMES if n not in EXPLICIT) if name == AUTO else (get(name),)
 
 
 def select(listing: Sequence[RepoFile], config: Mapping[str, Any] | None, *, name: str = AUTO,
