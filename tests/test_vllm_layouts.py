@@ -222,3 +222,15 @@ def test_facts_round_trip_through_the_cache() -> None:
     m = model("Qwen/Qwen3-30B-A3B")
     assert RT.model(vm.snapshot("Qwen/Qwen3-30B-A3B"), m.to_dict()) == m
     assert m.num_experts == 128 and m.experts_per_tok == 8 and sum(x.experts for x in m.layers) > 0.9 * m.weight_bytes
+
+
+def test_users_keep_the_best_precision_then_the_fewest_gpus() -> None:
+    # 64 users of 32768 tokens of Llama-3.1-70B: fp8 weights and KV would need 6 H100s, bf16
+    # needs more; the precision comes first, so the plan is bf16 on the fewest GPUs that hold it
+    p = chosen("meta-llama/Llama-3.1-70B-Instruct", "8x-h100-sxm-80gb", nodes=2, users=64, context=32768)
+    assert p.quality == 16 and p.settings.kv_cache.dtype == "auto" and p.settings.quantization is None
+    assert p.settings.kv_cache.max_concurrent_sequences >= 64
+    hw = load("8x-h100-sxm-80gb", nodes=2)
+    plans = RT.plans(model("meta-llama/Llama-3.1-70B-Instruct"), hw, Constraints(context=32768).with_options(users=64))
+    assert all(len(x.memory) >= len(p.memory) for x in plans if x.fits and x.quality == 16)
+    assert any(x.fits and len(x.memory) < len(p.memory) and x.quality < 16 for x in plans)

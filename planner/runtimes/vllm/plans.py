@@ -149,11 +149,15 @@ def _online_fp8_choices(model: VllmModel, hw: Hardware, req: Request) -> Iterabl
 
 
 def _smallest_only(out: list[Plan]) -> list[Plan]:
+    """With ``--users``: the fewest GPUs that serve them at the best precision that fits anywhere;
+    layouts with more GPUs are turned away (plans on fewer GPUs at a lower precision stay, as
+    alternatives the solver ranks below)."""
     fitting = [p for p in out if p.fits]
     if not fitting:
         return out
-    fewest = min(len(p.memory) for p in fitting)
-    best = next(p for p in fitting if len(p.memory) == fewest)
+    best_quality = max(p.quality for p in fitting)
+    fewest = min(len(p.memory) for p in fitting if p.quality == best_quality)
+    best = next(p for p in fitting if p.quality == best_quality and len(p.memory) == fewest)
     kept: list[Plan] = []
     for p in out:
         if p.fits and len(p.memory) > fewest:
