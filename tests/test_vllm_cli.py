@@ -98,6 +98,10 @@ def test_emitted_readme_and_commands_are_shell_safe() -> None:
     assert "--revision " + "0" * 40 in shlex.join(art.commands["vllm_serve"])
     sg = art.commands["sglang"]
     assert sg[:3] == ("python", "-m", "sglang.launch_server") and "--tp-size" in sg and "--nnodes" in sg
+    # SGLang's static share is weights + KV: below vLLM's budget, which also holds activations and graphs
+    mfs = float(sg[sg.index("--mem-fraction-static") + 1])
+    tight = min((m.weights + m.kv_cache) / m.free for m in report.solution.chosen.memory.values())
+    assert mfs <= tight < mfs + 0.01 and mfs < 0.92
     assert json.loads(art.files["plan.json"])["kv_cache"]["dtype"] == "fp8"
 
 

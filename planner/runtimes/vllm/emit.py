@@ -11,6 +11,7 @@ Flags (vllm 0.34.0 engine/arg_utils.py): ``--tensor-parallel-size`` :1224, ``--p
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from typing import Any
 
@@ -68,12 +69,23 @@ def nnodes_serve(report: Report, plan: Plan, node_rank: int) -> list[str]:
     return argv
 
 
+def mem_fraction_static(plan: Plan) -> float:
+    """SGLang's ``--mem-fraction-static``: the share of a GPU for weights and the KV pool (the rest
+    is its activations and CUDA graphs), so the planned weights + KV of the tightest rank, in
+    hundredths rounded down (sglang 0.5.23 srt/arg_groups/fields/schedule.py:27)."""
+    shares = [(m.weights + m.kv_cache) / m.free for m in plan.memory.values() if m.free]
+    return math.floor(min(shares, default=0.0) * 100) / 100
+
+
 def sglang(report: Report, plan: Plan, node_rank: int = 0) -> list[str]:
-    """The SGLang server argv for the same layout (``--mem-fraction-static`` from the utilisation)."""
+    """The SGLang server argv for the same layout. SGLang 0.5.23 turns its config fields into flags
+    (srt/arg_groups/arg_utils.py:290): model_path, context_length, revision, quantization,
+    kv_cache_dtype (fields/model.py:51-197), tp_size, pp_size, nnodes, node_rank, dist_init_addr
+    (fields/parallel.py:32-59), mem_fraction_static, max_running_requests (fields/schedule.py:27-31)."""
     s = settings_of(plan)
     argv = ["python", "-m", "sglang.launch_server", "--model-path", report.snapshot.id,
             "--tp-size", str(s.parallel.tensor), "--pp-size", str(s.parallel.pipeline),
-            "--context-length", str(s.max_model_len), "--mem-fraction-static", f"{s.gpu_memory_utilization:g}",
+            "--context-length", str(s.max_model_len), "--mem-fraction-static", f"{mem_fraction_static(plan):g}",
             "--max-running-requests", str(s.max_num_seqs)]
     if report.snapshot.source != "local" and report.snapshot.commit:
         argv += ["--revision", report.snapshot.commit]
