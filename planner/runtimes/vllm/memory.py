@@ -45,9 +45,10 @@ CUDA_CONTEXT = 1 * GiB
 # Non-torch memory (NCCL buffers, custom all-reduce IPC buffers, attention workspaces). Published
 # vLLM logs: "non_torch_memory takes 0.16GiB" on one H100 (kubernetes-sigs/gateway-api-inference-extension
 # PR 550); 1.79 GiB at TP 1 and 3.58 GiB at TP 2 in vLLM 0.6.5 (vllm-project/vllm PR 10511).
-# 0.5 GiB alone, plus 1.8 GiB once a rank talks to others (the TP-2 increase of PR 10511).
+# 0.5 GiB alone (above the 0.16 GiB of current releases), plus the 1.79 GiB that TP 2 added in
+# PR 10511 once a rank talks to others.
 NON_TORCH_SINGLE = 512 * MiB
-NON_TORCH_PARALLEL = 1843 * MiB
+NON_TORCH_PARALLEL = NON_TORCH_SINGLE + 1833 * MiB
 # CUDA-graph pool (profiled and taken from the budget since v0.21: gpu_worker.py:740-758, :794).
 # Published capture sizes: "Graph capturing finished in 14 secs, took 0.21 GiB" for Llama-3.2-1B
 # (16 layers; vllm PR 11349) and 0.13 GiB for a 1B model (generative-computing/mellea PR 416).
@@ -60,6 +61,10 @@ CUDAGRAPH_PER_LAYER = 16 * MiB
 # one working copy.
 LOGIT_BYTES = 4
 LOGIT_COPIES = 2
+# The per-token formula of activations() gives 1.24 GiB (TP 1) and 1.20 GiB (TP 2) for Llama-3-8B
+# at 8192 tokens and 256 sequences, where vLLM measured 1.26 GiB for both (PR 10511): 10 % on top
+# keeps it above the measurement (tests/test_vllm_published.py).
+ACTIVATION_SLACK = 1.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +160,7 @@ def activations(model: VllmModel, tp: int, pp: int, stage: int, *, batched_token
     gate/up output and activation (or the routed experts' intermediate for ``topk`` experts),
     in the model dtype; the last stage adds the sampler's fp32 logits of ``max_num_seqs`` rows.
     The MLP part is not divided by TP: vLLM 0.6.5 measured the same 1.26 GiB peak at TP 1 and
-    TP 2 for Llama-3-8B (PR 10511), and this formula gives 1.27 GiB for it at TP 1 and 8192 tokens.
+    TP 2 for Llama-3-8B (PR 10511); see ACTIVATION_SLACK.
     """
     d = model.dtype_bytes
     h = model.hidden_size
@@ -172,7 +177,7 @@ def activations(model: VllmModel, tp: int, pp: int, stage: int, *, batched_token
     peak = batched_tokens * per_token
     if stage == pp - 1:
         peak += max_num_seqs * pad_vocab(model.vocab_size) * LOGIT_BYTES * LOGIT_COPIES
-    return peak
+    return int(peak * ACTIVATION_SLACK)
 
 
 def rank_memory(model: VllmModel, rank: Rank, *, tp: int, pp: int, utilization: float, batched_tokens: int,
