@@ -235,3 +235,18 @@ def test_users_keep_the_best_precision_then_the_fewest_gpus() -> None:
     plans = RT.plans(model("meta-llama/Llama-3.1-70B-Instruct"), hw, Constraints(context=32768).with_options(users=64))
     assert all(len(x.memory) >= len(p.memory) for x in plans if x.fits and x.quality == 16)
     assert any(x.fits and len(x.memory) < len(p.memory) and x.quality < 16 for x in plans)
+
+
+def test_a_vision_towers_layers_are_not_decoder_layers() -> None:
+    import layouts
+
+    from planner.core.records import Snapshot, Tensor
+
+    spec = layouts.llava_1_5()
+    tensors = tuple(Tensor(n, d, s, layouts.tensor_bytes(d, s), "model.safetensors") for n, (d, s) in spec.items())
+    snap = Snapshot(id="llava-hf/llava-1.5-7b-hf", revision="main", commit=None, source="hub", config=layouts.LLAVA_1_5_CONFIG,
+                    files=(), weight_format="safetensors", weight_files=("model.safetensors",), tensors=tensors)
+    m = RT.model(snap)
+    assert m.num_layers == 32 and len({x.split for x in m.layers}) == 1  # every decoder layer alike
+    tower = sum(t.nbytes for t in tensors if t.name.startswith(("vision_tower.", "multi_modal_projector.")))
+    assert m.other_bytes == tower > 500_000_000  # CLIP ViT-L: ~0.6 GB in fp16, on the first stage

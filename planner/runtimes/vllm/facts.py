@@ -48,6 +48,7 @@ _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
 _EMBED = ("embed_tokens", "wte", "word_embeddings", "tok_embeddings")
 _REPLICATED = ("norm", "q_a_proj", "kv_a_proj_with_mqa", "mlp.gate.", "block_sparse_moe.gate.", "router", "shared_expert_gate",
                "e_score_correction_bias", "sinks", "rotary_emb")
+_TOWER = ("vision", "visual", "multi_modal_projector", "image_newline", "audio_tower", "mm_projector")
 _KV = (".k_proj.", ".v_proj.", ".wk.", ".wv.")
 
 
@@ -148,9 +149,12 @@ def facts(snapshot: Snapshot, cached: Mapping[str, Any] | None = None) -> VllmMo
     for t in snapshot.tensors:
         params += t.numel
         name = t.name
-        m = _LAYER.search(name)
+        # a vision tower's own "layers.N" are not decoder layers: its weights go with the first stage
+        m = None if any(k in name for k in _TOWER) else _LAYER.search(name)
         if m is None:
-            if any(k in name for k in _EMBED):
+            if any(k in name for k in _TOWER):
+                other += t.nbytes
+            elif any(k in name for k in _EMBED):
                 embed += t.nbytes
             elif name.startswith("lm_head") or ".lm_head." in name or name.endswith("lm_head.weight"):
                 head += t.nbytes
