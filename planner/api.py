@@ -17,11 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from planner.core.errors import NoFeasiblePlan, NoWeights
+from planner.core.errors import NoFeasiblePlan, NoWeights, UsageError
 from planner.core.records import Constraints, FileSelection, Hardware, ModelFacts, Plan, RepoFile, Report, Snapshot
 from planner.core.units import fmt_bytes
+from planner.hardware import cluster
 from planner.hardware.probe import apply_overrides, probe
-from planner.hardware.profiles import list_profiles, load_profile
+from planner.hardware.profiles import list_profiles
 from planner.report.verify import Verification, verify_plan_file, verify_plan_text
 from planner.runtimes import registry
 from planner.runtimes.base import Artifacts, Runtime
@@ -34,12 +35,13 @@ __all__ = ["Constraints", "Report", "emit", "max_context", "plan", "plan_many", 
 
 
 def resolve_hardware(*, hardware: str | None = None, gpus: tuple[int, ...] | None = None, ram: int | None = None,
-                     disk: int | None = None, offload_dir: str | None = None) -> Hardware:
-    """This machine (probed) or a named profile, with overrides applied."""
-    hw = load_profile(hardware) if hardware else probe(offload_dir=offload_dir)
+                     disk: int | None = None, offload_dir: str | None = None, nodes: int | None = None) -> Hardware:
+    """This machine (probed) or a named machine or cluster profile, with overrides applied; with
+    ``nodes``, that many copies of the machine as one cluster (planner.hardware.cluster)."""
+    hw = cluster.load(hardware, nodes=None) if hardware else probe(offload_dir=offload_dir)
     if gpus is not None or ram is not None or disk is not None:
         hw = apply_overrides(hw, gpus=gpus, ram=ram, disk=disk)
-    return hw
+    return cluster.replicate(hw, nodes) if nodes is not None else hw
 
 
 class _Selector:
@@ -132,6 +134,11 @@ def _also(model: str, first: Snapshot, first_rt: Runtime, kw: dict[str, Any],
 
 def _solved(read: Sequence[tuple[Snapshot, Runtime, ModelFacts]], hw: Hardware, c: Constraints) -> Report:
     """Rank the plans of every runtime in ``read`` together; the report is the chosen plan's runtime's."""
+    if hw.nodes:  # a cluster: only the runtimes that plan across machines
+        read = [x for x in read if getattr(x[1], "multi_node", False)]
+        if not read:
+            raise UsageError(f"{hw.name} is a cluster of {len(hw.nodes)} nodes; this runtime plans one machine",
+                             hint="use --runtime vllm for a cluster, or plan one node")
     plans = [p for _, rt, facts in read for p in rt.plans(facts, hw, c)]
     views = [Report(snap, facts, hw, c, None, runtime=rt.name) for snap, rt, facts in read]
     try:

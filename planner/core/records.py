@@ -150,6 +150,10 @@ class Hardware(_ToDict):
         cpu_count: logical CPUs, None when unknown.
         description: one line for people.
         sources: figure name -> where the figure comes from (profiles), or "probe".
+        link_bandwidth: GPU-to-GPU bandwidth inside the machine (NVLink), bytes/s, None when unknown.
+        nodes: for a cluster, its machines in node order (``gpus`` then lists theirs in that order);
+            empty for one machine.
+        network_bandwidth: for a cluster, bytes/s between two nodes (one direction), None when unknown.
     """
 
     name: str
@@ -164,6 +168,9 @@ class Hardware(_ToDict):
     cpu_count: int | None = None
     description: str = ""
     sources: dict[str, str] = field(default_factory=dict)
+    link_bandwidth: int | None = None
+    nodes: tuple[Hardware, ...] = ()
+    network_bandwidth: int | None = None
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ The file stem is the profile name (lowercase-with-dashes). The format, field by 
     ram_bandwidth = 89_600_000_000               # optional, bytes/s
     disk_bandwidth = 7_000_000_000               # optional, bytes/s
     cpu_count = 32                               # optional, logical CPUs
+    link_bandwidth = 450_000_000_000             # optional, bytes/s GPU to GPU inside the machine (NVLink)
     gpus = []                                    # required; [] for a CPU-only machine
 
     [[gpus]]                                     # one table per kind of GPU
@@ -69,6 +70,7 @@ _MACHINE_FIELDS: dict[str, tuple[type, bool]] = {
     "ram_bandwidth": (int, False),
     "disk_bandwidth": (int, False),
     "cpu_count": (int, False),
+    "link_bandwidth": (int, False),
     "gpus": (list, True),
     "sources": (dict, False),
 }
@@ -221,7 +223,7 @@ def _load_file(name: str, path: Path) -> Hardware:
         raise UsageError(f"hardware profile {path} cannot be read: {e}") from e
 
     check.fields(data, _MACHINE_FIELDS, "")
-    for key in ("ram_total", "ram_bandwidth", "disk_bandwidth", "cpu_count"):
+    for key in ("ram_total", "ram_bandwidth", "disk_bandwidth", "cpu_count", "link_bandwidth"):
         check.at_least(data, key, 1)
     for key in ("ram_free", "disk_free", "cache_disk_free"):
         check.at_least(data, key, 0)
@@ -256,6 +258,7 @@ def _load_file(name: str, path: Path) -> Hardware:
         cpu_count=data.get("cpu_count"),
         description=data["description"],
         sources=dict(sources),
+        link_bandwidth=data.get("link_bandwidth"),
     )
 
 
