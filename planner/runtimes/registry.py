@@ -23,7 +23,11 @@ AUTO = "auto"
 # name -> "module:Class"; one line per runtime, in the order "auto" tries them.
 RUNTIMES: dict[str, str] = {
     "transformers": "planner.runtimes.transformers.runtime:TransformersRuntime",
+    "training": "planner.runtimes.training.runtime:TrainingRuntime",
 }
+# Runtimes that plan only when named (``--runtime NAME`` or an option that implies them), never
+# under "auto": fine-tuning is a different question from running the model.
+EXPLICIT: frozenset[str] = frozenset({"training"})
 
 
 def names() -> tuple[str, ...]:
@@ -48,7 +52,7 @@ def get(name: str) -> Runtime:
 
 def chosen(name: str = AUTO) -> tuple[Runtime, ...]:
     """The runtimes ``--runtime name`` may plan with: the one named, or every one for "auto"."""
-    return tuple(get(n) for n in RUNTIMES) if name == AUTO else (get(name),)
+    return tuple(get(n) for n in RUNTIMES if n not in EXPLICIT) if name == AUTO else (get(name),)
 
 
 def select(listing: Sequence[RepoFile], config: Mapping[str, Any] | None, *, name: str = AUTO,
