@@ -25,10 +25,13 @@ from planner.runtimes.training.memory import Parts
 # DeepSpeed's estimators multiply host memory by 1.5 for buffers (``additional_buffer_factor=1.5``
 # in both estimators).
 DS_CPU_BUFFER_FACTOR = 1.5
-# ZeRO-3 gathers one layer's 16-bit parameters to run it, and prefetches the next: DeepSpeed's
-# estimator charges 4 B per parameter of the largest layer (``largest_layer_memory = 4 *
-# largest_layer_params``); FSDP's default forward/backward prefetch (BACKWARD_PRE) likewise holds
-# two units unsharded.
+# ZeRO-3 gathers a module's 16-bit parameters to run it, and prefetches the next: DeepSpeed's
+# estimator charges 4 B per parameter of the largest module (stage3.py ``largest_layer_memory = 4
+# * largest_layer_params``, where ``model_to_params`` takes the largest module's own parameters,
+# ``m.parameters(recurse=False)``: the embedding, vocab x hidden, for an LLM). FSDP wraps each
+# decoder layer (TRANSFORMER_BASED_WRAP) and its default prefetch (BACKWARD_PRE) holds two units
+# unsharded. fitcheck charges the larger of the two.
+DS_GATHER_BYTES = 4
 GATHERED_LAYERS = 2
 
 
@@ -44,13 +47,14 @@ class Sharded:
 
 
 def shard(p: Parts, strategy: str, *, gpus: int, gpus_per_node: int, trainable: int, frozen: int, largest_layer: int,
-          layer_width: int) -> Sharded:
+          largest_module: int, layer_width: int) -> Sharded:
     """``p`` (one replica's parts) spread over ``gpus`` GPUs under ``strategy``.
 
     Args:
         trainable: bytes of the trainable parameters' master copy inside ``p.weights``.
         frozen: bytes of frozen weights inside ``p.weights`` (a LoRA base model).
         largest_layer: parameters of the largest decoder layer.
+        largest_module: parameters of the largest single tensor (module) of the model.
         layer_width: bytes per parameter of a gathered layer (the compute dtype).
     """
     g = max(1, gpus)
@@ -59,7 +63,7 @@ def shard(p: Parts, strategy: str, *, gpus: int, gpus_per_node: int, trainable: 
         # (torch.nn.parallel.DistributedDataParallel docs: "the saved memory size will be equal to
         # the total gradients size"); the emitted script sets it, so no copy is added.
         return Sharded(p.weights, p.gradients, p.optimizer, p.step, 0)
-    gathered = GATHERED_LAYERS * largest_layer * layer_width
+    gathered = max(GATHERED_LAYERS * largest_layer * layer_width, DS_GATHER_BYTES * largest_module)
     if strategy == "zero2":
         # replicated 16-bit weights and (as DeepSpeed's estimator charges) 16-bit gradients;
         # partitioned fp32 gradients, master weights and optimizer states
@@ -73,7 +77,8 @@ def shard(p: Parts, strategy: str, *, gpus: int, gpus_per_node: int, trainable: 
         return Sharded(gathered + (frozen + trainable + _half(trainable, layer_width)) // g, p.gradients // g, p.optimizer // g,
                        p.step // g, 0)
     if strategy == "zero3-offload":
-        host = int((frozen + trainable + p.gradients + p.optimizer) * DS_CPU_BUFFER_FACTOR) * gpus_per_node // g
+        # the host holds the 16-bit parameters too (DeepSpeed's 18 B per parameter: 2 + 16)
+        host = int((frozen + trainable + _half(trainable, layer_width) + p.gradients + p.optimizer) * DS_CPU_BUFFER_FACTOR) * gpus_per_node // g
         return Sharded(gathered, 0, 0, 0, host)
     raise ValueError(strategy)
 
@@ -81,3 +86,18 @@ def shard(p: Parts, strategy: str, *, gpus: int, gpus_per_node: int, trainable: 
 def _half(master: int, width: int) -> int:
     """The 16-bit working copy of fp32 master weights (4 B each) that ZeRO keeps besides them."""
     return master // 4 * width
+
+
+def deepspeed_estimate(stage: int, *, params: int, largest_module: int, gpus: int, gpus_per_node: int, offload: bool) -> tuple[int, int]:
+    """(GPU bytes, CPU bytes) per DeepSpeed's own estimators of model states (the formulas in the
+    module docstring, with their defaults ``zero_init=True``, ``cpu_offload_params=True``), for
+    comparing fitcheck's sharding with them."""
+    nodes = max(1, gpus // max(1, gpus_per_node))
+    if stage == 2:
+        if offload:
+            return 2 * params, int(params * max(4 * gpus, 16) * DS_CPU_BUFFER_FACTOR)
+        return 4 * params + 16 * params // gpus, int(params * 4 * gpus_per_node * DS_CPU_BUFFER_FACTOR)
+    gathered = DS_GATHER_BYTES * largest_module
+    if offload:
+        return gathered, int(params * 18 / nodes * DS_CPU_BUFFER_FACTOR)
+    return gathered + 18 * params // gpus, int(largest_module * 4 * gpus_per_node * DS_CPU_BUFFER_FACTOR)

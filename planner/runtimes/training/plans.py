@@ -152,7 +152,7 @@ def peaks(fp: Footprint, hw: Hardware, s: TrainingSettings, *, seq: int | None =
     gpus_per_node = s.gpus
     largest_layer = max((u.params for u in fp.units if u.kind == "layer"), default=0)
     sh = distributed.shard(p, s.strategy, gpus=s.gpus, gpus_per_node=gpus_per_node, trainable=trainable_master, frozen=frozen,
-                           largest_layer=largest_layer, layer_width=s.compute_bytes)
+                           largest_layer=largest_layer, largest_module=shapes.largest_tensor(fp), layer_width=s.compute_bytes)
     grads_live = sh.gradients if s.grad_accum > 1 else min(sh.gradients, head_grad)
     backward = sh.weights + sh.optimizer + p.activations + p.cache + grads_live
     step = sh.weights + sh.gradients + sh.optimizer + sh.step
