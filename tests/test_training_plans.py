@@ -119,3 +119,20 @@ def test_qlora_base_is_about_a_quarter_of_bf16_plus_the_embeddings():
     base = memory.base_weights(fp, r, cpu=False)
     # 6.98B linear params in nf4 (~0.52 B each with absmax) + 2 x 525M embedding/head params in bf16
     assert 5.2 * GiB < base < 5.45 * GiB
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral", "mixtral"])
+def test_lora_trainable_parameters_match_peft(tiny_models, arch):
+    # dense with biases (qwen2), sliding window (mistral), fused MoE experts (mixtral: MLP targets dropped)
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folder = tiny_models.build(arch, "float32")
+    c = Constraints(options=(("lora_r", 4), ("seq", 32), ("train", "lora")))
+    r = plan(str(folder), hardware=resolve_hardware(hardware="cpu-laptop-16gb"), constraints=c, runtime="training")
+    s = r.solution.chosen.settings
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=list(s.lora_targets)))
+    assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == s.trainable_parameters
+    assert any("cannot target" in n for n in r.solution.chosen.notes) == (arch == "mixtral")

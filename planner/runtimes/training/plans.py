@@ -37,10 +37,13 @@ DEFAULT_LORA_R = 16  # peft's LoraConfig default is 8; 16 is the common choice o
 DEFAULT_SEQ = 2048
 
 # --- fixed costs ---------------------------------------------------------------------------------
-# CPU (measured, benchmarks/training/RESULTS.md): RSS of the emitted script's process besides the
-# parts priced: torch + transformers imports (245 MiB), peft (which imports bitsandbytes: +150
-# MiB), the loader and autograd's bookkeeping.
-CPU_FIXED = {"full": 300 * MiB, "lora": 450 * MiB, "qlora": 470 * MiB}
+# CPU (measured, benchmarks/training/RESULTS.md, MALLOC_MMAP_THRESHOLD_=65536): RSS of the
+# emitted script's process besides the parts priced. Full fine-tuning of llama-20m: 271 MiB after
+# the load besides the weights (torch + transformers imports 220 MiB, the loader, the tokenizer),
+# and 100 MiB more that the first forward and backward leave for good (601 MiB from the first step
+# on against 348 + 154 MiB of optimizer states, in-process, /proc/self/status): 375 MiB. LoRA and
+# QLoRA also import peft, which imports bitsandbytes (+150 MiB).
+CPU_FIXED = {"full": 375 * MiB, "lora": 450 * MiB, "qlora": 470 * MiB}
 CPU_BNB_OPTIMIZER = 150 * MiB  # importing bitsandbytes for an 8-bit optimizer without peft
 # GPU (leads from peers until benchmarks/gpu_calibration.py measures training): CUDA context and
 # cuBLAS handles of a torch process, 400-600 MiB on Ampere/Hopper (Ollama: 457 MiB; gpu_poor:

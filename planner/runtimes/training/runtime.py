@@ -84,8 +84,8 @@ class TrainingRuntime:
             packages.append("bitsandbytes")
         if ds:
             packages.append("deepspeed")
-        commands = {"train": ("accelerate", "launch", "--config_file", "accelerate_config.yaml", "train.py") if acc
-                    else ("python", "train.py")}
+        train: tuple[str, ...] = ("accelerate", "launch", "--config_file", "accelerate_config.yaml", "train.py") if acc else ("python", "train.py")
+        commands = {"train": train}
         return Artifacts(files=files, commands=commands, packages=tuple(packages), main="train.py")
 
     def verify_argv(self, plan_doc: Mapping[str, Any], plan_path: str, out_path: str) -> list[str] | None:
