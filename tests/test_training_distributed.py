@@ -73,15 +73,15 @@ def test_predictions_against_torchtune_differ_by_the_loss_and_the_optimizer_in_b
     assert 6.7 * GiB < loss < 6.9 * GiB
     q = _by_strategy(_plan("rtx-4090", "qlora", batch=2, gradient_checkpointing="on"), "single").memory["cuda:0"].total
     lo = _by_strategy(_plan("rtx-4090", "lora", batch=2, gradient_checkpointing="on"), "single").memory["cuda:0"].total
-    # fitcheck predicts more than torchtune measured (never less): QLoRA 16.4 vs 7.4 GiB and LoRA 26.1
+    # fitcheck predicts more than torchtune measured (never less): QLoRA 15.5 vs 7.4 GiB and LoRA 25.1
     # vs 16.2 GiB. Without the full-logits loss (6.8 GiB) and its share of the allocator slack
-    # (15 %: 1.0 GiB) the rest is QLoRA 8.6 vs 7.4 GiB and LoRA 18.2 vs 16.2 GiB: the CUDA context
-    # (600 MiB, which torch's peak-allocated figure leaves out) and the slack on the rest
-    # of the activations make most of what remains
+    # (15 %: 1.0 GiB) the rest is QLoRA 7.6 vs 7.4 GiB and LoRA 17.3 vs 16.2 GiB; the CUDA context
+    # (600 MiB, which torch's peak-allocated figure leaves out) and the slack on the rest of the
+    # activations make most of what remains
     for total, published in ((q, TORCHTUNE_GIB["qlora"]), (lo, TORCHTUNE_GIB["lora"])):
         assert total > published * GiB
         rest = total - loss * 1.15
-        assert 0 < rest - published * GiB < 2.1 * GiB, (rest / GiB, published)
+        assert 0 < rest - published * GiB < 1.3 * GiB, (rest / GiB, published)
     full = _plan("rtx-4090", "full", batch=2, gradient_checkpointing="on", optimizer="paged-adamw-8bit")
     assert not full.fits  # fitcheck keeps every gradient and the paged states resident: 52 GiB in pure bf16
     pure = _by_strategy(full, "single", precision="bf16").memory["cuda:0"]
@@ -105,10 +105,31 @@ def test_qlora_memory_per_token_against_unsloths_hf_baseline():
     a, b = total(2048), total(8192)
     slope = (b - a) / 6144
     base = a - slope * 2048
-    # per token: 2.62 MB against 2.53 (3.5 % more); fixed: 7.5 GB against 9.7 -- the HF baseline's
-    # prepare_model_for_kbit_training upcasts the bf16 embedding and LM head to fp32 (2 x 525M params
-    # x 2 B more = 2.1 GB), which the emitted script does not call
-    assert slope / 1e6 == pytest.approx(UNSLOTH_MB_PER_TOKEN, rel=0.06)
-    upcast = 2 * catalog_footprint().arch.vocab_size * 4096 * 2
+    # per token: 2.37 MB against 2.53. The HF baseline's prepare_model_for_kbit_training upcasts the
+    # bf16 embedding and LM head to fp32, which the emitted script does not call: its logits are then
+    # fp32 (2 B more per vocabulary entry per token: 2.37 + 0.26 = 2.63 MB, 4 % over Unsloth's), and
+    # the two weights take 2 x 525M params x 2 B = 2.1 GB more (7.5 + 2.1 = 9.6 GB against 9.7)
+    vocab = catalog_footprint().arch.vocab_size
+    assert slope / 1e6 == pytest.approx(UNSLOTH_MB_PER_TOKEN, rel=0.08)
+    assert (slope + 2 * vocab) / 1e6 == pytest.approx(UNSLOTH_MB_PER_TOKEN, rel=0.05)
+    upcast = 2 * vocab * 4096 * 2
     assert abs(base + upcast - UNSLOTH_BASE_GB * 1e9) < 0.3e9
     assert LLAMA_8B
+
+
+def test_multi_gpu_script_parses_and_launches_through_accelerate():
+    import ast
+
+    r = _plan("8x-a100-80gb", "full", optimizer="adamw", gradient_checkpointing="on")
+    for strategy in ("ddp", "zero2", "zero3-offload", "fsdp"):
+        art = emit(r, _by_strategy(r, strategy))
+        tree = ast.parse(art.files["train.py"])
+        assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
+        doc = json.loads(art.files["plan.json"])
+        assert doc["train"]["strategy"] == strategy and doc["train"]["gpus"] == 8
+        if strategy == "zero3-offload":
+            assert json.loads(art.files["ds_config.json"])["optimizer"]["type"] == "AdamW"
+    # bitsandbytes' 8-bit optimizers are planned with DDP only
+    eight = _plan("8x-a100-80gb", "full", optimizer="adamw-8bit")
+    every = [*((eight.solution.chosen,) + eight.solution.alternatives if eight.solution else ()), *eight.rejected]
+    assert {p.settings.strategy for p in every} == {"ddp"}

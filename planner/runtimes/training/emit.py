@@ -110,11 +110,15 @@ def ds_config(p: Plan) -> str | None:
         return None
     zero: dict[str, Any] = {"stage": s.zero_stage, "overlap_comm": True, "contiguous_gradients": True,
                             "reduce_bucket_size": 200_000_000, "allgather_bucket_size": 200_000_000}
+    doc: dict[str, Any] = {}
     if s.offload:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         if s.zero_stage == 3:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    doc = {"train_micro_batch_size_per_gpu": s.batch, "gradient_accumulation_steps": s.grad_accum,
+        # DeepSpeed builds its own CPU Adam for an offloaded optimizer (the script passes accelerate's
+        # DummyOptim); a torch optimizer there is refused (zero_force_ds_cpu_optimizer)
+        doc["optimizer"] = {"type": "AdamW", "params": {"lr": LR[s.method], "weight_decay": 0.0}}
+    doc = {**doc, "train_micro_batch_size_per_gpu": s.batch, "gradient_accumulation_steps": s.grad_accum,
            "gradient_clipping": 1.0, "zero_optimization": zero,
            "bf16": {"enabled": s.precision.startswith("bf16")}, "fp16": {"enabled": s.precision == "fp16-mixed"}}
     return json.dumps(doc, indent=2) + "\n"
@@ -232,6 +236,10 @@ def load_model():
 def make_optimizer(model):
     params = [p for p in model.parameters() if p.requires_grad]
     name, lr = PLAN["optimizer"], PLAN["lr"]
+    if PLAN["strategy"].endswith("-offload"):
+        from accelerate.utils import DummyOptim
+
+        return DummyOptim(params, lr=lr)  # DeepSpeed's CPU Adam, from ds_config.json
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     if name in ("adamw-8bit", "paged-adamw-8bit"):
@@ -280,17 +288,22 @@ def main(argv):
             raise SystemExit(f"unknown argument {flag}")
     phases = {"imports": peak()}
     reset_peak()
+    accelerator = None
+    if PLAN["gpus"] > 1:  # launched by `accelerate launch --config_file accelerate_config.yaml train.py`
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # mixed precision, DDP, DeepSpeed or FSDP from the launch config; made before the load so
+        # that ZeRO-3 partitions the weights as they load (transformers' zero.Init). DDP's
+        # gradients are views into its buckets: no second copy of them (as planned).
+        accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
     model = load_model()
     optimizer = make_optimizer(model)
     phases["load"] = peak()
     _, compute, autocast = dtypes()
     scaler = torch.amp.GradScaler(PLAN["device"]) if PLAN["precision"] == "fp16-mixed" else None
     device = "cpu" if PLAN["device"] == "cpu" else "cuda:0"
-    accelerator = None
-    if PLAN["gpus"] > 1:  # launched by `accelerate launch --config_file accelerate_config.yaml train.py`
-        from accelerate import Accelerator
-
-        accelerator = Accelerator()  # mixed precision, DDP, DeepSpeed or FSDP from the launch config
+    if accelerator is not None:
         model, optimizer = accelerator.prepare(model, optimizer)
         device, autocast, scaler = accelerator.device, False, None
     data_iter = batches(data)

@@ -118,6 +118,8 @@ def candidates(fp: Footprint, hw: Hardware, request: Constraints) -> Iterator[Tr
     for precision in precisions:
         for strategy in strategies:
             for opt in optimizers:
+                if "8bit" in str(opt) and strategy not in ("single", "ddp"):
+                    continue  # bitsandbytes' optimizers step whole tensors: not with ZeRO's or FSDP's flat shards
                 for ckpt in ckpts:
                     s = TrainingSettings(method=method, optimizer=str(opt), gradient_checkpointing=ckpt, precision=precision,
                                          seq=int(r["seq"]), batch=int(r["batch"]), grad_accum=int(r["grad_accum"]),  # type: ignore[call-overload]
