@@ -25,6 +25,7 @@ AUTO = "auto"
 RUNTIMES: dict[str, str] = {
     "transformers": "planner.runtimes.transformers.runtime:TransformersRuntime",
     "vllm": "planner.runtimes.vllm.runtime:VllmRuntime",
+    "training": "planner.runtimes.training.runtime:TrainingRuntime",
 }
 
 # Runtimes that plan only when asked (``--runtime NAME``, or an option of theirs such as
