@@ -73,7 +73,7 @@ def cli() -> None:
 def _hardware_options(f):
     for opt in reversed([
         click.option("--hardware", "hardware", metavar="NAME", help="Plan for a bundled hardware profile (see `fitcheck profiles`) instead of this machine."),
-        click.option("--gpu", "gpu", metavar="SIZE[,SIZE...]", help="GPU memory per device, e.g. 24GiB or 24GiB,24GiB; overrides the probe or profile."),
+        click.option("--gpu", "gpu", metavar="SIZE[,SIZE...]", help="FREE GPU memory per device (not the card's total), e.g. 23GiB or 23GiB,23GiB; overrides the probe or profile."),
         click.option("--ram", metavar="SIZE", help="Free CPU RAM to plan with, e.g. 64GiB."),
         click.option("--disk", metavar="SIZE", help="Free disk for offload and the download, e.g. 200GB."),
     ]):
@@ -242,6 +242,10 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
         ram=parse_size(o["ram"], what="--ram") if o["ram"] is not None else None,
         disk=parse_size(o["disk"], what="--disk") if o["disk"] is not None else None,
     )
+    from planner.hardware.profiles import override_warnings
+
+    for warning in override_warnings(sizes["gpus"] or ()):
+        click.echo(f"fitcheck: warning: {warning}", err=True)
     if o["hardware"] is not None:
         hw: Any = api.resolve_hardware(hardware=o["hardware"], **sizes)
     else:

@@ -77,10 +77,10 @@ def tensor_nbytes(dtype: str, numel: int) -> int:
 
 
 def parse_size(text: str, *, what: str = "size") -> int:
-    """Parse a human size such as ``24GiB``, ``24GB``, ``1.5 TiB`` or ``1024`` (bytes) into bytes.
+    """Parse a human size such as ``24GiB``, ``24GB``, ``1.5 TiB`` or ``1024B`` into bytes.
 
     Decimal suffixes (GB) are powers of 1000 and binary ones (GiB) powers of 1024, as in the IEC
-    standard; a bare number is bytes.
+    standard; bytes are written ``B``. A bare number is refused: ``--gpu 12`` is never 12 bytes.
 
     Raises:
         UsageError: for anything else, including negative or zero sizes.
@@ -89,9 +89,12 @@ def parse_size(text: str, *, what: str = "size") -> int:
     if not match:
         raise UsageError(
             f"{what} {text!r} is not a size",
-            hint="write it like 24GiB, 24GB, 512MiB or a number of bytes",
+            hint="write it like 24GiB, 24GB, 512MiB or 1024B",
         )
     number, unit = match.groups()
+    if not unit:
+        # "--gpu 12" meant 12 GiB, not 12 bytes: a size always carries its unit (issue 13 item 8)
+        raise UsageError(f"{what} {text!r} has no unit", hint=f"give a unit, e.g. {number}GiB ({number}B for bytes)")
     factor = _FACTORS.get(unit.upper())
     if factor is None:
         raise UsageError(f"{what} {text!r} has an unknown unit {unit!r}", hint="use B, KB, MB, GB, TB or KiB, MiB, GiB, TiB")
