@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +96,32 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
 
 
 def _solved(snap: Snapshot, facts: ModelFacts, rt: Runtime, hw: Hardware, c: Constraints) -> Report:
+    snap, c = _within_limit(snap, facts, c)
     try:
         solution = solve(rt.plans(facts, hw, c), c.prefer, where=hw.name)
     except NoFeasiblePlan as e:
         return Report(snap, facts, hw, c, None, rejected=tuple(e.rejections), suggestion=smallest_fit(facts, rt, c),
                       runtime=rt.name)
     return Report(snap, facts, hw, c, solution, rejected=solution.rejected, runtime=rt.name)
+
+
+def _within_limit(snap: Snapshot, facts: ModelFacts, c: Constraints) -> tuple[Snapshot, Constraints]:
+    """The default context lowered to the model's trained limit; a warning when the asked one is beyond it."""
+    limit = getattr(facts, "max_context", None)
+    if not isinstance(limit, int) or limit < 1:
+        return snap, c
+    note = None
+    if c.context_is_default and c.context + c.new_tokens > limit:
+        c = replace(c, context=max(1, limit - c.new_tokens))
+        note = (f"context {c.context}: the model's limit is {limit} tokens (max_position_embeddings), "
+                f"{c.new_tokens} of them kept for the answer")
+    elif c.context + c.new_tokens > limit:
+        note = (f"warning: context {c.context} + {c.new_tokens} new tokens is beyond the model's limit of {limit} tokens "
+                f"(max_position_embeddings): it was not trained that long and its output past {limit} tokens is unreliable; "
+                f"--context {max(1, limit - c.new_tokens)} is the most it supports")
+    if note is not None:
+        snap = replace(snap, notes=(*snap.notes, note))
+    return snap, c
 
 
 def smallest_fit(facts: ModelFacts, rt: Runtime, c: Constraints) -> str | None:

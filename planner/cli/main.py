@@ -86,7 +86,7 @@ def _plan_options(f):
         click.argument("models", nargs=-1),
         click.option("--models-file", type=click.Path(dir_okay=False), help="Read model ids, one per line, and compare them."),
         click.option("--revision", help="Branch, tag or commit to read (default main)."),
-        click.option("--context", default=4096, show_default=True, type=click.IntRange(1, 10_000_000), help="Prompt tokens per sequence."),
+        click.option("--context", type=click.IntRange(1, 10_000_000), help="Prompt tokens per sequence (default 4096, or less to stay within the model's limit)."),
         click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 100_000), help="Sequences generated together."),
         click.option("--new-tokens", default=32, show_default=True, type=click.IntRange(0, 1_000_000), help="Tokens generated after the prompt."),
         click.option("--prefer", type=click.Choice(["speed", "quality", "memory"]), default="speed", show_default=True, help="What to optimise."),
@@ -218,7 +218,7 @@ def verify(plan_file: str, as_json: bool, timeout: float, trust_remote_code: boo
 
 def _run_plans(o: dict[str, Any]) -> list[Any]:
     from planner import api
-    from planner.core.records import Constraints
+    from planner.core.records import DEFAULT_CONTEXT, Constraints
     from planner.core.units import parse_size, parse_size_list
 
     models = list(o["models"])
@@ -260,7 +260,7 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
         if runtime not in ("auto", implied):
             raise UsageError(f"--runtime {runtime} does not take the options of the {implied} runtime")
         runtime = implied
-    c = Constraints(context=o["context"], batch=o["batch"], new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"],
+    c = Constraints(context=o["context"] or DEFAULT_CONTEXT, context_is_default=o["context"] is None, batch=o["batch"], new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"],
                     quantization=o["quantization"], offload=not o["no_offload"], options=tuple(sorted(extra.items())), **kw)
     common = dict(hardware=hw, constraints=c, revision=o["revision"], token=o.get("token"), timeout=o["timeout"],
                   runtime=runtime)
