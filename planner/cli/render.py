@@ -8,6 +8,7 @@ from planner.core.errors import printable
 from planner.core.records import DeviceMemory, Hardware, Plan, Report
 from planner.core.units import fmt_bytes, fmt_count
 from planner.runtimes import registry
+from planner.solve.solver import POLICY_KEYS, memory_needed
 
 BAR_WIDTH = 40
 # How many alternatives and rejections a plain `fitcheck plan` lists (--json has them all).
@@ -42,7 +43,7 @@ def _report(r: Report) -> str:
     if not r.download_fits:
         lines.append(f"  ! the download ({fmt_bytes(r.footprint.download_bytes)}) does not fit the {fmt_bytes(r.hardware.cache_disk_free)} free where the HF cache lives")
     if r.solution.alternatives:
-        lines += ["", "Alternatives (best first)"]
+        lines += ["", f"Alternatives (--prefer {r.constraints.prefer}: ranked by {POLICY_KEYS[r.constraints.prefer]})"]
         lines += alternatives_table(r.solution.alternatives[:SHOW_ALTERNATIVES])
         more = len(r.solution.alternatives) - SHOW_ALTERNATIVES
         if more > 0:
@@ -147,10 +148,12 @@ def bar(m: DeviceMemory, width: int = BAR_WIDTH) -> str:
 
 
 def alternatives_table(plans: tuple[Plan, ...]) -> list[str]:
-    rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8}  memory per device"]
+    """One row per plan with every figure a policy sorts by: tok/s, precision bits, and the memory
+    needed on GPUs + RAM (the sum of the plan's "needs" column), then that memory per device."""
+    rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8} {'bits':>4} {'needs':>10}  per device"]
     for i, p in enumerate(plans, 1):
         mem = ", ".join(f"{d} {fmt_bytes(m.required)}" for d, m in p.memory.items() if m.required)
-        rows.append(f"  {i:>2}  {p.label:<34} {_rate(p):>8.1f}  {mem}")
+        rows.append(f"  {i:>2}  {p.label:<34} {_rate(p):>8.1f} {p.quality:>4} {fmt_bytes(memory_needed(p)):>10}  {mem}")
     return rows
 
 

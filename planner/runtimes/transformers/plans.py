@@ -326,6 +326,8 @@ def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], res
             continue
         per_token = _active_fraction(fp, units[name], cost.on_exec - cost.kv) + cost.kv
         if dev in gpu_bw:
+            if cand.scheme.bnb:  # bnb's speed is a ratio to the 16-bit plan's (speed.BNB_GPU_SPEED)
+                per_token = _active_fraction(fp, units[name], units[name].params * cand.scheme.dtype_bytes) + cost.kv
             reads.setdefault(dev, [0])[0] += per_token
         elif dev == "cpu" and not cand.gpus:
             cpu_exec += per_token
