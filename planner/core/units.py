@@ -117,13 +117,21 @@ def parse_size_list(text: str, *, what: str = "size") -> tuple[int, ...]:
     return tuple(parse_size(p, what=what) for p in parts)
 
 
-def fmt_bytes(n: int, *, precision: int = 1) -> str:
-    """Render bytes for people: ``17.9 GiB``, ``512.0 MiB``, ``900 B``."""
+def fmt_bytes(n: int, *, precision: int = 1, up: bool = False) -> str:
+    """Render bytes for people: ``17.9 GiB``, ``512.0 MiB``, ``900 B``.
+
+    ``up`` rounds up instead of to nearest: a figure someone must provide ("needs 6.9 GiB") is
+    never shown below what it is.
+    """
     sign = "-" if n < 0 else ""
     n = abs(n)
     for unit, factor in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if n >= factor:
-            return f"{sign}{n / factor:.{precision}f} {unit}"
+            value = n / factor
+            if up and not sign:
+                scale = 10**precision
+                value = math.ceil(n * scale / factor) / scale
+            return f"{sign}{value:.{precision}f} {unit}"
     return f"{sign}{n} B"
 
 

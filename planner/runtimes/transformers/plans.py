@@ -13,10 +13,10 @@ equal and the faster (bf16) wins.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner.core.errors import UsageError
-from planner.core.records import Constraints, Gpu, Hardware, Plan, Speed
+from planner.core.records import Constraints, DeviceMemory, Gpu, Hardware, Plan, Speed
 from planner.core.units import LOAD_DTYPE_BYTES, fmt_bytes
 from planner.model.footprint import Footprint, Unit, input_embedding
 from planner.runtimes.transformers import quantizers as formats
@@ -125,8 +125,9 @@ def _gpu_candidates(scheme: Scheme, hw: Hardware, c: Constraints) -> Iterator[_C
             yield _Candidate(scheme, placement, strategy, used)
 
 
-def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> Plan:
-    """Place and price one candidate; a plan that does not fit says why."""
+def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, *, roomy: bool = False) -> Plan:
+    """Place and price one candidate; a plan that does not fit says why (``roomy``: this is the
+    candidate priced with room to spare on its one device, to learn what it needs)."""
     scheme = cand.scheme
     reasons = _static_rejections(fp, hw, cand) + formats.rejections(fp, cand.scheme, cand.placement, cand.gpus)
     arch = fp.arch
@@ -166,12 +167,17 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> P
     executing = {s.device for s in slots if s.executes}
     memory = budget.account(costs, result, devices=devices, executing=executing, scheme=scheme, t=t)
 
-    if result.unplaced:
-        reasons.append(_shortfall(cand, costs, slots, devices, t))
+    if result.unplaced and len(slots) == 1 and not roomy:
+        # What the plan needs is what it holds once everything is placed: price it again with room
+        # to spare on its one device, and compare every device's need with what is usable here
+        # (so that "needs N" is the amount that makes it fit, issue 13 item 7).
+        big_hw, big_cand = _roomy(hw, cand, slots[0].device)
+        big = evaluate(fp, big_hw, c, big_cand, roomy=True).memory
+        reasons += _needs(scheme.label, {d: replace(big[d], capacity=m.capacity) for d, m in memory.items() if d in big})
+    elif result.unplaced:
+        reasons.append(_shortfall(cand, slots, devices))
     else:
-        for d, m in memory.items():
-            if m.required > m.capacity:
-                reasons.append(f"{scheme.label} needs {fmt_bytes(m.required)} on {d}, {fmt_bytes(m.capacity)} usable")
+        reasons += _needs(scheme.label, memory)
 
     device_map = {name: _map_value(dev) for name, dev in flat_device_map(costs, result.device_of).items()}
     settings = TransformersSettings(scheme=scheme, placement=cand.placement, strategy=cand.strategy, device_map=device_map)
@@ -268,19 +274,33 @@ def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: b
     return out + experts
 
 
-def _shortfall(cand: _Candidate, costs: list[Cost], slots: list[Slot], devices: dict[str, tuple[int, int]],
-               t: budget.Transients) -> str:
-    label = cand.scheme.label
-    if len(slots) == 1:
-        d = slots[0].device
-        free, margin = devices[d]
-        slot = slots[0]
-        units = sum(int((c.on_exec - c.kv) * slot.weight_scale + c.kv * slot.transient_scale) for c in costs if c.tied_to is None)
-        need = units + (free - margin - slot.room)
-        return f"{label} needs {fmt_bytes(need)} on {d}, {fmt_bytes(free - margin)} usable"
+def _needs(label: str, memory: dict[str, DeviceMemory]) -> list[str]:
+    """A reason per device whose need exceeds its usable memory; the need is shown rounded up."""
+    return [f"{label} needs {fmt_bytes(m.required, up=True)} on {d}, {fmt_bytes(m.capacity)} usable"
+            for d, m in memory.items() if m.required > m.capacity]
+
+
+# Free memory that holds any model: what a device is given to price a plan that did not fit it.
+_ROOMY = 1 << 50  # 1 PiB
+
+
+def _roomy(hw: Hardware, cand: _Candidate, device: str) -> tuple[Hardware, _Candidate]:
+    """``hw`` and ``cand`` with ``device`` given room for any model."""
+    if device == "cpu":
+        return replace(hw, ram_free=_ROOMY, ram_total=max(hw.ram_total, _ROOMY)), cand
+
+    def big(g: Gpu) -> Gpu:
+        return replace(g, free_bytes=_ROOMY, total_bytes=max(g.total_bytes, _ROOMY)) if g.device == device else g
+
+    return replace(hw, gpus=tuple(big(g) for g in hw.gpus)), replace(cand, gpus=tuple(big(g) for g in cand.gpus))
+
+
+def _shortfall(cand: _Candidate, slots: list[Slot], devices: dict[str, tuple[int, int]]) -> str:
+    """Why a plan over several devices (GPUs, RAM, disk) does not fit: no single amount fixes it."""
     where = " and ".join(s.device for s in slots)
     usable = ", ".join(f"{s.device} {fmt_bytes(devices[s.device][0] - devices[s.device][1])}" for s in slots)
-    return f"{label} does not fit once {where} are full (usable: {usable})"
+    return f"{cand.scheme.label} does not fit once {where} are full (usable: {usable})"
+
 
 def _static_rejections(fp: Footprint, hw: Hardware, cand: _Candidate) -> list[str]:
     s = cand.scheme
