@@ -113,7 +113,12 @@ def _plan_options(f):
 @click.option("--max-context", is_flag=True, help="Also report the largest context that fits the chosen plan.")
 @click.option("--verify", is_flag=True, help="Run the plan's load and a generate in a child process and compare memory.")
 def plan(**o: Any) -> None:
-    """Plan how to load MODEL(S): a Hub id (org/name) or a local folder."""
+    """Plan how to load MODEL(S): a Hub id (org/name) or a local folder.
+
+    \b
+    The plan table, per device: weights + KV cache + activ. + overhead = needs (what must fit);
+    usable = free less the margin; spare = usable - needs (the margin is kept besides it).
+    """
     from planner.cli import render
 
     reports = _run_plans(o)

@@ -173,7 +173,9 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, *, r
         # (so that "needs N" is the amount that makes it fit, issue 13 item 7).
         big_hw, big_cand = _roomy(hw, cand, slots[0].device)
         big = evaluate(fp, big_hw, c, big_cand, roomy=True).memory
-        reasons += _needs(scheme.label, {d: replace(big[d], capacity=m.capacity) for d, m in memory.items() if d in big})
+        # the plan's memory is then what it needs, against what this machine has
+        memory = {d: replace(big[d], capacity=m.capacity, free=m.free, margin=m.margin) if d in big else m for d, m in memory.items()}
+        reasons += _needs(scheme.label, memory)
     elif result.unplaced:
         reasons.append(_shortfall(cand, slots, devices))
     else:
