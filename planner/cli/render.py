@@ -8,7 +8,7 @@ from planner.core.errors import printable
 from planner.core.records import DeviceMemory, Hardware, Plan, Report
 from planner.core.units import fmt_bytes, fmt_count
 from planner.runtimes import registry
-from planner.solve.solver import POLICY_KEYS, memory_needed
+from planner.solve.solver import POLICY_KEYS, is_slow, memory_needed
 
 BAR_WIDTH = 40
 # How many alternatives and rejections a plain `fitcheck plan` lists (--json has them all).
@@ -34,7 +34,10 @@ def _report(r: Report) -> str:
         lines.append(f"Smallest bundled hardware that fits: {r.suggestion}" if r.suggestion else "No bundled hardware profile fits it either.")
         return "\n".join(lines)
     p = r.solution.chosen
-    lines.append(f"✔ Fits: {p.label}, about {_speed(p)}")
+    if is_slow(p):
+        lines.append(f"✔ Fits, but slow: {p.label}, about {_speed(p)} (see the note below for what would be faster)")
+    else:
+        lines.append(f"✔ Fits: {p.label}, about {_speed(p)}")
     lines += [*memory_table(p), ""]
     lines += [f"  {d:<7} {bar(m)}" for d, m in p.memory.items() if d != "disk"]
     lines.append("          █ weights  ▓ KV cache  ▒ activations + overhead  ░ free   | margin")

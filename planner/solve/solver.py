@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from planner.core.errors import NoFeasiblePlan
 from planner.core.records import PREFERENCES, Plan, Solution
+from planner.core.units import fmt_bytes
 
-__all__ = ["MEMORY_SLOWDOWN", "POLICY_KEYS", "PREFERENCES", "memory_needed", "rank", "rank_key", "solve"]
+__all__ = ["MEMORY_SLOWDOWN", "POLICY_KEYS", "PREFERENCES", "SLOW_TOKENS_PER_S", "is_slow", "memory_needed", "rank", "rank_key",
+           "slow_note", "solve"]
 
 RankKey = tuple[float | int | bool, ...]
 
@@ -38,6 +41,11 @@ POLICY_KEYS = {
 # at 0.6x of bf16's speed on a GPU, bitsandbytes#611); CPU or disk offload at 20-50x slower, to
 # save a few hundred MiB, is not (issue 13 item 1).
 MEMORY_SLOWDOWN = 3.0
+# A plan that fits but makes fewer tokens per second than this is marked slow, with what would be
+# faster. A policy choice: at 1 token/s a short answer (ANSWER_TOKENS) takes over 3 minutes, and
+# people read at about 4-5 tokens/s (~200-250 words a minute).
+SLOW_TOKENS_PER_S = 1.0
+ANSWER_TOKENS = 200
 # Speed estimates closer than this (relative) rank as equal: the estimate is not that precise,
 # and fp16 against bf16, or one GPU against two of the same, differ by rounding only.
 SAME_SPEED = 0.02
@@ -55,7 +63,33 @@ def solve(plans: Iterable[Plan], prefer: str, *, where: str) -> Solution:
     if not fitting:
         raise NoFeasiblePlan(f"no plan fits {where}", rejections=rejected)
     ranked = rank(fitting, prefer)
-    return Solution(chosen=ranked[0], alternatives=tuple(ranked[1:]), rejected=rejected)
+    chosen = ranked[0]
+    if is_slow(chosen):
+        chosen = replace(chosen, notes=(*chosen.notes, slow_note(chosen, rejected)))
+    return Solution(chosen=chosen, alternatives=tuple(ranked[1:]), rejected=rejected)
+
+
+def is_slow(p: Plan) -> bool:
+    """A plan that fits but decodes too slowly to use (under :data:`SLOW_TOKENS_PER_S`)."""
+    return p.speed.tokens_per_s is not None and p.speed.tokens_per_s < SLOW_TOKENS_PER_S
+
+
+def slow_note(p: Plan, rejected: tuple[Plan, ...]) -> str:
+    """What would be faster than a slow plan: the fastest plan that misses only memory (with the
+    memory it needs), a pre-quantized or GGUF build, a smaller model."""
+    rate = p.speed.tokens_per_s or 0.0
+    minutes = ANSWER_TOKENS / rate / 60 if rate > 0 else float("inf")
+    faster = []
+    short = [q for q in rejected if q.reasons and all(" needs " in r for r in q.reasons) and q.speed.score > 2 * p.speed.score]
+    if short:
+        best = max(short, key=lambda q: q.speed.score)
+        more = ", ".join(f"{fmt_bytes(m.required, up=True)} usable on {d} ({fmt_bytes(max(0, m.capacity))} now)"
+                         for d, m in best.memory.items() if m.required > m.capacity)
+        faster.append(f"more memory: {best.label} at about {best.speed.score:.1f} tokens/s needs {more}")
+    faster += ["a pre-quantized 4-bit checkpoint of this model (GPTQ/AWQ), loaded as stored",
+               "a GGUF build run by llama.cpp", "a smaller model"]
+    return (f"slow: about {rate:.2g} tokens/s, so a {ANSWER_TOKENS}-token answer takes about {minutes:.0f} min; "
+            f"faster: {'; '.join(faster)}")
 
 
 def rank(plans: list[Plan], prefer: str) -> list[Plan]:

@@ -172,7 +172,8 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, *, r
         # to spare on its one device, and compare every device's need with what is usable here
         # (so that "needs N" is the amount that makes it fit, issue 13 item 7).
         big_hw, big_cand = _roomy(hw, cand, slots[0].device)
-        big = evaluate(fp, big_hw, c, big_cand, roomy=True).memory
+        big_plan = evaluate(fp, big_hw, c, big_cand, roomy=True)
+        big = big_plan.memory
         # the plan's memory is then what it needs, against what this machine has
         memory = {d: replace(big[d], capacity=m.capacity, free=m.free, margin=m.margin) if d in big else m for d, m in memory.items()}
         reasons += _needs(scheme.label, memory)
@@ -181,18 +182,21 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, *, r
     else:
         reasons += _needs(scheme.label, memory)
 
+    speed = big_plan.speed if result.unplaced and len(slots) == 1 and not roomy else Speed(tokens_per_s=_speed(fp, hw, cand, costs, result))
     device_map = {name: _map_value(dev) for name, dev in flat_device_map(costs, result.device_of).items()}
     settings = TransformersSettings(scheme=scheme, placement=cand.placement, strategy=cand.strategy, device_map=device_map)
+    kept_experts = _kept_experts(fp, scheme, memory)
     return Plan(
         runtime=RUNTIME,
-        label=settings.label,
+        label=_label(settings, kept_experts, sum(m.weights for m in memory.values())),
         settings=settings,
         memory=memory,
-        speed=Speed(tokens_per_s=_speed(fp, hw, cand, costs, result)),
+        speed=speed,
         quality=_quality(fp, scheme),
         fits=not reasons,
         reasons=tuple(reasons),
-        notes=tuple(_notes(fp, cand, result) + formats.notes(fp, cand.scheme, cand.gpus) + _split_notes(cand, costs, result)),
+        notes=tuple(_notes(fp, cand, result) + formats.notes(fp, cand.scheme, cand.gpus) + _split_notes(cand, costs, result)
+                    + _expert_notes(scheme, kept_experts, memory)),
         on_accelerators=cand.placement in ("gpu", "mps"),
         offloaded_bytes=sum(memory[d].weights for d in ("cpu", "disk") if d in memory and cand.gpus),
         disk_bytes=memory["disk"].total if "disk" in memory else 0,
@@ -395,6 +399,41 @@ def _split_notes(cand: _Candidate, costs: list[Cost], result: Assignment) -> lis
     where = cand.gpus[0].device if cand.gpus else "cpu"
     return [f"experts of {len(split)} MoE layers offloaded before any dense layer; attention and routers stay on {where}; "
             "each offloaded experts module is streamed whole per forward"]
+
+
+def _kept_experts(fp: Footprint, scheme: Scheme, memory: dict[str, DeviceMemory]) -> int:
+    """Bytes of MoE experts a bnb plan leaves in the load dtype: transformers fuses them into 3-D
+    parameters (conversion_mapping.py), which are not ``nn.Linear``, and bitsandbytes replaces
+    only ``nn.Linear`` (integrations/bitsandbytes.py ``replace_with_bnb_linear``)."""
+    if not scheme.bnb:
+        return 0
+    return sum(u.role("expert").params for u in fp.units) * scheme.dtype_bytes
+
+
+# A bnb plan whose unquantized experts are at least this share of its weights is labelled by what
+# is really quantized ("nf4 dense, bf16 experts"): a plain "nf4" would promise 4-bit experts.
+KEPT_EXPERTS_LABEL_SHARE = 0.2
+
+
+def _label(settings: TransformersSettings, kept: int, weights: int) -> str:
+    if not kept or kept < KEPT_EXPERTS_LABEL_SHARE * weights:
+        return settings.label
+    s = settings.scheme
+    where = settings.label.partition(" on ")[2]
+    return f"{s.quantization} dense, {_short(s.dtype)} experts on {where}"
+
+
+def _short(dtype: str) -> str:
+    return Scheme(dtype, "none").label
+
+
+def _expert_notes(scheme: Scheme, kept: int, memory: dict[str, DeviceMemory]) -> list[str]:
+    if not kept:
+        return []
+    weights = sum(m.weights for d, m in memory.items()) or 1
+    return [f"{scheme.quantization} quantizes the dense layers only: the fused MoE experts, {fmt_bytes(kept)} "
+            f"({min(100, round(100 * kept / weights))} % of the weights), stay in {_short(scheme.dtype)} "
+            "(bitsandbytes replaces nn.Linear modules; transformers fuses experts into 3-D parameters)"]
 
 
 def _map_value(device: str) -> int | str:
