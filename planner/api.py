@@ -139,6 +139,10 @@ def _solved(read: Sequence[tuple[Snapshot, Runtime, ModelFacts]], hw: Hardware, 
         if not read:
             raise UsageError(f"{hw.name} is a cluster of {len(hw.nodes)} nodes; this runtime plans one machine",
                              hint="use --runtime vllm for a cluster, or plan one node")
+    # the context within the model's limit (the same model, so the first runtime's facts tell)
+    limited = [(*_within_limit(snap, facts, c), rt, facts) for snap, rt, facts in read]
+    c = limited[0][1]
+    read = [(snap, rt, facts) for snap, _, rt, facts in limited]
     plans = [p for _, rt, facts in read for p in rt.plans(facts, hw, c)]
     views = [Report(snap, facts, hw, c, None, runtime=rt.name) for snap, rt, facts in read]
     try:
@@ -150,6 +154,25 @@ def _solved(read: Sequence[tuple[Snapshot, Runtime, ModelFacts]], hw: Hardware, 
     owner = registry.owner(solution.chosen).name
     main = next((v for v in views if v.runtime == owner), views[0])
     return replace(main, solution=solution, rejected=solution.rejected, others=tuple(v for v in views if v is not main))
+
+
+def _within_limit(snap: Snapshot, facts: ModelFacts, c: Constraints) -> tuple[Snapshot, Constraints]:
+    """The default context lowered to the model's trained limit; a warning when the asked one is beyond it."""
+    limit = getattr(facts, "max_context", None)
+    if not isinstance(limit, int) or limit < 1:
+        return snap, c
+    note = None
+    if c.context_is_default and c.context + c.new_tokens > limit:
+        c = replace(c, context=max(1, limit - c.new_tokens))
+        note = (f"context {c.context}: the model's limit is {limit} tokens (max_position_embeddings), "
+                f"{c.new_tokens} of them kept for the answer")
+    elif c.context + c.new_tokens > limit:
+        note = (f"warning: context {c.context} + {c.new_tokens} new tokens is beyond the model's limit of {limit} tokens "
+                f"(max_position_embeddings): it was not trained that long and its output past {limit} tokens is unreliable; "
+                f"--context {max(1, limit - c.new_tokens)} is the most it supports")
+    if note is not None:
+        snap = replace(snap, notes=(*snap.notes, note))
+    return snap, c
 
 
 def smallest_fit(facts: ModelFacts, rt: Runtime, c: Constraints) -> str | None:

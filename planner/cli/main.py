@@ -73,7 +73,8 @@ def cli() -> None:
 def _hardware_options(f):
     for opt in reversed([
         click.option("--hardware", "hardware", metavar="NAME", help="Plan for a bundled hardware profile (see `fitcheck profiles`) instead of this machine."),
-        click.option("--gpu", "gpu", metavar="SIZE[,SIZE...]", help="GPU memory per device, e.g. 24GiB or 24GiB,24GiB; overrides the probe or profile."),
+        click.option("--gpu", "gpu", metavar="SIZE[,SIZE...]",
+                     help="FREE GPU memory per device (not the card's total), e.g. 23GiB or 23GiB,23GiB; overrides the probe or profile."),
         click.option("--ram", metavar="SIZE", help="Free CPU RAM to plan with, e.g. 64GiB."),
         click.option("--disk", metavar="SIZE", help="Free disk for offload and the download, e.g. 200GB."),
     ]):
@@ -86,7 +87,7 @@ def _plan_options(f):
         click.argument("models", nargs=-1),
         click.option("--models-file", type=click.Path(dir_okay=False), help="Read model ids, one per line, and compare them."),
         click.option("--revision", help="Branch, tag or commit to read (default main)."),
-        click.option("--context", default=4096, show_default=True, type=click.IntRange(1, 10_000_000), help="Prompt tokens per sequence."),
+        click.option("--context", type=click.IntRange(1, 10_000_000), help="Prompt tokens per sequence (default 4096, or less to stay within the model's limit)."),
         click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 100_000), help="Sequences generated together."),
         click.option("--new-tokens", default=32, show_default=True, type=click.IntRange(0, 1_000_000), help="Tokens generated after the prompt."),
         click.option("--prefer", type=click.Choice(["speed", "quality", "memory"]), default="speed", show_default=True, help="What to optimise."),
@@ -113,7 +114,12 @@ def _plan_options(f):
 @click.option("--max-context", is_flag=True, help="Also report the largest context that fits the chosen plan.")
 @click.option("--verify", is_flag=True, help="Run the plan's load and a generate in a child process and compare memory.")
 def plan(**o: Any) -> None:
-    """Plan how to load MODEL(S): a Hub id (org/name) or a local folder."""
+    """Plan how to load MODEL(S): a Hub id (org/name) or a local folder.
+
+    \b
+    The plan table, per device: weights + KV cache + activ. + overhead = needs (what must fit);
+    usable = free less the margin; spare = usable - needs (the margin is kept besides it).
+    """
     from planner.cli import render
 
     reports = _run_plans(o)
@@ -218,7 +224,7 @@ def verify(plan_file: str, as_json: bool, timeout: float, trust_remote_code: boo
 
 def _run_plans(o: dict[str, Any]) -> list[Any]:
     from planner import api
-    from planner.core.records import Constraints
+    from planner.core.records import DEFAULT_CONTEXT, Constraints
     from planner.core.units import parse_size, parse_size_list
 
     models = list(o["models"])
@@ -243,6 +249,10 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
         disk=parse_size(o["disk"], what="--disk") if o["disk"] is not None else None,
         nodes=o.get("nodes"),  # --nodes (planner/cli/options/vllm.py): that many copies of the machine
     )
+    from planner.hardware.profiles import override_warnings
+
+    for warning in override_warnings(sizes["gpus"] or ()):
+        click.echo(f"fitcheck: warning: {warning}", err=True)
     if o["hardware"] is not None:
         hw: Any = api.resolve_hardware(hardware=o["hardware"], **sizes)
     else:
@@ -257,8 +267,8 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
         if runtime not in ("auto", implied):
             raise UsageError(f"--runtime {runtime} does not take the options of the {implied} runtime")
         runtime = implied
-    c = Constraints(context=o["context"], batch=o["batch"], new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"],
-                    quantization=o["quantization"], offload=not o["no_offload"], options=tuple(sorted(extra.items())), **kw)
+    c = Constraints(context=o["context"] or DEFAULT_CONTEXT, context_is_default=o["context"] is None, batch=o["batch"],
+                    new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"], quantization=o["quantization"], offload=not o["no_offload"], options=tuple(sorted(extra.items())), **kw)
     common = dict(hardware=hw, constraints=c, revision=o["revision"], token=o.get("token"), timeout=o["timeout"],
                   runtime=runtime)
     if len(models) == 1:

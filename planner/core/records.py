@@ -308,6 +308,9 @@ DEFAULT_MARGIN_FRACTION = 0.05
 DEFAULT_MARGIN_FLOOR = 128 * 1024**2
 # Tokens the emitted script generates after the prefill, planned into the KV cache.
 DEFAULT_NEW_TOKENS = 32
+# The prompt planned when none is asked for (a long chat or a short document); a model trained on
+# fewer tokens is planned at its limit instead (Constraints.context_is_default).
+DEFAULT_CONTEXT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,13 +326,15 @@ class Constraints:
         quantization: force this quantization (the runtime says which it knows).
         offload: allow CPU and disk offload.
         margin_fraction, margin_floor: headroom kept free on every device.
+        context_is_default: ``context`` was not asked for: the planner lowers it to the model's
+            limit (less ``new_tokens``) when that is shorter.
         options: runtime-specific requests as sorted ``(name, value)`` pairs (e.g.
             ``("train", "qlora")``, ``("quant", "Q4_K_M")``, ``("resolution", (1024, 1024))``);
             each runtime reads its own with :meth:`option` and ignores the rest. The CLI builds
             them from the option groups in ``planner/cli/options/``.
     """
 
-    context: int = 4096
+    context: int = DEFAULT_CONTEXT
     batch: int = 1
     new_tokens: int = DEFAULT_NEW_TOKENS
     prefer: str = "speed"
@@ -339,6 +344,7 @@ class Constraints:
     margin_fraction: float = DEFAULT_MARGIN_FRACTION
     margin_floor: int = DEFAULT_MARGIN_FLOOR
     options: tuple[tuple[str, Any], ...] = ()
+    context_is_default: bool = False
 
     def __post_init__(self) -> None:
         if self.context < 1 or self.batch < 1 or self.new_tokens < 0:

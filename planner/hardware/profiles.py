@@ -109,6 +109,25 @@ def list_profiles() -> tuple[Hardware, ...]:
     return tuple(_load_file(name, path) for name, path in sorted(_profile_paths().items()))
 
 
+def override_warnings(gpus: tuple[int, ...]) -> list[str]:
+    """Warnings for ``--gpu`` sizes that look like a card's total rather than its free memory.
+
+    A bundled card's nominal total (NVML's ``memory.total`` rounded to whole GiB, in GiB or GB)
+    is never all free: the driver reserves 250-320 MiB and a display more (the profiles' sources,
+    e.g. rtx-4090.toml ``gpu.free_bytes``), so a plan made for it may not load.
+    """
+    totals = sorted({g.total_bytes for hw in list_profiles() for g in hw.gpus})
+    nominal = {round(t / 1024**3) for t in totals}
+    out = []
+    for size in gpus:
+        # within 1 % of a card's exact total, or exactly its whole-GiB figure in GiB or GB
+        exact = any(abs(size - t) <= t // 100 for t in totals)
+        if exact or any(size in (n * 1024**3, n * 10**9) for n in nominal):
+            out.append(f"--gpu {size / 1024**3:.1f} GiB is a card's total memory, not what is free on it (the driver "
+                       "and a display take some): give the free figure (nvidia-smi's memory.free, or `fitcheck probe`)")
+    return out
+
+
 def load_profile(name: str) -> Hardware:
     """Load one hardware profile by name (``rtx-4090``, ``colab-free-t4``, ...).
 

@@ -167,6 +167,11 @@ class Footprint(_ToDict):
         """The model's trained context (caps the largest-context search)."""
         return self.arch.max_position_embeddings
 
+    @property
+    def max_context(self) -> int | None:
+        """Tokens (prompt + answer) the model supports: the planner's generic name for the limit."""
+        return self.arch.max_position_embeddings
+
     def unit_index(self) -> dict[str, Unit]:
         """Every unit and split part by name."""
         out: dict[str, Unit] = {}

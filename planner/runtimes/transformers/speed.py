@@ -8,17 +8,23 @@ bytes over PCIe, or over the disk. These are estimates for ranking, stated as su
 
 from __future__ import annotations
 
-# Fraction of a GPU's peak memory bandwidth a decode step achieves, per byte of weights read, per
-# kernel family. These are leads until benchmarks/gpu_calibration.py runs on a lent GPU:
+# Fraction of a GPU's peak memory bandwidth a decode step achieves per byte of weights read:
 # none: memory-bound GEMV in bf16/fp16 reaches 70-80 % of peak (vLLM and llama.cpp decode
 #   benchmarks on A100/H100); 0.75.
-# int8: bitsandbytes LLM.int8() decomposes outliers; at batch 1 it runs about half as fast as fp16
-#   per token (HF blog "A Gentle Introduction to 8-bit Matrix Multiplication", speed section)
-#   while reading half the bytes: per byte 0.75 x 0.5 x 0.5 ~ 0.2.
-# nf4: bnb's 4-bit GEMV at batch 1 runs about 1.2x fp16 per token while reading ~0.28x the bytes
-#   (bitsandbytes 0.41 release notes, 4-bit inference): per byte ~0.3.
 # prequantized: GPTQ/AWQ Marlin/Exllama kernels come near fp16 efficiency per byte; 0.6.
-GPU_EFFICIENCY = {"none": 0.75, "int8": 0.2, "nf4": 0.3, "prequantized": 0.6}
+GPU_EFFICIENCY = {"none": 0.75, "prequantized": 0.6}
+# bitsandbytes on a GPU is not bandwidth-bound at batch 1: it dequantizes (nf4) or decomposes
+# outliers (int8) in every matmul, and decodes *slower* than the same model in 16-bit although it
+# reads fewer bytes. So its speed is the 16-bit plan's, times its measured ratio to it (whole
+# model, batch 1, the same GPU):
+# nf4: 0.75 (Mistral-7B, 36.5 vs 48.6 tok/s, bitsandbytes issue #611), 0.64 (Qwen2.5-0.5B on a
+#   T4, 7.92 vs 5.05 ms per step, earino.github.io "Your int8 Quantization Is 2.5x Slower Than
+#   fp16"), 0.5 (falcon-7b on an A10G, "2x increased latency", text-generation-inference PR #586):
+#   0.6.
+# int8: 0.15 (LLaMA-7B on an A100, "LLM.int8 is 15% of FP16", bitsandbytes issue #181), 0.26
+#   (Qwen2.5-0.5B on a T4, 6.3 vs 24.4 tok/s, github dohu012/llm-quantization-benchmark), 0.40
+#   (the same earino post, 12.65 vs 5.05 ms): the median, 0.26.
+BNB_GPU_SPEED = {"nf4": 0.6, "int8": 0.26}
 # On CPU, per byte of weights read, for (quantization, dtype). bf16 reaches about half of RAM
 # bandwidth (a lead: 97M bf16 model at 86.6 tok/s reads 16.8 GB/s on this 2-vCPU CI machine).
 # The others come from decode speed measured against bf16 on the same model (research notes Q8:
@@ -45,7 +51,8 @@ def tokens_per_second(*, gpu_reads: dict[str, tuple[int, int | None]], cpu_exec_
     """Estimated decode tokens/s of one sequence.
 
     Args:
-        gpu_reads: device -> (bytes read per token on it, its bandwidth or None).
+        gpu_reads: device -> (bytes read per token on it, its bandwidth or None); for a bnb
+            quantization, the bytes those weights would have in the 16-bit compute dtype.
         cpu_exec_bytes: bytes read per token by the CPU when it executes layers.
         pcie_bytes: offloaded bytes copied host -> GPU per token.
         disk_bytes: bytes read from the offload disk per token.
@@ -54,7 +61,10 @@ def tokens_per_second(*, gpu_reads: dict[str, tuple[int, int | None]], cpu_exec_
     """
     seconds = 0.0
     for read, bw in gpu_reads.values():
-        seconds += read / ((bw or DEFAULT_GPU_BANDWIDTH) * GPU_EFFICIENCY[quantization])
+        if quantization in BNB_GPU_SPEED:  # ``read``: the same weights' bytes in the 16-bit compute dtype
+            seconds += read / ((bw or DEFAULT_GPU_BANDWIDTH) * GPU_EFFICIENCY["none"] * BNB_GPU_SPEED[quantization])
+        else:
+            seconds += read / ((bw or DEFAULT_GPU_BANDWIDTH) * GPU_EFFICIENCY[quantization])
     if cpu_exec_bytes:
         seconds += cpu_exec_bytes / ((ram_bandwidth or DEFAULT_RAM_BANDWIDTH) * CPU_EFFICIENCY[(quantization, dtype)])
     if pcie_bytes:
