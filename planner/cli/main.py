@@ -268,7 +268,8 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
             raise UsageError(f"--runtime {runtime} does not take the options of the {implied} runtime")
         runtime = implied
     c = Constraints(context=o["context"] or DEFAULT_CONTEXT, context_is_default=o["context"] is None, batch=o["batch"],
-                    new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"], quantization=o["quantization"], offload=not o["no_offload"], options=tuple(sorted(extra.items())), **kw)
+                    new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"], quantization=o["quantization"],
+                    offload=not o["no_offload"], options=tuple(sorted(extra.items())), **kw)
     common = dict(hardware=hw, constraints=c, revision=o["revision"], token=o.get("token"), timeout=o["timeout"],
                   runtime=runtime)
     if len(models) == 1:
