@@ -134,3 +134,22 @@ def test_nothing_fits_is_no_feasible_plan_not_a_usage_error(tmp_path: Path, caps
     run = run_inprocess(capsys, "plan", repo, "--hardware", "rtx-4090", "--gpu", "1GiB", "--ram", "1GiB", "--no-offload", "--config", str(out))
     check_one_line(run.code, run.stderr, "nothing fits, so no plan file or script was written", code=1)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("gpu_gib", [2.5, 24])
+def test_kv_per_device_is_the_same_in_the_budget_and_the_plan_file(gpu_gib: float) -> None:
+    """One rule for where KV lives (placement.kv_device): with no new tokens, the plan file's
+    kv_after_prefill is the budget's kv_cache on every device, offloaded layers' KV on the main GPU."""
+    from planner.hardware.probe import apply_overrides
+    from planner.hardware.profiles import load_profile
+    from planner.sources import catalog
+
+    repo = "meta-llama/Llama-3.2-1B"
+    hw = apply_overrides(load_profile("rtx-4090"), gpus=(int(gpu_gib * (1 << 30)),))
+    c = Constraints(context=2048, new_tokens=0, dtype="bfloat16", quantization="none")
+    r = api.plan(repo, hardware=hw, constraints=c, snapshot=catalog.lookup(repo))
+    p = r.solution.chosen
+    assert p.settings.placement == ("gpu+cpu" if gpu_gib < 4 else "gpu")
+    got = {d: emit.kv_after_prefill(r, p, d) for d in p.memory}
+    assert got == {d: m.kv_cache for d, m in p.memory.items()}
+    assert got["cuda:0"] == p.kv_bytes > 0

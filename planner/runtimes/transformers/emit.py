@@ -22,6 +22,7 @@ from planner.core.secrets import contains_known
 from planner.model.footprint import Footprint
 from planner.runtimes.transformers import quantizers as formats
 from planner.runtimes.transformers.memory import kv
+from planner.runtimes.transformers.placement import kv_device
 from planner.runtimes.transformers.settings import TransformersSettings
 
 DEFAULT_OFFLOAD_DIR = "fitcheck-offload"
@@ -159,14 +160,15 @@ def kv_after_prefill(r: Report, p: Plan, device: str) -> int:
     fp, ps = _parts(r, p)
     c = r.constraints
     exec_device = load_settings(r, p)["exec_device"]
+    # the devices that run layers: the accelerators of the map, or the CPU when none is in it
+    executing = {f"cuda:{v}" if isinstance(v, int) else v for v in ps.device_map.values() if v not in ("cpu", "disk")} | {exec_device}
     total = 0
     for u in fp.units:
         if u.kind != "layer" or u.layer is None:
             continue
         where = _layer_device(ps.device_map, u.name)
         where = f"cuda:{where}" if isinstance(where, int) else where
-        holder = where if where in ("cpu", "mps") or str(where).startswith("cuda") else exec_device
-        if holder == device:
+        if kv_device(str(where), executing, exec_device) == device:
             total += kv.layer_bytes(fp.arch, u.layer, context=c.context, new_tokens=0, batch=c.batch, dtype_bytes=ps.scheme.dtype_bytes)
     return total
 
