@@ -78,6 +78,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert tests in ci.splitlines()
 
 
+def test_ci_fails_when_pytest_fails_or_collects_nothing() -> None:
+    """pytest exits 5 when it collects no test; CI must not turn that, or any failure, into a pass."""
+    _, tests = quickstart()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^set -[a-z]*e[a-z]*( |$)", ci, re.M)
+    commands = [line for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[-1] == tests, "the test command must be the last one, so its exit status is CI's"
+
+
 def test_suite_runs_in_parallel_with_xdist_from_the_test_extra() -> None:
     _, tests = quickstart()
     assert " -m pytest -n auto" in tests
