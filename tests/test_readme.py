@@ -170,6 +170,13 @@ def test_relative_links_exist() -> None:
             assert (doc.parent / target).exists(), f"{doc.name} links to {target}"
 
 
+def test_paths_the_docs_name_exist() -> None:
+    """Every `planner/...`, `tests/...`, `benchmarks/...` or `fuzz/...` path in backticks is there."""
+    for doc in [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "SECURITY.md"]:
+        for path in re.findall(r"`((?:planner|tests|benchmarks|fuzz)/[\w./*-]*)`", doc.read_text()):
+            assert list(ROOT.glob(path.rstrip("/"))), f"{doc.name} names {path}"
+
+
 def test_json_schema_page_names_every_key_plan_json_prints() -> None:
     args, _ = sample()
     run = fitcheck(*args, "--json")
