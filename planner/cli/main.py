@@ -99,7 +99,7 @@ def _plan_options(f):
         click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Seconds for all Hub requests together."),
         click.option("--runtime", default="auto", show_default=True, metavar="NAME",
                      help="The runtime to plan for (transformers, ...); auto: every runtime that finds files it runs in the repo."),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in README)."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in docs/json-schema.md)."),
     ]):
         f = opt(f)
     return _hardware_options(runtime_options.apply(f))
