@@ -250,3 +250,8 @@ def test_a_vision_towers_layers_are_not_decoder_layers() -> None:
     assert m.num_layers == 32 and len({x.split for x in m.layers}) == 1  # every decoder layer alike
     tower = sum(t.nbytes for t in tensors if t.name.startswith(("vision_tower.", "multi_modal_projector.")))
     assert m.other_bytes == tower > 500_000_000  # CLIP ViT-L: ~0.6 GB in fp16, on the first stage
+
+
+def test_a_machine_without_cuda_gpus_gets_one_reason() -> None:
+    plans = RT.plans(model("meta-llama/Llama-3.1-8B"), load("cpu-laptop-16gb"), Constraints())
+    assert len(plans) == 1 and not plans[0].fits and "has no CUDA GPU" in plans[0].reasons[0]

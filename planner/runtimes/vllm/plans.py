@@ -131,6 +131,8 @@ def plans(model: VllmModel, hw: Hardware, c: Constraints) -> list[Plan]:
     them are turned away (the question is "how few GPUs")."""
     req = Request.of(c)
     out: list[Plan] = []
+    if not any(node_gpus(hw)):
+        return [_no_gpu(model, hw)]
     for tp, pp in layouts(model, hw, req):
         for fp8 in _online_fp8_choices(model, hw, req):
             for kv in req.kv_dtypes:
@@ -138,6 +140,13 @@ def plans(model: VllmModel, hw: Hardware, c: Constraints) -> list[Plan]:
     if req.users > 1 or c.option("users") is not None:
         out = _smallest_only(out)
     return out
+
+
+def _no_gpu(model: VllmModel, hw: Hardware) -> Plan:
+    empty = VllmSettings(parallel=Parallel(0, 0, 0, 0), kv_cache=KvCache("auto", mem.BLOCK_SIZE, 0, 0, 0, 0), max_model_len=0,
+                         gpu_memory_utilization=0.0, max_num_seqs=0, max_num_batched_tokens=0)
+    return Plan(runtime="vllm", label=f"{model.torch_dtype} on {hw.name}", settings=empty, memory={}, speed=Speed(), quality=16,
+                fits=False, reasons=(f"{hw.name} has no CUDA GPU; vLLM serves on GPUs (use --hardware PROFILE to plan for one)",))
 
 
 def _online_fp8_choices(model: VllmModel, hw: Hardware, req: Request) -> Iterable[bool]:
