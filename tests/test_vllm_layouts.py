@@ -255,3 +255,28 @@ def test_a_vision_towers_layers_are_not_decoder_layers() -> None:
 def test_a_machine_without_cuda_gpus_gets_one_reason() -> None:
     plans = RT.plans(model("meta-llama/Llama-3.1-8B"), load("cpu-laptop-16gb"), Constraints())
     assert len(plans) == 1 and not plans[0].fits and "has no CUDA GPU" in plans[0].reasons[0]
+
+
+def test_awq_group_size_limits_tp() -> None:
+    # An AWQ (group 128) of Qwen2.5-72B's own shapes: MLP width 29568 / 8 = 3696, not a multiple
+    # of 128, so vLLM's Marlin kernel refuses tp 8; tp 4 gives 7392 = 57.75 x 128 and tp 2 14784 =
+    # 115.5 x 128, refused too
+    import layouts
+
+    from planner.core.records import Snapshot, Tensor
+
+    cfg = {**vm.catalog("Qwen__Qwen2.5-72B-Instruct"),
+           "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemm", "zero_point": True}}
+    spec = layouts.decoder(layouts.awq(), layers=cfg["num_hidden_layers"], hidden=cfg["hidden_size"],
+                           intermediate=cfg["intermediate_size"], heads=cfg["num_attention_heads"],
+                           kv_heads=cfg["num_key_value_heads"], vocab=cfg["vocab_size"], dtype="F16")
+    tensors = tuple(Tensor(n, d, s, layouts.tensor_bytes(d, s), "model.safetensors") for n, (d, s) in spec.items())
+    snap = Snapshot(id="Qwen/Qwen2.5-72B-Instruct-AWQ", revision="main", commit=None, source="hub", config=cfg, files=(),
+                    weight_format="safetensors", weight_files=("model.safetensors",), tensors=tensors)
+    m = RT.model(snap)
+    assert m.quant_group == 128 and m.quant_bits == 4
+    hw = load("8x-h100-sxm-80gb")
+    plans = RT.plans(m, hw, Constraints(context=8192).with_options(tp=8, pp=1))
+    assert "tp 8 splits the MLP width 29568 into 3696, not a multiple of the quantization group 128 and of 128" in plans[0].reasons
+    ok = solve(RT.plans(m, hw, Constraints(context=8192)), "speed", where=hw.name).chosen
+    assert ok.settings.parallel.tensor == 1 and ok.quality == 4  # tp 1 x pp N: the only layouts Marlin takes

@@ -32,7 +32,7 @@ from planner.core.records import Snapshot, _ToDict, from_plain
 from planner.model.arch import read_arch
 from planner.model.prequant import detect
 
-FACTS_VERSION = "vllm-1"
+FACTS_VERSION = "vllm-2"
 
 # Pre-quantized formats vLLM 0.34 loads (model_executor/layers/quantization/__init__.py:15-51,
 # QuantizationMethods); bitsandbytes and GGUF are not among them (removed in 0.33), so such a
@@ -104,6 +104,8 @@ class VllmModel(_ToDict):
     quant_method: str | None = None
     quant_detail: str = ""
     quant_bits: int = 16
+    #: GPTQ/AWQ group size (values per scale along the input dimension); 0 when none
+    quant_group: int = 0
     skipped_layers: int = 0
 
     @property
@@ -200,8 +202,14 @@ def facts(snapshot: Snapshot, cached: Mapping[str, Any] | None = None) -> VllmMo
         mla_qk_dim=arch.mla_k_dim, mla_v_dim=arch.mla_v_dim,
         sliding_layers=sliding, sliding_window=arch.sliding_window if sliding else None,
         quant_method=quant.method if quant else None, quant_detail=quant.detail if quant else "",
-        quant_bits=quant.bits if quant else 16, skipped_layers=len(skipped_layers),
+        quant_bits=quant.bits if quant else 16, quant_group=_group(qc) if quant and quant.method in ("gptq", "awq") else 0,
+        skipped_layers=len(skipped_layers),
     )
+
+
+def _group(qc: Mapping[str, Any] | None) -> int:
+    g = (qc or {}).get("group_size", (qc or {}).get("q_group_size", 0))
+    return g if isinstance(g, int) and not isinstance(g, bool) and g > 0 else 0
 
 
 def _download_bytes(snapshot: Snapshot) -> int:

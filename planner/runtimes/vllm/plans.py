@@ -301,6 +301,14 @@ def _shape_reasons(model: VllmModel, hw: Hardware, tp: int, pp: int) -> Iterable
             if tp > 1 and (w // tp) % FP8_BLOCK:
                 yield f"tp {tp} splits the MLP width {w} into {w // tp}, not a multiple of the FP8 block {FP8_BLOCK}"
                 break
+    if model.quant_group and tp > 1:
+        # Marlin kernels (GPTQ/AWQ): a row-parallel slice must hold whole groups and be a multiple
+        # of 128 (quantization/utils/marlin_utils.py:172-204, GPTQ_MARLIN_MIN_THREAD_K = 128 at :28)
+        for w in (model.expert_intermediate_size if model.num_experts else model.intermediate_size,):
+            part = w // tp
+            if w and (part % model.quant_group or part % 128):
+                yield (f"tp {tp} splits the MLP width {w} into {part}, not a multiple of the quantization group "
+                       f"{model.quant_group} and of 128")
     if pp > model.num_layers:
         yield f"pp {pp} exceeds the {model.num_layers} layers"
     for g in hw.gpus:
