@@ -60,6 +60,15 @@ def _argvs() -> list[tuple[str, list[str]]]:
     return out
 
 
+def _snapshot_of(cfg: dict):
+    from planner.core.records import Snapshot, Tensor
+
+    spec = vm.llama_spec(cfg)
+    tensors = tuple(Tensor(n, d, sh, vm.layouts.tensor_bytes(d, sh), "model.safetensors") for n, (d, sh) in spec.items())
+    return Snapshot(id="Qwen/Qwen2.5-7B-Instruct", revision="main", commit=None, source="hub", config=cfg, files=(),
+                    weight_format="safetensors", weight_files=("model.safetensors",), tensors=tensors)
+
+
 def _flags(argv: list[str]) -> list[tuple[str, str | None]]:
     pairs, i = [], 3
     while i < len(argv):
@@ -100,7 +109,14 @@ def test_emitted_commands_pass_vllms_parser_and_config_validation(tmp_path: Path
                                           cluster.load("8x-h100-sxm-80gb"), Constraints(context=8192).with_options(tp=3, pp=1))
     assert "tp 3 does not divide 64 attention heads" in rejected[0].reasons
     bad = ["vllm", "serve", "meta-llama/Llama-3.1-70B-Instruct", "--tensor-parallel-size", "3", "--max-model-len", "8192"]
-    jobs = []
+    # the head-count rule over tp 1-8 on a model with 28 heads (Qwen2.5-7B shapes, via its catalog config)
+    sweep_dir = tmp_path / "qwen2.5-7b"
+    sweep_dir.mkdir()
+    qwen = vm.catalog("Qwen__Qwen2.5-7B-Instruct")
+    (sweep_dir / "config.json").write_text(json.dumps(qwen))
+    sweep = {tp: ["vllm", "serve", "Qwen/Qwen2.5-7B-Instruct", "--tensor-parallel-size", str(tp), "--max-model-len", "4096"]
+             for tp in range(1, 9)}
+    jobs = [[str(sweep_dir), argv] for argv in sweep.values()]
     for repo, argv in [*argvs, ("meta-llama/Llama-3.1-70B-Instruct", bad)]:
         folder = tmp_path / repo.replace("/", "__")
         folder.mkdir(exist_ok=True)
@@ -111,7 +127,17 @@ def test_emitted_commands_pass_vllms_parser_and_config_validation(tmp_path: Path
                           capture_output=True, text=True, timeout=600, env=env, check=False)
     assert "@@RESULT@@" in done.stdout, done.stderr[-2000:]
     results = list(zip([argv for _, argv in jobs], json.loads(done.stdout.split("@@RESULT@@", 1)[1]), strict=True))
+    from planner.runtimes.vllm.plans import _shape_reasons
+
+    qwen_model = registry.get("vllm").model(_snapshot_of(qwen))
+    for tp, argv in sweep.items():
+        res = next(r for a, r in results if a is argv)
+        ours = any("attention heads" in why for why in _shape_reasons(qwen_model, cluster.load("8x-h100-sxm-80gb"), tp, 1))
+        theirs = "must be divisible by tensor parallel size" in res["error"]
+        assert ours == theirs, (tp, res["error"])
     for argv, res in results:
+        if any(argv is a for a in sweep.values()):
+            continue
         if argv is bad:
             assert not res["ok"] and "must be divisible by tensor parallel size (3)" in res["error"]
             continue
