@@ -219,11 +219,12 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     memory: dict[str, DeviceMemory] = {}
     for r, rm in zip(rk, rms, strict=True):
         asked = math.ceil(r.total * req.utilization)
-        if asked + mem.CUDA_CONTEXT > r.free:
+        # one line per kind of problem: the first rank that has it (the others are alike or in the JSON)
+        if asked + mem.CUDA_CONTEXT > r.free and not any(x.startswith("--gpu-memory-utilization") for x in reasons):
             reasons.append(f"--gpu-memory-utilization {req.utilization:g} asks {fmt_bytes(asked)} of {r.device}'s "
                            f"{fmt_bytes(r.total)}, but only {fmt_bytes(r.free - mem.CUDA_CONTEXT)} is free besides the CUDA context")
         fixed = rm.weights + rm.activations + rm.non_torch + rm.cudagraphs
-        if rm.kv_available <= 0:
+        if rm.kv_available <= 0 and not any("leave no KV cache" in x for x in reasons):
             reasons.append(f"{r.device}: weights {fmt_bytes(rm.weights)} + activations {fmt_bytes(rm.activations)} + CUDA graphs "
                            f"{fmt_bytes(rm.cudagraphs)} + non-torch {fmt_bytes(rm.non_torch)} = {fmt_bytes(fixed)} leave no KV "
                            f"cache within {fmt_bytes(rm.budget)} ({req.utilization:g} x {fmt_bytes(r.free)})")
