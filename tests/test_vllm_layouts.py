@@ -280,3 +280,10 @@ def test_awq_group_size_limits_tp() -> None:
     assert "tp 8 splits the MLP width 29568 into 3696, not a multiple of the quantization group 128 and of 128" in plans[0].reasons
     ok = solve(RT.plans(m, hw, Constraints(context=8192)), "speed", where=hw.name).chosen
     assert ok.settings.parallel.tensor == 1 and ok.quality == 4  # tp 1 x pp N: the only layouts Marlin takes
+
+
+def test_moe_active_parameters() -> None:
+    # Qwen3-235B-A22B: 235B parameters, 22B active (8 of 128 experts per token)
+    m = model("Qwen/Qwen3-235B-A22B")
+    assert 234e9 < m.parameters < 236e9 and 21e9 < m.active_parameters < 23e9
+    assert model("meta-llama/Llama-3.1-8B").active_parameters == model("meta-llama/Llama-3.1-8B").parameters
