@@ -127,3 +127,9 @@ def test_clusters_are_refused_by_single_machine_runtimes() -> None:
     hw = cluster.load("8x-h100-sxm-80gb", nodes=2)
     with pytest.raises(UsageError, match="cluster of 2 nodes"):
         api.plan(snap.id, hardware=hw, snapshot=snap, runtime="transformers")
+
+
+def test_nodes_with_a_cluster_profile_is_refused_through_the_api() -> None:
+    with pytest.raises(UsageError, match="already a cluster of 3 nodes"):
+        api.resolve_hardware(hardware="mixed-h100-a100", nodes=2)
+    assert len(api.resolve_hardware(hardware="8x-h200", nodes=3).nodes) == 3
