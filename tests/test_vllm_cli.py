@@ -65,6 +65,9 @@ def test_plan_json_on_two_nodes(hub: FakeHub, repo_id: str, tmp_path: Path) -> N
     written = json.loads(out.read_text())
     assert written["runtime"] == "vllm" and written["parallel"]["pipeline"] == 2
     assert written["commands"]["vllm_serve"] == serve_argv
+    assert written["predicted"]["memory"]["node1:cuda:7"] == plan["memory"]["node1:cuda:7"]
+    v = run("verify", str(out))
+    assert v.returncode == 2 and "plans of the vllm runtime cannot be verified on this machine" in v.stderr
     # only headers were read: every shard request is a Range request, and little was sent
     shard_reads = [q for q in hub.requests if ".safetensors" in q.path and q.method == "GET" and "index" not in q.path]
     assert shard_reads and all(q.range is not None for q in shard_reads)
