@@ -106,25 +106,25 @@ def run_vllm(argv: list[str], folder: Path, timeout: float) -> str:
     if "--revision" in cmd:
         i = cmd.index("--revision")
         del cmd[i:i + 2]
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    text = ""
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(5)
-            text = Path(log.name).read_text(errors="replace")
-            if _PATTERNS["kv_tokens"].search(text):
-                time.sleep(5)  # let the concurrency line follow
-                break
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-    return Path(log.name).read_text(errors="replace")
+    fd, name = tempfile.mkstemp(suffix=".log", prefix="vllm-serve-")
+    log_path = Path(name)
+    with os.fdopen(fd, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(5)
+                if _PATTERNS["kv_tokens"].search(log_path.read_text(errors="replace")):
+                    time.sleep(5)  # let the concurrency line follow
+                    break
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+    return log_path.read_text(errors="replace")
 
 
 def main() -> None:
