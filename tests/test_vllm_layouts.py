@@ -287,3 +287,18 @@ def test_moe_active_parameters() -> None:
     m = model("Qwen/Qwen3-235B-A22B")
     assert 234e9 < m.parameters < 236e9 and 21e9 < m.active_parameters < 23e9
     assert model("meta-llama/Llama-3.1-8B").active_parameters == model("meta-llama/Llama-3.1-8B").parameters
+
+
+def test_serving_estimate_grows_with_the_batch_and_beats_one_sequence() -> None:
+    from planner.runtimes.vllm import plans as vp
+
+    m = model("meta-llama/Llama-3.1-70B-Instruct")
+    hw = load("8x-h100-sxm-80gb")
+    p = chosen("meta-llama/Llama-3.1-70B-Instruct", "8x-h100-sxm-80gb", users=32, kv_cache_dtype="auto", online_fp8=False)
+    assert any(n.startswith("serving estimate: about") and "at 32 sequences" in n for n in p.notes)
+    rk = vp.ranks(hw, 8, 1)
+    rms = [mem.rank_memory(m, r, tp=8, pp=1, utilization=0.92, batched_tokens=8192, max_num_seqs=256) for r in rk]
+    kv = mem.kv_bytes_per_token_layer(m, 8, 2)
+    rates = [vp.serving_tokens_per_s(m, hw, rk, rms, tp=8, pp=1, batch=b, context=4096, kv_per_layer=kv) for b in (1, 8, 64)]
+    assert rates[0] < rates[1] < rates[2]
+    assert rates[2] < 64 * rates[0]  # the KV reads grow with the batch

@@ -263,6 +263,12 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     gpu = rk[0].name if rk else (hw.gpus[0].name if hw.gpus else "no GPU")
     where = f"tp {tp} x pp {pp} ({tp * pp}x {gpu}" + (f", {nodes_used} nodes)" if nodes_used > 1 else ")")
     notes = [f"KV cache: {tokens:,} tokens, {concurrent} concurrent sequences of {max_model_len} tokens"]
+    batch = min(concurrent, seqs, users if users > 1 else concurrent)
+    if rk and batch > 1:
+        total = serving_tokens_per_s(model, hw, rk, rms, tp=tp, pp=pp, batch=batch, context=max_model_len // 2,
+                                     kv_per_layer=per_layer)
+        notes.append(f"serving estimate: about {total:,.0f} tokens/s in total at {batch} sequences of ~{max_model_len // 2} "
+                     "tokens of context (memory-bandwidth bound decode; not a benchmark)")
     if model.skipped_layers:
         notes.append(f"{model.skipped_layers} layer(s) past num_hidden_layers (multi-token prediction) are not loaded by vllm serve")
     if model.sliding_layers:
@@ -329,6 +335,36 @@ def _default_batched(total: int, rk: list[mem.Rank]) -> int:
     if total >= _LARGE_GPU and not any("a100" in r.name.lower() for r in rk):
         return 8192
     return 2048
+
+
+def serving_tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms: list[mem.RankMemory], *, tp: int, pp: int,
+                         batch: int, context: int, kv_per_layer: int) -> float:
+    """Decode tokens/s of the whole engine with ``batch`` sequences of ``context`` tokens each.
+
+    One step reads each rank's weights once for the batch (MoE: the experts some sequence routes
+    to, ``1 - (1 - k/E)^batch`` of them) and every sequence's KV. With pipeline parallelism the
+    batch runs as ``pp`` micro-batches, one per stage at a time: the slowest stage sets the pace.
+    """
+    gpus = {f"node{n}:cuda:{i}": g for n, node in enumerate(node_gpus(hw)) for i, g in enumerate(node)}
+    micro = max(1, batch // pp) if pp > 1 else batch
+    share = 1 - (1 - model.experts_per_tok / model.num_experts) ** micro if model.num_experts else 1.0
+    stage_times = []
+    for stage in range(pp):
+        start, end = mem.stage_layers(model.num_layers, pp)[stage]
+        experts = sum(layer.experts for layer in model.layers[start:end]) / tp
+        t = 0.0
+        for r, rm in zip(rk, rms, strict=True):
+            if r.stage != stage:
+                continue
+            bw = gpus[r.device].bandwidth or DEFAULT_GPU_BANDWIDTH
+            read = rm.weights - experts * (1 - share) + micro * context * kv_per_layer * rm.layers
+            t = max(t, read / (bw * DECODE_EFFICIENCY))
+        if tp > 1:
+            t += 2 * (end - start) * NVLINK_LATENCY
+        stage_times.append(t)
+    if pp > 1:
+        return micro / max(stage_times) if max(stage_times) > 0 else 0.0
+    return batch / stage_times[0] if stage_times[0] > 0 else 0.0
 
 
 def _tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms: list[mem.RankMemory], *, tp: int, pp: int,
