@@ -65,6 +65,9 @@ def test_plan_json_on_two_nodes(hub: FakeHub, repo_id: str, tmp_path: Path) -> N
     written = json.loads(out.read_text())
     assert written["runtime"] == "vllm" and written["parallel"]["pipeline"] == 2
     assert written["commands"]["vllm_serve"] == serve_argv
+    assert written["predicted"]["memory"]["node1:cuda:7"] == plan["memory"]["node1:cuda:7"]
+    v = run("verify", str(out))
+    assert v.returncode == 2 and "plans of the vllm runtime cannot be verified on this machine" in v.stderr
     # only headers were read: every shard request is a Range request, and little was sent
     shard_reads = [q for q in hub.requests if ".safetensors" in q.path and q.method == "GET" and "index" not in q.path]
     assert shard_reads and all(q.range is not None for q in shard_reads)
@@ -127,3 +130,9 @@ def test_clusters_are_refused_by_single_machine_runtimes() -> None:
     hw = cluster.load("8x-h100-sxm-80gb", nodes=2)
     with pytest.raises(UsageError, match="cluster of 2 nodes"):
         api.plan(snap.id, hardware=hw, snapshot=snap, runtime="transformers")
+
+
+def test_nodes_with_a_cluster_profile_is_refused_through_the_api() -> None:
+    with pytest.raises(UsageError, match="already a cluster of 3 nodes"):
+        api.resolve_hardware(hardware="mixed-h100-a100", nodes=2)
+    assert len(api.resolve_hardware(hardware="8x-h200", nodes=3).nodes) == 3

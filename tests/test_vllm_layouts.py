@@ -250,3 +250,55 @@ def test_a_vision_towers_layers_are_not_decoder_layers() -> None:
     assert m.num_layers == 32 and len({x.split for x in m.layers}) == 1  # every decoder layer alike
     tower = sum(t.nbytes for t in tensors if t.name.startswith(("vision_tower.", "multi_modal_projector.")))
     assert m.other_bytes == tower > 500_000_000  # CLIP ViT-L: ~0.6 GB in fp16, on the first stage
+
+
+def test_a_machine_without_cuda_gpus_gets_one_reason() -> None:
+    plans = RT.plans(model("meta-llama/Llama-3.1-8B"), load("cpu-laptop-16gb"), Constraints())
+    assert len(plans) == 1 and not plans[0].fits and "has no CUDA GPU" in plans[0].reasons[0]
+
+
+def test_awq_group_size_limits_tp() -> None:
+    # An AWQ (group 128) of Qwen2.5-72B's own shapes: MLP width 29568 / 8 = 3696, not a multiple
+    # of 128, so vLLM's Marlin kernel refuses tp 8; tp 4 gives 7392 = 57.75 x 128 and tp 2 14784 =
+    # 115.5 x 128, refused too
+    import layouts
+
+    from planner.core.records import Snapshot, Tensor
+
+    cfg = {**vm.catalog("Qwen__Qwen2.5-72B-Instruct"),
+           "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemm", "zero_point": True}}
+    spec = layouts.decoder(layouts.awq(), layers=cfg["num_hidden_layers"], hidden=cfg["hidden_size"],
+                           intermediate=cfg["intermediate_size"], heads=cfg["num_attention_heads"],
+                           kv_heads=cfg["num_key_value_heads"], vocab=cfg["vocab_size"], dtype="F16")
+    tensors = tuple(Tensor(n, d, s, layouts.tensor_bytes(d, s), "model.safetensors") for n, (d, s) in spec.items())
+    snap = Snapshot(id="Qwen/Qwen2.5-72B-Instruct-AWQ", revision="main", commit=None, source="hub", config=cfg, files=(),
+                    weight_format="safetensors", weight_files=("model.safetensors",), tensors=tensors)
+    m = RT.model(snap)
+    assert m.quant_group == 128 and m.quant_bits == 4
+    hw = load("8x-h100-sxm-80gb")
+    plans = RT.plans(m, hw, Constraints(context=8192).with_options(tp=8, pp=1))
+    assert "tp 8 splits the MLP width 29568 into 3696, not a multiple of the quantization group 128 and of 128" in plans[0].reasons
+    ok = solve(RT.plans(m, hw, Constraints(context=8192)), "speed", where=hw.name).chosen
+    assert ok.settings.parallel.tensor == 1 and ok.quality == 4  # tp 1 x pp N: the only layouts Marlin takes
+
+
+def test_moe_active_parameters() -> None:
+    # Qwen3-235B-A22B: 235B parameters, 22B active (8 of 128 experts per token)
+    m = model("Qwen/Qwen3-235B-A22B")
+    assert 234e9 < m.parameters < 236e9 and 21e9 < m.active_parameters < 23e9
+    assert model("meta-llama/Llama-3.1-8B").active_parameters == model("meta-llama/Llama-3.1-8B").parameters
+
+
+def test_serving_estimate_grows_with_the_batch_and_beats_one_sequence() -> None:
+    from planner.runtimes.vllm import plans as vp
+
+    m = model("meta-llama/Llama-3.1-70B-Instruct")
+    hw = load("8x-h100-sxm-80gb")
+    p = chosen("meta-llama/Llama-3.1-70B-Instruct", "8x-h100-sxm-80gb", users=32, kv_cache_dtype="auto", online_fp8=False)
+    assert any(n.startswith("serving estimate: about") and "at 32 sequences" in n for n in p.notes)
+    rk = vp.ranks(hw, 8, 1)
+    rms = [mem.rank_memory(m, r, tp=8, pp=1, utilization=0.92, batched_tokens=8192, max_num_seqs=256) for r in rk]
+    kv = mem.kv_bytes_per_token_layer(m, 8, 2)
+    rates = [vp.serving_tokens_per_s(m, hw, rk, rms, tp=8, pp=1, batch=b, context=4096, kv_per_layer=kv) for b in (1, 8, 64)]
+    assert rates[0] < rates[1] < rates[2]
+    assert rates[2] < 64 * rates[0]  # the KV reads grow with the batch

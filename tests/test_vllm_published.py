@@ -43,3 +43,26 @@ def test_qwen3_235b_kv_tokens_per_gib_match_vllms_log() -> None:
     assert per_token == 48_128
     predicted = int(8.11 * GiB) // per_token
     assert abs(predicted - 178_880) / 178_880 < 0.02  # 180,935: 1.1 % above (8.11 is rounded in the log)
+
+
+def test_calibration_script_reads_vllms_log_lines_and_plans_a_sparse_folder(tmp_path) -> None:
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "vllm_calibration.py"
+    spec = importlib.util.spec_from_file_location("vllm_calibration", path)
+    cal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cal)
+    # the log lines of vLLM 0.34's format strings (gpu/model_runner.py:442, gpu_worker.py:796,
+    # kv_cache_utils.py:1169), with figures from issue 21348
+    log = ("INFO [gpu_model_runner.py] Model loading took 54.71 GiB memory and 41.2 seconds\n"
+           "INFO [gpu_worker.py] Available KV cache memory: 8.11 GiB\n"
+           "INFO [kv_cache_utils.py] GPU KV cache size: 178,880 tokens, Maximum concurrency for 40,960 tokens per request: 4.37x\n")
+    assert cal.parse_log(log) == {"weights_gib": 54.71, "kv_available_gib": 8.11, "kv_tokens": 178880, "concurrency": 4.37}
+    # a config-only folder with a sparse header-only checkpoint: fitcheck plans it from the header
+    cal.write_folder(tmp_path, json.loads((vm.CATALOG / "meta-llama__Llama-3.1-8B.config.json").read_text()))
+    assert (tmp_path / "model.safetensors").stat().st_size > 16 * 10**9
+    predicted, argv = cal.predict(tmp_path, {"context": 8192}, hardware="h200")
+    assert abs(predicted["weights_gib"] - 14.96) < 0.01 and predicted["kv_tokens"] > 500_000
+    assert argv[:3] == ["vllm", "serve", str(tmp_path)] and "--revision" not in argv

@@ -56,8 +56,10 @@ def combine(nodes: tuple[Hardware, ...], *, network_bandwidth: int | None = None
     """The machines ``nodes`` (in node order) as one cluster named ``name``."""
     if not nodes:
         raise UsageError("a cluster needs at least one node")
-    if any(n.nodes for n in nodes):
-        raise UsageError(f"{name}: a cluster's node cannot itself be a cluster")
+    inner = next((n for n in nodes if n.nodes), None)
+    if inner is not None:
+        raise UsageError(f"{inner.name} is already a cluster of {len(inner.nodes)} nodes; it cannot be a node of {name}",
+                         hint="--nodes cannot be combined with a cluster profile, which names its nodes itself")
     if len(nodes) == 1 and network_bandwidth is None:
         return nodes[0]
     gpus = tuple(dataclasses.replace(g, index=i) for i, g in enumerate(g for n in nodes for g in n.gpus))

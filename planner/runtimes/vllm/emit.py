@@ -145,7 +145,9 @@ def readme(report: Report, plan: Plan) -> str:
 
 
 def plan_file(report: Report, plan: Plan) -> str:
-    """The plan file (``--config``): the layout, the KV cache, the per-rank memory and the commands."""
+    """The plan file (``--config``): the layout and engine settings, the commands, and what fitcheck
+    predicts per rank. It has the ``load``/``generate``/``predicted`` blocks of every plan file, so
+    ``fitcheck verify`` recognises it (and says that vLLM plans are not run here)."""
     s = settings_of(plan)
     doc = {
         "format": PLAN_FORMAT,
@@ -156,8 +158,10 @@ def plan_file(report: Report, plan: Plan) -> str:
         "hardware": report.hardware.name,
         "label": plan.label,
         **s.to_dict(),
-        "memory": {d: m.to_dict() for d, m in plan.memory.items()},
-        "tokens_per_s": plan.speed.tokens_per_s,
         **describe(report, plan),
+        "load": {"command": list(vllm_serve(report, plan))},
+        "generate": {"max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs, "users": s.users},
+        "predicted": {"memory": {d: m.to_dict() for d, m in plan.memory.items()}, "kv_cache": s.kv_cache.to_dict(),
+                      "tokens_per_s": plan.speed.tokens_per_s},
     }
     return json.dumps(doc, indent=2) + "\n"

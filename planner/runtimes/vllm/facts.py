@@ -32,7 +32,7 @@ from planner.core.records import Snapshot, _ToDict, from_plain
 from planner.model.arch import read_arch
 from planner.model.prequant import detect
 
-FACTS_VERSION = "vllm-1"
+FACTS_VERSION = "vllm-3"
 
 # Pre-quantized formats vLLM 0.34 loads (model_executor/layers/quantization/__init__.py:15-51,
 # QuantizationMethods); bitsandbytes and GGUF are not among them (removed in 0.33), so such a
@@ -104,7 +104,17 @@ class VllmModel(_ToDict):
     quant_method: str | None = None
     quant_detail: str = ""
     quant_bits: int = 16
+    #: GPTQ/AWQ group size (values per scale along the input dimension); 0 when none
+    quant_group: int = 0
     skipped_layers: int = 0
+    #: parameters of the routed experts (a token runs experts_per_tok / num_experts of them)
+    expert_parameters: int = 0
+
+    @property
+    def active_parameters(self) -> int:
+        if not self.num_experts:
+            return self.parameters
+        return self.parameters - self.expert_parameters + self.expert_parameters * self.experts_per_tok // self.num_experts
 
     @property
     def mla(self) -> bool:
@@ -144,7 +154,7 @@ def facts(snapshot: Snapshot, cached: Mapping[str, Any] | None = None) -> VllmMo
     q_width = arch.num_heads * arch.k_head_dim
     kv_width = arch.num_kv_heads * arch.k_head_dim
     acc = [[0, 0, 0, 0, 0] for _ in range(n)]
-    embed = head = final = other = skipped = params = 0
+    embed = head = final = other = skipped = params = expert_params = 0
     skipped_layers: set[int] = set()
     for t in snapshot.tensors:
         params += t.numel
@@ -182,6 +192,7 @@ def facts(snapshot: Snapshot, cached: Mapping[str, Any] | None = None) -> VllmMo
             row[0] += t.nbytes
             if "experts." in leaf and "shared_expert" not in leaf:
                 row[4] += t.nbytes
+                expert_params += t.numel
         if t.dtype in ("BF16", "F16") and len(t.shape) == 2 and not any(k in leaf for k in ("norm", "gate.weight", "router")):
             row[3] += t.nbytes
     if arch.tie_word_embeddings:
@@ -200,8 +211,14 @@ def facts(snapshot: Snapshot, cached: Mapping[str, Any] | None = None) -> VllmMo
         mla_qk_dim=arch.mla_k_dim, mla_v_dim=arch.mla_v_dim,
         sliding_layers=sliding, sliding_window=arch.sliding_window if sliding else None,
         quant_method=quant.method if quant else None, quant_detail=quant.detail if quant else "",
-        quant_bits=quant.bits if quant else 16, skipped_layers=len(skipped_layers),
+        quant_bits=quant.bits if quant else 16, quant_group=_group(qc) if quant and quant.method in ("gptq", "awq") else 0,
+        skipped_layers=len(skipped_layers), expert_parameters=expert_params,
     )
+
+
+def _group(qc: Mapping[str, Any] | None) -> int:
+    g = (qc or {}).get("group_size", (qc or {}).get("q_group_size", 0))
+    return g if isinstance(g, int) and not isinstance(g, bool) and g > 0 else 0
 
 
 def _download_bytes(snapshot: Snapshot) -> int:

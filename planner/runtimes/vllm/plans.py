@@ -131,6 +131,8 @@ def plans(model: VllmModel, hw: Hardware, c: Constraints) -> list[Plan]:
     them are turned away (the question is "how few GPUs")."""
     req = Request.of(c)
     out: list[Plan] = []
+    if not any(node_gpus(hw)):
+        return [_no_gpu(model, hw)]
     for tp, pp in layouts(model, hw, req):
         for fp8 in _online_fp8_choices(model, hw, req):
             for kv in req.kv_dtypes:
@@ -138,6 +140,13 @@ def plans(model: VllmModel, hw: Hardware, c: Constraints) -> list[Plan]:
     if req.users > 1 or c.option("users") is not None:
         out = _smallest_only(out)
     return out
+
+
+def _no_gpu(model: VllmModel, hw: Hardware) -> Plan:
+    empty = VllmSettings(parallel=Parallel(0, 0, 0, 0), kv_cache=KvCache("auto", mem.BLOCK_SIZE, 0, 0, 0, 0), max_model_len=0,
+                         gpu_memory_utilization=0.0, max_num_seqs=0, max_num_batched_tokens=0)
+    return Plan(runtime="vllm", label=f"{model.torch_dtype} on {hw.name}", settings=empty, memory={}, speed=Speed(), quality=16,
+                fits=False, reasons=(f"{hw.name} has no CUDA GPU; vLLM serves on GPUs (use --hardware PROFILE to plan for one)",))
 
 
 def _online_fp8_choices(model: VllmModel, hw: Hardware, req: Request) -> Iterable[bool]:
@@ -210,11 +219,12 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     memory: dict[str, DeviceMemory] = {}
     for r, rm in zip(rk, rms, strict=True):
         asked = math.ceil(r.total * req.utilization)
-        if asked + mem.CUDA_CONTEXT > r.free:
+        # one line per kind of problem: the first rank that has it (the others are alike or in the JSON)
+        if asked + mem.CUDA_CONTEXT > r.free and not any(x.startswith("--gpu-memory-utilization") for x in reasons):
             reasons.append(f"--gpu-memory-utilization {req.utilization:g} asks {fmt_bytes(asked)} of {r.device}'s "
                            f"{fmt_bytes(r.total)}, but only {fmt_bytes(r.free - mem.CUDA_CONTEXT)} is free besides the CUDA context")
         fixed = rm.weights + rm.activations + rm.non_torch + rm.cudagraphs
-        if rm.kv_available <= 0:
+        if rm.kv_available <= 0 and not any("leave no KV cache" in x for x in reasons):
             reasons.append(f"{r.device}: weights {fmt_bytes(rm.weights)} + activations {fmt_bytes(rm.activations)} + CUDA graphs "
                            f"{fmt_bytes(rm.cudagraphs)} + non-torch {fmt_bytes(rm.non_torch)} = {fmt_bytes(fixed)} leave no KV "
                            f"cache within {fmt_bytes(rm.budget)} ({req.utilization:g} x {fmt_bytes(r.free)})")
@@ -253,6 +263,12 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     gpu = rk[0].name if rk else (hw.gpus[0].name if hw.gpus else "no GPU")
     where = f"tp {tp} x pp {pp} ({tp * pp}x {gpu}" + (f", {nodes_used} nodes)" if nodes_used > 1 else ")")
     notes = [f"KV cache: {tokens:,} tokens, {concurrent} concurrent sequences of {max_model_len} tokens"]
+    batch = min(concurrent, seqs, users if users > 1 else concurrent)
+    if rk and batch > 1:
+        total = serving_tokens_per_s(model, hw, rk, rms, tp=tp, pp=pp, batch=batch, context=max_model_len // 2,
+                                     kv_per_layer=per_layer)
+        notes.append(f"serving estimate: about {total:,.0f} tokens/s in total at {batch} sequences of ~{max_model_len // 2} "
+                     "tokens of context (memory-bandwidth bound decode; not a benchmark)")
     if model.skipped_layers:
         notes.append(f"{model.skipped_layers} layer(s) past num_hidden_layers (multi-token prediction) are not loaded by vllm serve")
     if model.sliding_layers:
@@ -292,6 +308,14 @@ def _shape_reasons(model: VllmModel, hw: Hardware, tp: int, pp: int) -> Iterable
             if tp > 1 and (w // tp) % FP8_BLOCK:
                 yield f"tp {tp} splits the MLP width {w} into {w // tp}, not a multiple of the FP8 block {FP8_BLOCK}"
                 break
+    if model.quant_group and tp > 1:
+        # Marlin kernels (GPTQ/AWQ): a row-parallel slice must hold whole groups and be a multiple
+        # of 128 (quantization/utils/marlin_utils.py:172-204, GPTQ_MARLIN_MIN_THREAD_K = 128 at :28)
+        for w in (model.expert_intermediate_size if model.num_experts else model.intermediate_size,):
+            part = w // tp
+            if w and (part % model.quant_group or part % 128):
+                yield (f"tp {tp} splits the MLP width {w} into {part}, not a multiple of the quantization group "
+                       f"{model.quant_group} and of 128")
     if pp > model.num_layers:
         yield f"pp {pp} exceeds the {model.num_layers} layers"
     for g in hw.gpus:
@@ -311,6 +335,36 @@ def _default_batched(total: int, rk: list[mem.Rank]) -> int:
     if total >= _LARGE_GPU and not any("a100" in r.name.lower() for r in rk):
         return 8192
     return 2048
+
+
+def serving_tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms: list[mem.RankMemory], *, tp: int, pp: int,
+                         batch: int, context: int, kv_per_layer: int) -> float:
+    """Decode tokens/s of the whole engine with ``batch`` sequences of ``context`` tokens each.
+
+    One step reads each rank's weights once for the batch (MoE: the experts some sequence routes
+    to, ``1 - (1 - k/E)^batch`` of them) and every sequence's KV. With pipeline parallelism the
+    batch runs as ``pp`` micro-batches, one per stage at a time: the slowest stage sets the pace.
+    """
+    gpus = {f"node{n}:cuda:{i}": g for n, node in enumerate(node_gpus(hw)) for i, g in enumerate(node)}
+    micro = max(1, batch // pp) if pp > 1 else batch
+    share = 1 - (1 - model.experts_per_tok / model.num_experts) ** micro if model.num_experts else 1.0
+    stage_times = []
+    for stage in range(pp):
+        start, end = mem.stage_layers(model.num_layers, pp)[stage]
+        experts = sum(layer.experts for layer in model.layers[start:end]) / tp
+        t = 0.0
+        for r, rm in zip(rk, rms, strict=True):
+            if r.stage != stage:
+                continue
+            bw = gpus[r.device].bandwidth or DEFAULT_GPU_BANDWIDTH
+            read = rm.weights - experts * (1 - share) + micro * context * kv_per_layer * rm.layers
+            t = max(t, read / (bw * DECODE_EFFICIENCY))
+        if tp > 1:
+            t += 2 * (end - start) * NVLINK_LATENCY
+        stage_times.append(t)
+    if pp > 1:
+        return micro / max(stage_times) if max(stage_times) > 0 else 0.0
+    return batch / stage_times[0] if stage_times[0] > 0 else 0.0
 
 
 def _tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms: list[mem.RankMemory], *, tp: int, pp: int,

@@ -68,7 +68,7 @@ class VllmRuntime:
 
     def describe_model(self, report: Report) -> dict[str, Any]:
         m = _model(report.footprint)
-        return {"parameters": m.parameters, "weights_bytes": m.weight_bytes, "download_bytes": m.download_bytes,
+        return {"parameters": m.parameters, "active_parameters": m.active_parameters, "weights_bytes": m.weight_bytes, "download_bytes": m.download_bytes,
                 "stored_dtype": m.quant_detail or m.torch_dtype, "architectures": list(m.architectures),
                 "model_type": m.model_type, "layers": m.num_layers, "attention_heads": m.num_heads, "kv_heads": m.num_kv_heads,
                 "mla": m.mla, "experts": m.num_experts, "max_position_embeddings": m.max_position_embeddings,
