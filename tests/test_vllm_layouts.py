@@ -28,7 +28,8 @@ def model(repo: str):
 
 
 def chosen(repo: str, hardware: str, nodes: int | None = None, **options) -> Plan:
-    c = Constraints(context=options.pop("context", 8192)).with_options(**options)
+    # "quality": the checkpoint's precision where it fits (the default "speed" takes online fp8 when faster)
+    c = Constraints(context=options.pop("context", 8192), prefer=options.pop("prefer", "quality")).with_options(**options)
     hw = load(hardware, nodes=nodes)
     return solve(RT.plans(model(repo), hw, c), c.prefer, where=hw.name).chosen
 
@@ -279,7 +280,7 @@ def test_awq_group_size_limits_tp() -> None:
     plans = RT.plans(m, hw, Constraints(context=8192).with_options(tp=8, pp=1))
     assert "tp 8 splits the MLP width 29568 into 3696, not a multiple of the quantization group 128 and of 128" in plans[0].reasons
     ok = solve(RT.plans(m, hw, Constraints(context=8192)), "speed", where=hw.name).chosen
-    assert ok.settings.parallel.tensor == 1 and ok.quality == 4  # tp 1 x pp N: the only layouts Marlin takes
+    assert ok.settings.parallel.tensor == 1 and ok.settings.checkpoint_quantization == "awq"  # tp 1 x pp N: the only layouts Marlin takes
 
 
 def test_moe_active_parameters() -> None:

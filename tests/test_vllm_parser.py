@@ -44,8 +44,9 @@ def _report(repo: str, hardware: str, nodes: int | None, options: dict):
     options = dict(options)
     context = options.pop("context", 8192)
     snap = vm.snapshot(repo)
+    # "quality" keeps the checkpoint's precision where it fits, so the 2-node cases span both nodes
     return api.plan(snap.id, hardware=cluster.load(hardware, nodes=nodes), snapshot=snap, runtime="vllm",
-                    constraints=Constraints(context=context).with_options(**options))
+                    constraints=Constraints(context=context, prefer="quality").with_options(**options))
 
 
 @functools.cache

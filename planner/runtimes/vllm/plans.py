@@ -265,9 +265,9 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     notes = [f"KV cache: {tokens:,} tokens, {concurrent} concurrent sequences of {max_model_len} tokens"]
     batch = min(concurrent, seqs, users if users > 1 else concurrent)
     if rk and batch > 1:
-        total = serving_tokens_per_s(model, hw, rk, rms, tp=tp, pp=pp, batch=batch, context=max_model_len // 2,
-                                     kv_per_layer=per_layer)
-        notes.append(f"serving estimate: about {total:,.0f} tokens/s in total at {batch} sequences of ~{max_model_len // 2} "
+        serving = serving_tokens_per_s(model, hw, rk, rms, tp=tp, pp=pp, batch=batch, context=max_model_len // 2,
+                                       kv_per_layer=per_layer)
+        notes.append(f"serving estimate: about {serving:,.0f} tokens/s in total at {batch} sequences of ~{max_model_len // 2} "
                      "tokens of context (memory-bandwidth bound decode; not a benchmark)")
     if model.skipped_layers:
         notes.append(f"{model.skipped_layers} layer(s) past num_hidden_layers (multi-token prediction) are not loaded by vllm serve")
