@@ -32,8 +32,9 @@ BNB_GPU_SPEED = {"nf4": 0.6, "int8": 0.26}
 # between 1 and 4 decoder layers is a layer's cost (its linears, attention, norms, framework
 # overhead), the rest is the output head. CPU time is the work, which a shared machine does not
 # inflate the way it inflates wall time; divided by the threads torch runs, it is the time on an
-# idle machine. bnb's schemes are slower than bf16 per layer although they read fewer bytes:
-# without `kernels` they run bitsandbytes' own CPU GEMV (nf4) or dequantize (int8) in every matmul.
+# idle machine. bnb's schemes are no faster than bf16 per layer although they read 4x and 2x
+# fewer bytes: without `kernels` they run bitsandbytes' own CPU GEMV (nf4) or int8 matmul with
+# dequantization (int8); fp32 is the fastest here (torch's bf16 GEMV on this CPU is slower).
 CPU_LAYER_S_PER_PARAM = {("none", "bfloat16"): 0.918e-9, ("none", "float32"): 0.455e-9,
                          ("nf4", "bfloat16"): 0.833e-9, ("int8", "bfloat16"): 1.318e-9}
 # The output head is one large GEMV in the load dtype under every scheme (bnb skips lm_head): per
