@@ -101,3 +101,9 @@ def test_the_table_names_the_sort_key_and_shows_it() -> None:
     assert "ranked by memory needed" in text
     header = next(line for line in text.splitlines() if "tok/s" in line and "bits" in line)
     assert "needs" in header
+
+
+def test_a_model_with_room_on_one_gpu_stays_on_one() -> None:
+    r = _plan("2x-rtx-3090", "speed", quantization="nf4")
+    chosen = r.solution.chosen
+    assert sum(1 for d, m in chosen.memory.items() if d.startswith("cuda") and m.weights) == 1, chosen.label

@@ -8,8 +8,9 @@ sorted by the same key (:data:`POLICY_KEYS` names it for people):
 - "speed" (default): the shortest estimated time to an answer of :data:`ANSWER_TOKENS` tokens:
   the first token (which includes the load where the runtime estimates it: a bitsandbytes load
   on a CPU quantizes for minutes) plus the answer at the decode tokens/s; with no load estimate
-  this is the tokens/s order. Equal times (within :data:`SAME_SPEED`) go to the higher precision, then to the plan that leaves the most headroom
-  on its fullest device (a balanced split over a full first GPU), then to fewer accelerators.
+  this is the tokens/s order. Equal times (within :data:`SAME_SPEED`) go to the higher
+  precision, then to the plan that fills its fullest device less when that is over
+  :data:`CROWDED` (a balanced split over a 94 % full first GPU), then to fewer accelerators.
 - "quality": the highest effective weight precision (bits), then as "speed".
 - "memory": the least memory needed, summed over GPUs and RAM (the "needs" column; disk is not
   memory), among plans no more than :data:`MEMORY_SLOWDOWN` times slower than the fastest plan
@@ -27,8 +28,8 @@ from planner.core.errors import NoFeasiblePlan
 from planner.core.records import PREFERENCES, Plan, Solution
 from planner.core.units import fmt_bytes
 
-__all__ = ["ANSWER_TOKENS", "MEMORY_SLOWDOWN", "answer_seconds", "pace", "POLICY_KEYS", "PREFERENCES", "SLOW_TOKENS_PER_S", "is_slow", "memory_needed", "rank", "rank_key",
-           "slow_note", "solve"]
+__all__ = ["ANSWER_TOKENS", "CROWDED", "MEMORY_SLOWDOWN", "POLICY_KEYS", "PREFERENCES", "SLOW_TOKENS_PER_S", "answer_seconds",
+           "is_slow", "memory_needed", "pace", "rank", "rank_key", "slow_note", "solve"]
 
 RankKey = tuple[float | int | bool, ...]
 
@@ -43,6 +44,10 @@ POLICY_KEYS = {
 # at 0.6x of bf16's speed on a GPU, bitsandbytes#611); CPU or disk offload at 20-50x slower, to
 # save a few hundred MiB, is not (issue 13 item 1).
 MEMORY_SLOWDOWN = 3.0
+# Devices filled up to this share of their usable memory count as equally full, so that fewer GPUs
+# win; above it the plan that fills its fullest device less wins (a policy choice: a device 94 %
+# full leaves no room for a longer prompt, issue 13 item 2).
+CROWDED = 0.8
 # A plan that fits but makes fewer tokens per second than this is marked slow, with what would be
 # faster. A policy choice: at 1 token/s a short answer (ANSWER_TOKENS) takes over 3 minutes, and
 # people read at about 4-5 tokens/s (~200-250 words a minute).
@@ -126,7 +131,7 @@ def rank_key(prefer: str, *, fastest: float = 0.0) -> Callable[[Plan], RankKey]:
 
     def key(p: Plan) -> RankKey:
         speed = _speed_bucket(pace(p))
-        then = (speed, p.quality, -_fullest(p), -_accelerators(p), -memory_needed(p))
+        then = (speed, p.quality, -max(CROWDED, round(_fullest(p), 2)), -_accelerators(p), -memory_needed(p))
         if prefer == "quality":
             return (p.quality, *then)
         if prefer == "memory":
