@@ -5,11 +5,9 @@ far slower for a little memory, and bnb int8 decodes slower than nf4 and 16-bit 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from test_solver_cases import run_case
 
 from planner import api

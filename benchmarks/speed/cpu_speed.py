@@ -162,7 +162,11 @@ def report(args: argparse.Namespace) -> None:
     machine it would be the CPU time divided by the threads.
     """
     sys.path.insert(0, str(ROOT))
-    from planner.runtimes.transformers.speed import cpu_decode_seconds, cpu_load_seconds, cpu_threads
+    from planner.runtimes.transformers.speed import (
+        cpu_decode_seconds,
+        cpu_load_seconds,
+        cpu_threads,
+    )
 
     doc = json.loads(args.out.read_text())
     cpus = doc["machine"]["cpu_count"]
