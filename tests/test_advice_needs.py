@@ -11,7 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner import api
-from planner.core.records import Constraints, DEFAULT_MARGIN_FLOOR, DEFAULT_MARGIN_FRACTION, Gpu, Hardware
+from planner.core.records import (
+    DEFAULT_MARGIN_FLOOR,
+    DEFAULT_MARGIN_FRACTION,
+    Constraints,
+    Gpu,
+    Hardware,
+)
 from planner.core.units import GiB, MiB, fmt_bytes
 from planner.runtimes.transformers.plans import reprice
 from planner.sources import catalog

@@ -5,18 +5,16 @@ far slower for a little memory, and bnb int8 decodes slower than nf4 and 16-bit 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from test_solver_cases import run_case
 
 from planner import api
 from planner.cli import render
 from planner.core.records import Constraints
 from planner.hardware.profiles import load_profile
-from planner.solve.solver import MEMORY_SLOWDOWN, SAME_SPEED, memory_needed
+from planner.solve.solver import MEMORY_SLOWDOWN, SAME_SPEED, memory_needed, pace
 from planner.sources import catalog
 
 CASES = sorted((Path(__file__).parent / "solver_cases").glob("*.json"))
@@ -33,21 +31,21 @@ def _ranked(r: api.Report) -> list:
 
 
 def _assert_sorted(ranked: list, prefer: str) -> None:
-    fastest = max(p.speed.score for p in ranked)
+    fastest = max(pace(p) for p in ranked)
     for a, b in zip(ranked, ranked[1:]):
         if prefer == "quality":
             assert a.quality >= b.quality, (a.label, b.label)
             if a.quality != b.quality:
                 continue
         if prefer == "memory":
-            near_a, near_b = (p.speed.score * MEMORY_SLOWDOWN >= fastest for p in (a, b))
+            near_a, near_b = (pace(p) * MEMORY_SLOWDOWN >= fastest for p in (a, b))
             assert near_a >= near_b, (a.label, b.label)
             if near_a != near_b:
                 continue
             assert memory_needed(a) <= memory_needed(b), (a.label, b.label)
             if memory_needed(a) != memory_needed(b):
                 continue
-        assert a.speed.score >= b.speed.score * (1 - 2 * SAME_SPEED), (prefer, a.label, a.speed.score, b.label, b.speed.score)
+        assert pace(a) >= pace(b) * (1 - 2 * SAME_SPEED), (prefer, a.label, pace(a), b.label, pace(b))
 
 
 @pytest.mark.parametrize("prefer", ["speed", "quality", "memory"])
@@ -65,15 +63,15 @@ def test_memory_keeps_the_model_on_the_gpu(profile: str) -> None:
     r = _plan(profile, "memory")
     chosen = r.solution.chosen
     assert chosen.settings.placement == "gpu", chosen.label
-    fastest = max(p.speed.score for p in _ranked(r))
-    assert chosen.speed.score * MEMORY_SLOWDOWN >= fastest
+    fastest = max(pace(p) for p in _ranked(r))
+    assert pace(chosen) * MEMORY_SLOWDOWN >= fastest
     # like with like: no plan as fast as the chosen one within the band needs less GPU + RAM memory
-    assert all(memory_needed(chosen) <= memory_needed(p) for p in _ranked(r) if p.speed.score * MEMORY_SLOWDOWN >= fastest)
+    assert all(memory_needed(chosen) <= memory_needed(p) for p in _ranked(r) if pace(p) * MEMORY_SLOWDOWN >= fastest)
 
 
 def test_speed_takes_the_fastest_estimate_on_a_t4() -> None:
     r = _plan("t4", "speed")
-    assert r.solution.chosen.speed.score == max(p.speed.score for p in _ranked(r))
+    assert pace(r.solution.chosen) == max(pace(p) for p in _ranked(r))
     assert r.solution.chosen.settings.scheme.quantization == "nf4"
 
 
@@ -101,3 +99,9 @@ def test_the_table_names_the_sort_key_and_shows_it() -> None:
     assert "ranked by memory needed" in text
     header = next(line for line in text.splitlines() if "tok/s" in line and "bits" in line)
     assert "needs" in header
+
+
+def test_a_model_with_room_on_one_gpu_stays_on_one() -> None:
+    r = _plan("2x-rtx-3090", "speed", quantization="nf4")
+    chosen = r.solution.chosen
+    assert sum(1 for d, m in chosen.memory.items() if d.startswith("cuda") and m.weights) == 1, chosen.label

@@ -47,7 +47,8 @@ def test_plans_carry_their_runtime_and_the_json_keeps_the_transformers_block(tin
     assert plan["runtime"] == "transformers"
     assert {"label", "dtype", "quantization", "placement", "strategy", "device_map", "memory", "tokens_per_s",
             "quality_bits", "offloaded_bytes", "disk_bytes", "notes", "load"} <= set(plan)
-    assert "speed" not in plan  # transformers estimates tokens/s only
+    # a CPU plan also estimates its load and first token (benchmarks/speed, issue 13 item 3)
+    assert set(plan["speed"]) >= {"load_s", "first_token_s"} and plan["speed"]["load_s"] > 0
     # the optional memory parts of other runtimes are absent while 0
     assert not {"compute", "gradients", "optimizer"} & set(plan["memory"]["cpu"])
     json.dumps(doc)

@@ -186,12 +186,14 @@ def bar(m: DeviceMemory, width: int = BAR_WIDTH) -> str:
 
 
 def alternatives_table(plans: tuple[Plan, ...]) -> list[str]:
-    """One row per plan with every figure a policy sorts by: tok/s, precision bits, and the memory
+    """One row per plan with every figure a policy sorts by: tok/s and the first token's seconds
+    (the load included, where estimated), precision bits, and the memory
     needed on GPUs + RAM (the sum of the plan's "needs" column), then that memory per device."""
-    rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8} {'bits':>4} {'needs':>10}  per device"]
+    rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8} {'1st tok':>8} {'bits':>4} {'needs':>10}  per device"]
     for i, p in enumerate(plans, 1):
         mem = ", ".join(f"{d} {fmt_bytes(m.required)}" for d, m in p.memory.items() if m.required)
-        rows.append(f"  {i:>2}  {p.label:<34} {_rate(p):>8.1f} {p.quality:>4} {fmt_bytes(memory_needed(p)):>10}  {mem}")
+        first = f"{p.speed.first_token_s:.1f}s" if p.speed.first_token_s is not None else "-"
+        rows.append(f"  {i:>2}  {p.label:<34} {_rate(p):>8.1f} {first:>8} {p.quality:>4} {fmt_bytes(memory_needed(p)):>10}  {mem}")
     return rows
 
 

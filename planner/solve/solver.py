@@ -5,9 +5,12 @@ not fit. Pure: no I/O, no clock, no randomness; it reads only the generic fields
 Each policy (``prefer``) optimises one figure the plan table shows, and the alternatives are
 sorted by the same key (:data:`POLICY_KEYS` names it for people):
 
-- "speed" (default): the highest estimated decode tokens/s. Equal speeds (within
-  :data:`SAME_SPEED`) go to the higher precision, then to the plan that leaves the most headroom
-  on its fullest device (a balanced split over a full first GPU), then to fewer accelerators.
+- "speed" (default): the shortest estimated time to an answer of :data:`ANSWER_TOKENS` tokens:
+  the first token (which includes the load where the runtime estimates it: a bitsandbytes load
+  on a CPU quantizes for minutes) plus the answer at the decode tokens/s; with no load estimate
+  this is the tokens/s order. Equal times (within :data:`SAME_SPEED`) go to the higher
+  precision, then to the plan that fills its fullest device less when that is over
+  :data:`CROWDED` (a balanced split over a 94 % full first GPU), then to fewer accelerators.
 - "quality": the highest effective weight precision (bits), then as "speed".
 - "memory": the least memory needed, summed over GPUs and RAM (the "needs" column; disk is not
   memory), among plans no more than :data:`MEMORY_SLOWDOWN` times slower than the fastest plan
@@ -25,22 +28,26 @@ from planner.core.errors import NoFeasiblePlan
 from planner.core.records import PREFERENCES, Plan, Solution
 from planner.core.units import fmt_bytes
 
-__all__ = ["MEMORY_SLOWDOWN", "POLICY_KEYS", "PREFERENCES", "SLOW_TOKENS_PER_S", "is_slow", "memory_needed", "rank", "rank_key",
-           "slow_note", "solve"]
+__all__ = ["ANSWER_TOKENS", "CROWDED", "MEMORY_SLOWDOWN", "POLICY_KEYS", "PREFERENCES", "SLOW_TOKENS_PER_S", "answer_seconds",
+           "is_slow", "memory_needed", "pace", "rank", "rank_key", "slow_note", "solve"]
 
 RankKey = tuple[float | int | bool, ...]
 
 # What each policy sorts by, in the words of the plan table's columns.
 POLICY_KEYS = {
-    "speed": "tok/s (then precision, then headroom)",
-    "quality": "precision bits (then tok/s)",
-    "memory": "memory needed on GPUs + RAM, among plans at most 3x slower than the fastest (then tok/s)",
+    "speed": "time to a 200-token answer, 1st tok + 200 / tok/s (then precision, then headroom)",
+    "quality": "precision bits (then as speed)",
+    "memory": "memory needed on GPUs + RAM, among plans at most 3x slower than the fastest (then as speed)",
 }
 # "memory" takes no plan slower than this factor times the fastest one that fits. A policy
 # choice, not a measurement: a 3x slower plan that saves memory is a trade a user can want (nf4
 # at 0.6x of bf16's speed on a GPU, bitsandbytes#611); CPU or disk offload at 20-50x slower, to
 # save a few hundred MiB, is not (issue 13 item 1).
 MEMORY_SLOWDOWN = 3.0
+# Devices filled up to this share of their usable memory count as equally full, so that fewer GPUs
+# win; above it the plan that fills its fullest device less wins (a policy choice: a device 94 %
+# full leaves no room for a longer prompt, issue 13 item 2).
+CROWDED = 0.8
 # A plan that fits but makes fewer tokens per second than this is marked slow, with what would be
 # faster. A policy choice: at 1 token/s a short answer (ANSWER_TOKENS) takes over 3 minutes, and
 # people read at about 4-5 tokens/s (~200-250 words a minute).
@@ -80,9 +87,9 @@ def slow_note(p: Plan, rejected: tuple[Plan, ...]) -> str:
     rate = p.speed.tokens_per_s or 0.0
     minutes = ANSWER_TOKENS / rate / 60 if rate > 0 else float("inf")
     faster = []
-    short = [q for q in rejected if q.reasons and all(" needs " in r for r in q.reasons) and q.speed.score > 2 * p.speed.score]
+    short = [q for q in rejected if q.reasons and all(" needs " in r for r in q.reasons) and pace(q) > 2 * pace(p)]
     if short:
-        best = max(short, key=lambda q: q.speed.score)
+        best = max(short, key=pace)
         more = ", ".join(f"{fmt_bytes(m.required, up=True)} usable on {d} ({fmt_bytes(max(0, m.capacity))} now)"
                          for d, m in best.memory.items() if m.required > m.capacity)
         faster.append(f"more memory: {best.label} at about {best.speed.score:.1f} tokens/s needs {more}")
@@ -92,9 +99,25 @@ def slow_note(p: Plan, rejected: tuple[Plan, ...]) -> str:
             f"faster: {'; '.join(faster)}")
 
 
+def answer_seconds(p: Plan) -> float:
+    """Estimated seconds to an answer of ANSWER_TOKENS tokens (for an image pipeline: to one image)."""
+    s = p.speed
+    if s.tokens_per_s:
+        return (s.first_token_s or 0.0) + ANSWER_TOKENS / s.tokens_per_s
+    if s.image_s:
+        return s.image_s
+    return math.inf
+
+
+def pace(p: Plan) -> float:
+    """Answers per second (higher is faster): what "speed" and the memory band rank by."""
+    seconds = answer_seconds(p)
+    return 1.0 / seconds if seconds > 0 else math.inf
+
+
 def rank(plans: list[Plan], prefer: str) -> list[Plan]:
     """``plans`` best first under ``prefer``."""
-    fastest = max((p.speed.score for p in plans), default=0.0)
+    fastest = max((pace(p) for p in plans), default=0.0)
     return sorted(plans, key=rank_key(prefer, fastest=fastest), reverse=True)
 
 
@@ -107,12 +130,12 @@ def rank_key(prefer: str, *, fastest: float = 0.0) -> Callable[[Plan], RankKey]:
     """The sort key of a policy (higher ranks first); ``fastest``: the best speed among the plans ranked."""
 
     def key(p: Plan) -> RankKey:
-        speed = _speed_bucket(p.speed.score)
-        then = (speed, p.quality, -_fullest(p), -_accelerators(p), -memory_needed(p))
+        speed = _speed_bucket(pace(p))
+        then = (speed, p.quality, -max(CROWDED, round(_fullest(p), 2)), -_accelerators(p), -memory_needed(p))
         if prefer == "quality":
             return (p.quality, *then)
         if prefer == "memory":
-            near = fastest <= 0 or p.speed.score * MEMORY_SLOWDOWN >= fastest
+            near = fastest <= 0 or pace(p) * MEMORY_SLOWDOWN >= fastest
             return (near, -memory_needed(p), *then)
         return then
 

@@ -104,10 +104,16 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
     packages = ["torch", "transformers", "accelerate"]
     if bnb is not None:
         packages.append("bitsandbytes")
+    main = next((f"cuda:{v}" for v in device_map.values() if isinstance(v, int)), None)
+    if ps.scheme.quantization == "nf4" and main is None and "mps" not in device_map.values():
+        # bnb's fast CPU 4-bit matmul comes from the Hub kernel kernels-community/quantization-
+        # bitsandbytes through the `kernels` package >= 0.11.1 (bitsandbytes backends/cpu/ops.py
+        # 243-255: "Please make sure you already `pip install kernels`"); without it bnb falls back
+        # to its own GEMV, which the speed estimate assumes (benchmarks/speed).
+        packages.append(CPU_NF4_FAST_PATH)
     prequantized = _prequantized(r, p)
     if prequantized is not None:
         packages += [pip for pip, _ in prequantized["requires"] if pip not in packages]
-    main = next((f"cuda:{v}" for v in device_map.values() if isinstance(v, int)), None)
     if main is None:
         main = "mps" if "mps" in device_map.values() else "cpu"
     return {
@@ -126,6 +132,10 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
         "exec_device": main,
         "packages": packages,
     }
+
+
+# The package bitsandbytes' fast CPU nf4 path needs (see load_settings).
+CPU_NF4_FAST_PATH = "kernels>=0.11.1"
 
 
 def _prequantized(r: Report, p: Plan) -> dict[str, Any] | None:

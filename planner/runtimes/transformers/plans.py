@@ -23,7 +23,7 @@ from planner.runtimes.transformers import quantizers as formats
 from planner.runtimes.transformers.memory import activations, budget, kv, weights
 from planner.runtimes.transformers.placement import Assignment, Cost, Slot, assign, balanced_caps, flat_device_map, split_groups
 from planner.runtimes.transformers.settings import QUANTS, Scheme, TransformersSettings
-from planner.runtimes.transformers.speed import tokens_per_second
+from planner.runtimes.transformers.speed import PREFILL_TOKEN_SHARE, cpu_load_seconds, tokens_per_second
 
 RUNTIME = "transformers"
 DTYPES = tuple(LOAD_DTYPE_BYTES)
@@ -182,7 +182,7 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, *, r
     else:
         reasons += _needs(scheme.label, memory)
 
-    speed = big_plan.speed if result.unplaced and len(slots) == 1 and not roomy else Speed(tokens_per_s=_speed(fp, hw, cand, costs, result))
+    speed = big_plan.speed if result.unplaced and len(slots) == 1 and not roomy else _speed_record(fp, hw, c, cand, costs, result)
     device_map = {name: _map_value(dev) for name, dev in flat_device_map(costs, result.device_of).items()}
     settings = TransformersSettings(scheme=scheme, placement=cand.placement, strategy=cand.strategy, device_map=device_map)
     kept_experts = _kept_experts(fp, scheme, memory)
@@ -340,6 +340,18 @@ def _quality(fp: Footprint, s: Scheme) -> int:
     return min(_BITS[s.dtype], stored)
 
 
+def _speed_record(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, costs: list[Cost], result: Assignment) -> Speed:
+    """Decode tokens/s; on a CPU-only plan also the load and the first token (calibrated there,
+    benchmarks/speed): a bnb load quantizes for minutes where a bf16 one maps the checkpoint."""
+    rate = _speed(fp, hw, cand, costs, result)
+    if cand.gpus or not rate or rate == float("inf"):
+        return Speed(tokens_per_s=rate)
+    load = cpu_load_seconds(params=_cpu_params(fp), quantization=cand.scheme.quantization, dtype=cand.scheme.dtype,
+                            stored_dtype=fp.stored_dtype, cpu_count=hw.cpu_count)
+    first = load + (1 + c.context * c.batch * PREFILL_TOKEN_SHARE) / rate
+    return Speed(tokens_per_s=rate, load_s=round(load, 3), first_token_s=round(first, 3))
+
+
 def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], result: Assignment) -> float:
     units = fp.unit_index()
     by_name = {x.name: x for x in costs}
@@ -366,12 +378,33 @@ def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], res
             if not cand.gpus:
                 cpu_exec += per_token
     pcie_bw = min((g.pcie_bandwidth for g in cand.gpus if g.pcie_bandwidth), default=None)
+    cpu_params = _cpu_params(fp) if not cand.gpus else None
     return tokens_per_second(
         gpu_reads={d: (r[0], gpu_bw[d]) for d, r in reads.items()},
         cpu_exec_bytes=cpu_exec, ram_bandwidth=hw.ram_bandwidth,
         pcie_bytes=pcie, pcie_bandwidth=pcie_bw, disk_bytes=disk, disk_bandwidth=hw.disk_bandwidth,
-        quantization=cand.scheme.quantization, dtype=cand.scheme.dtype,
+        quantization=cand.scheme.quantization, dtype=cand.scheme.dtype, cpu_params=cpu_params, cpu_count=hw.cpu_count,
     )
+
+
+def _cpu_params(fp: Footprint) -> dict[str, int]:
+    """Parameters a CPU run computes with per token: "layer" (decoder layers and every other
+    module but the embeddings and the head, MoE experts at their routed share), "head" (the output
+    head, or the embedding tied to it), "linear" (of the layers, the linears bnb quantizes) and
+    "embed" (looked up, not computed) and "cast" (every stored parameter once: what a load in
+    another dtype converts)."""
+    out = {"layer": 0, "head": 0, "linear": 0, "embed": 0, "cast": sum(u.params for u in fp.units)}
+    by_name = {u.name: u for u in fp.units}
+    for u in fp.units:
+        if u.kind == "head":
+            tied = by_name.get(u.tied_to) if u.tied_to else None
+            out["head"] += u.params or (tied.params if tied is not None else 0)
+        elif u.kind in ("embed", "tied"):
+            out["embed"] += u.params
+        else:
+            out["layer"] += _active_fraction(fp, u, u.params)
+            out["linear"] += u.role("linear").params
+    return out
 
 
 def _active_fraction(fp: Footprint, unit: Unit, resident: int) -> int:
@@ -387,6 +420,9 @@ def _active_fraction(fp: Footprint, unit: Unit, resident: int) -> int:
 
 def _notes(fp: Footprint, cand: _Candidate, result: Assignment) -> list[str]:
     notes = []
+    if cand.scheme.quantization == "nf4" and not cand.gpus:
+        notes.append("bitsandbytes' fast CPU 4-bit matmul needs the `kernels` package (pip install 'kernels>=0.11.1'; it fetches "
+                     "kernels-community/quantization-bitsandbytes from the Hub); the speed estimate is without it (benchmarks/speed)")
     if cand.scheme.bnb and any(v in ("cpu", "disk") for v in result.device_of.values()) and cand.gpus:
         notes.append("offloaded modules stay unquantized (llm_int8_enable_fp32_cpu_offload)")
     return notes
