@@ -61,7 +61,7 @@ def shape(lines: list[str]) -> list[str]:
     masked = [" ".join(re.sub(r"\d[\d.,]*", "#", line).split()) for line in head]
     # the bars' lengths follow the numbers
     masked = [re.sub(r"[█▓▒░|]+", "BAR", line) for line in masked]
-    return masked + [line for line in rest if line and not line.startswith(" ")]
+    return masked + [re.sub(r"\d[\d.,]*", "#", line) for line in rest if line and not line.startswith(" ")]
 
 
 # --- Quickstart -------------------------------------------------------------------------------
