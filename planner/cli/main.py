@@ -81,6 +81,16 @@ def _hardware_options(f):
     return f
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+# The short names every output and model card uses (torch's own aliases: torch.half, torch.float).
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "f16": "float16", "half": "float16", "fp32": "float32",
+                 "f32": "float32", "float": "float32"}
+
+
+def _dtype(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else DTYPE_ALIASES.get(value.lower(), value.lower())
+
+
 def _plan_options(f):
     for opt in reversed([
         click.argument("models", nargs=-1),
@@ -90,7 +100,8 @@ def _plan_options(f):
         click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 100_000), help="Sequences generated together."),
         click.option("--new-tokens", default=32, show_default=True, type=click.IntRange(0, 1_000_000), help="Tokens generated after the prompt."),
         click.option("--prefer", type=click.Choice(["speed", "quality", "memory"]), default="speed", show_default=True, help="What to optimise."),
-        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="Force the load dtype."),
+        click.option("--dtype", type=click.Choice([*DTYPES, *DTYPE_ALIASES], case_sensitive=False), callback=_dtype,
+                     help="Force the load dtype (bf16, fp16 and fp32 are the same as bfloat16, float16, float32)."),
         click.option("--quantization", type=click.Choice(["none", "int8", "nf4"]), help="Force bitsandbytes quantization (or none)."),
         click.option("--no-offload", is_flag=True, help="Keep every weight on the GPUs (or all in RAM): no CPU or disk offload."),
         click.option("--margin", type=click.FloatRange(0, 0.9), help="Headroom to leave on every device, as a fraction of free memory (default 0.05, at least 128 MiB)."),

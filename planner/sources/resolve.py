@@ -22,7 +22,7 @@ from typing import Any
 from planner.sources import cache
 from planner.sources import catalog
 from planner.core import ids
-from planner.core.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound
+from planner.core.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound, UsageError
 from planner.sources.local import read_folder
 from planner.core.paths import hf_cache_dir
 from planner.core.records import Selector, Snapshot
@@ -82,11 +82,12 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
     With cached facts (stored by :func:`remember` for the same commit and version) the snapshot
     comes without tensors: the runtime rebuilds its facts from the cached ones instead.
     """
+    endpoint = (endpoint or endpoint_now()).rstrip("/")
+    ref, revision = _pasted(ref, revision, endpoint)
     if is_local(ref):
         return read_folder(Path(os.path.expanduser(ref)), model_id=ref, select=select), None
     repo = ids.repo_id(ref)
     rev = ids.revision(revision) or "main"
-    endpoint = (endpoint or endpoint_now()).rstrip("/")
     offline = offline_now()
     # One deadline for every request of this read: the revision check and the Hub read share it.
     deadline = time.monotonic() + timeout
@@ -117,6 +118,36 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
         if rev != snap.commit:
             cache.store_ref(endpoint, repo, rev, snap.commit)
     return snap, None
+
+
+def _pasted(ref: str, revision: str | None, endpoint: str) -> tuple[str, str | None]:
+    """What people paste, as a repo id (and the revision a URL names) or a local folder.
+
+    A path to a ``.safetensors`` file means its folder; a path to a ``.gguf`` file is the GGUF
+    runtime's, and without its reader in this build it is refused with a hint naming it.
+    """
+    from urllib.parse import urlsplit
+
+    if is_local(ref) or Path(os.path.expanduser(ref)).is_file():
+        path = Path(os.path.expanduser(ref))
+        if path.is_file() and path.suffix == ".safetensors":
+            return str(path.parent), revision
+        if path.is_file() and path.suffix == ".gguf" and not _gguf_reader():
+            raise UsageError(f"{ids.show(ref)} is a GGUF file, which the transformers runtime does not load",
+                             hint="plan it with `--runtime gguf` (the GGUF runtime), or give a folder with config.json and safetensors")
+        return ref, revision
+    repo, url_rev = ids.model_ref(ref, hosts={(urlsplit(endpoint).hostname or "").lower()} - {""})
+    if url_rev is not None and revision is not None and url_rev != revision:
+        raise UsageError(f"the URL names revision {ids.show(url_rev)} and --revision says {ids.show(revision)}",
+                         hint="leave out one of them")
+    return repo, revision if revision is not None else url_rev
+
+
+def _gguf_reader() -> bool:
+    """Whether this build reads GGUF files (the GGUF runtime's reader, planner.sources.formats.gguf)."""
+    import importlib.util
+
+    return importlib.util.find_spec("planner.sources.formats.gguf") is not None
 
 
 def _from_metadata_cache(endpoint: str, repo: str, rev: str, version: str | None, select: Selector, *, offline: bool, ttl: float,
