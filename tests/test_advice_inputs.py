@@ -8,11 +8,10 @@ from __future__ import annotations
 import gc
 import json
 import shutil
-from pathlib import Path
 
 import pytest
-
 from fakehub import FakeHub
+
 from planner.cli.main import main
 from planner.core import ids
 from planner.core.errors import UsageError
@@ -79,7 +78,7 @@ def test_a_hub_url_with_tree_plans_that_revision(capsys, tiny_models, hub: FakeH
 def test_a_path_to_a_safetensors_file_plans_its_folder(capsys, tiny_models, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(tiny_models["llama"], folder)
-    weights = sorted(folder.glob("*.safetensors"))[0]
+    weights = min(folder.glob("*.safetensors"))
     code, out, err = cli(capsys, "plan", str(weights), *ROOM, "--json")
     assert code == 0, err
     assert json.loads(out)["model"]["source"] == "local"
@@ -91,7 +90,7 @@ def test_a_path_to_a_gguf_file_names_the_gguf_runtime(capsys, tmp_path, monkeypa
     monkeypatch.setattr(resolve, "_gguf_reader", lambda: False)  # this build's reader, whether or not merged
     f = tmp_path / "model-Q4_K_M.gguf"
     f.write_bytes(b"GGUF" + b"\0" * 60)
-    code, out, err = cli(capsys, "plan", str(f), *ROOM)
+    code, _, err = cli(capsys, "plan", str(f), *ROOM)
     assert code == 2
     assert "--runtime gguf" in err and err.count("\n") <= 2
 
