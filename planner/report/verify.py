@@ -28,7 +28,7 @@ from typing import Any
 from planner.core.errors import VerifyError
 from planner.core.ids import show as ids_show
 from planner.core.records import _ToDict
-from planner.core.units import MiB, fmt_bytes
+from planner.core.units import fmt_bytes
 from planner.runtimes import registry
 from planner.runtimes.base import Runtime
 
@@ -217,13 +217,18 @@ def _gpu_peak(device: str, raw: dict[str, Any]) -> tuple[int, dict[str, int]]:
     return best, detail
 
 
+def signed_bytes(n: int) -> str:
+    """A difference in bytes for people, with its sign: ``+18.7 MiB``, ``-1.2 GiB``, ``0 B``."""
+    return ("+" if n > 0 else "") + fmt_bytes(n)
+
+
 def render_verification(v: Verification) -> str:
     lines = [f"Verified: {v.label} ({v.generated_tokens} tokens generated, {v.seconds:.1f} s)",
              f"  {'device':<8} {'component':<10} {'predicted':>11} {'measured':>11} {'error':>11} {'error %':>8}"]
     for name, d in v.devices.items():
         for c in d.components:
             lines.append(f"  {name:<8} {c.name:<10} {fmt_bytes(c.predicted):>11} {fmt_bytes(c.measured):>11} "
-                         f"{c.error_bytes / MiB:>+9.1f}Mi {c.error_pct:>+7.1f}%")
+                         f"{signed_bytes(c.error_bytes):>11} {c.error_pct:>+7.1f}%")
         verdict = "OVER CAPACITY" if d.over_capacity else "within capacity"
         lines.append(f"  {name:<8} {'capacity':<10} {fmt_bytes(d.capacity):>11}   -> measured peak {verdict}")
     lines.append("OK: every device stayed within what the plan assumed." if v.ok else "FAIL: a device went over the capacity the plan assumed.")

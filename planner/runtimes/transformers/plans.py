@@ -171,7 +171,7 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> P
     else:
         for d, m in memory.items():
             if m.required > m.capacity:
-                reasons.append(f"{scheme.label} needs {fmt_bytes(m.required)} on {d}, {fmt_bytes(m.capacity)} usable")
+                reasons.append(f"{scheme.label} needs {fmt_bytes(m.required)} on {d}, {_usable(m.free, m.margin)}")
 
     device_map = {name: _map_value(dev) for name, dev in flat_device_map(costs, result.device_of).items()}
     settings = TransformersSettings(scheme=scheme, placement=cand.placement, strategy=cand.strategy, device_map=device_map)
@@ -277,10 +277,17 @@ def _shortfall(cand: _Candidate, costs: list[Cost], slots: list[Slot], devices: 
         slot = slots[0]
         units = sum(int((c.on_exec - c.kv) * slot.weight_scale + c.kv * slot.transient_scale) for c in costs if c.tied_to is None)
         need = units + (free - margin - slot.room)
-        return f"{label} needs {fmt_bytes(need)} on {d}, {fmt_bytes(free - margin)} usable"
+        return f"{label} needs {fmt_bytes(need)} on {d}, {_usable(free, margin)}"
     where = " and ".join(s.device for s in slots)
-    usable = ", ".join(f"{s.device} {fmt_bytes(devices[s.device][0] - devices[s.device][1])}" for s in slots)
+    usable = ", ".join(f"{s.device} {fmt_bytes(max(0, devices[s.device][0] - devices[s.device][1]))}" for s in slots)
     return f"{label} does not fit once {where} are full (usable: {usable})"
+
+
+def _usable(free: int, margin: int) -> str:
+    """What a device offers a plan, in words; a device whose free memory is all margin is too small."""
+    if free <= margin:
+        return f"nothing usable: its {fmt_bytes(free)} free is within the {fmt_bytes(margin)} margin (the machine is too small)"
+    return f"{fmt_bytes(free - margin)} usable"
 
 def _static_rejections(fp: Footprint, hw: Hardware, cand: _Candidate) -> list[str]:
     s = cand.scheme
@@ -296,7 +303,7 @@ def _static_rejections(fp: Footprint, hw: Hardware, cand: _Candidate) -> list[st
         # With a cpu/disk map transformers needs llm_int8_enable_fp32_cpu_offload, which leaves every
         # cpu and disk module unquantized (quantizer_bnb_4bit.py:125-128): on a CPU-only machine
         # that quantizes nothing (research notes Q5).
-        out.append(f"{s.quantization} with disk offload on a CPU-only machine: transformers leaves every offloaded module unquantized")
+        out.append("with disk offload and no GPU in the plan, transformers leaves every offloaded module unquantized")
     if s.quantization == "nf4" and not cand.gpus and not fp.nf4_cpu_ok:
         out.append("nf4 on CPU: bitsandbytes' CPU 4-bit kernel needs every quantized layer's output size divisible by 32")
     return out
