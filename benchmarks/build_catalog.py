@@ -28,11 +28,11 @@ deterministic: an entry whose content is unchanged keeps its file (and its build
 from __future__ import annotations
 
 import argparse
-import math
 import copy
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import struct
 import sys
@@ -46,8 +46,8 @@ CATALOG_DIR = REPO_ROOT / "planner" / "sources" / "catalog"
 BUNDLED_CONFIGS = REPO_ROOT / "tests" / "data" / "catalog-configs"
 sys.path.insert(0, str(REPO_ROOT))
 
-from planner.sources.cache import encode  # noqa: E402
 from planner.core.records import RepoFile, Snapshot, Tensor  # noqa: E402
+from planner.sources.cache import encode  # noqa: E402
 
 
 @dataclass(frozen=True)

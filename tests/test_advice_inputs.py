@@ -151,7 +151,12 @@ def test_rejection_reasons_are_not_repeated_and_gpu_machines_are_not_cpu_only(ca
 
 
 def test_verify_differences_are_in_mib_and_gib():
-    from planner.report.verify import Component, DeviceCheck, Verification, render_verification
+    from planner.report.verify import (
+        Component,
+        DeviceCheck,
+        Verification,
+        render_verification,
+    )
 
     comps = (Component("weights", 100 * 2**20, 80 * 2**20), Component("peak", 3 * 2**30, 5 * 2**30))
     v = Verification(label="bf16 on cpu", devices={"cpu": DeviceCheck("cpu", 3 * 2**30, 5 * 2**30, 8 * 2**30, comps, {})},

@@ -299,6 +299,17 @@ def profiles(as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def catalog(as_json: bool) -> None:
+    """List the models fitcheck plans with no network (its bundled catalog; ids match in any case)."""
+    from planner.cli import render
+    from planner.sources import catalog as bundled
+
+    rows = bundled.entries()
+    click.echo(json.dumps(rows, indent=2) if as_json else render.catalog_table(rows))
+
+
+@cli.command()
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--timeout", default=1800.0, show_default=True, type=click.FloatRange(1, 86400), help="Seconds the load and generate may take.")

@@ -197,7 +197,7 @@ def _comparison(results: list[Any]) -> str:
     errors = []
     for asked, r in results:
         if not isinstance(r, Report):
-            rows.append(f"{str(asked)[:44]:<44} {'-':>8} {'error':>5}  {r.message[:110]}")
+            rows.append(f"{str(asked)[:44]:<44} {'-':>8} {'error':>5}  {r.message[:200]}")
             if r.hint:
                 errors.append(f"  {asked}: {r.hint}")
             continue
@@ -217,6 +217,20 @@ def _comparison(results: list[Any]) -> str:
 def _run_notes(r: Report) -> tuple[str, ...]:
     """Notes on how the run read its models (the Hub could not be reached, ...), shown once per table."""
     return tuple(n for n in r.snapshot.notes if n.startswith(("the Hub could not be reached", "HF_HUB_OFFLINE is set")))
+
+
+def catalog_table(rows: list[dict[str, Any]]) -> str:
+    """The bundled catalog for people (``fitcheck catalog``), one model a line."""
+    return _safe(catalog_markdown(rows))
+
+
+def catalog_markdown(rows: list[dict[str, Any]]) -> str:
+    """The catalog as a Markdown table: what ``fitcheck catalog`` prints and docs/catalog.md holds."""
+    out = ["| model | type | parameters | bf16 weights | weight files | gated |", "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        out.append(f"| {r['id']} | {r['model_type']} | {fmt_count(r['parameters'] or 0)} | {fmt_bytes(r['weights_bytes'] or 0)} "
+                   f"| {r['weight_files']} | {'yes' if r['gated'] else 'no'} |")
+    return "\n".join(out)
 
 
 def hardware_table(machines: list[Hardware]) -> str:

@@ -108,10 +108,10 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
     try:
         snap = read_hub(repo, select=select, revision=revision, token=token, endpoint=endpoint, timeout=timeout, deadline=deadline)
     except HubUnavailable as e:
-        fallback = _from_catalog(repo, rev, "the Hub could not be reached")
+        fallback = _from_catalog(repo, rev, f"the Hub could not be reached ({_cause(e.message)})")
         if fallback is None:
-            raise
-        return replace(fallback, notes=(*fallback.notes, f"network error: {e.message}")), None
+            raise HubUnavailable(f"{e.message}; fitcheck's bundled catalog has no {repo}@{rev} either", hint=_catalog_hint(repo, e.hint)) from None
+        return fallback, None
     if use_cache and snap.commit:
         if len(snap.tensors) <= FULL_ENTRY_MAX_TENSORS:
             cache.store(endpoint, snap)
@@ -230,14 +230,35 @@ def _from_hf_cache(repo: str, rev: str, select: Selector) -> Snapshot | None:
 
 
 def _from_catalog(repo: str, rev: str, why: str) -> Snapshot | None:
+    """The catalog's entry (matched case-insensitively) with one note saying why and what it is."""
     snap = catalog.lookup(repo)
     if snap is None or rev not in ("main", snap.commit):
         return None
-    return replace(snap, notes=(*snap.notes, f"{why}: using fitcheck's bundled catalog entry for {repo}"))
+    # One note, the same for every model of a run (a comparison prints it once): why the catalog,
+    # and what its entries are (the entry's own note).
+    what = "; ".join(snap.notes) or "header summary bundled with fitcheck"
+    return replace(snap, notes=(f"{why}: planned from fitcheck's bundled catalog ({what})",))
+
+
+def _cause(message: str) -> str:
+    """What went wrong, from a HubUnavailable message without the request's name: "model info of x:
+    the Hub cannot be reached (connection failed: ConnectError)" -> "connection failed: ConnectError";
+    "...: no answer within the 5 s deadline (timed out)" -> "no answer within the 5 s deadline (timed out)"."""
+    detail = message.split(": ", 1)[-1]
+    if detail.startswith("the Hub cannot be reached ("):
+        detail = detail.removeprefix("the Hub cannot be reached (").removesuffix(")")
+    # "...; found 3 s ago" (planner.sources.http.unreachable) is left out: the note is the same for every model
+    return detail.split("; found ")[0]
+
+
+def _catalog_hint(repo: str, hint: str | None) -> str:
+    close = catalog.near(repo)
+    listed = f"`fitcheck catalog` lists the {len(catalog.names())} models it plans offline"
+    return (f"near matches in the catalog: {', '.join(close)}; " if close else "") + listed + (f"; {hint}" if hint else "")
 
 
 def _offline_miss(repo: str, rev: str) -> Snapshot:
     raise OfflineCacheMiss(
         f"{repo}@{rev}: HF_HUB_OFFLINE is set and neither fitcheck's cache, the Hugging Face cache nor the bundled catalog has it",
-        hint="plan it once online, or unset HF_HUB_OFFLINE",
+        hint=_catalog_hint(repo, "plan it once online, or unset HF_HUB_OFFLINE"),
     )
