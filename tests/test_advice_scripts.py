@@ -89,3 +89,53 @@ def test_a_sentencepiece_tokenizer_names_its_package(capsys, tiny_models, tmp_pa
     assert load["tokenizer"] == ["tokenizer.model"] and "sentencepiece" in load["packages"]
     assert "sentencepiece" in script.read_text().split("\n\n")[1]  # "Needs: ..." in the docstring
     assert "sentencepiece package" in out
+
+
+# --- item 16: verify checks the hardware first, reports timings, shows progress ----------------
+
+def test_verify_of_a_gpu_plan_on_a_machine_without_that_gpu_fails_before_loading(capsys, tiny_models, hub, repo_id, tmp_path):
+    from planner.api import verify_plan_text
+    from planner.core.errors import VerifyError
+    from planner.hardware.profiles import load_profile
+
+    hub.add_local_model(repo_id, tiny_models["llama"])
+    plan = tmp_path / "plan.json"
+    code, _, err = cli(capsys, "plan", repo_id, "--hardware", "t4", "--config", str(plan))
+    assert code == 0, err
+    doc = json.loads(plan.read_text())
+    assert "cuda:0" in doc["predicted"] and doc["hardware"]["name"] == "t4"
+    hub.clear_log()
+    progress: list[str] = []
+    with pytest.raises(VerifyError, match=r"runs on cuda:0, which this machine does not have \(no GPU\)") as e:
+        verify_plan_text(plan.read_text(), hardware=load_profile("cpu-laptop-8gb"), progress=progress.append)
+    assert "planned for 't4'" in e.value.message and "without --hardware" in e.value.hint
+    assert progress == [] and hub.requests == []  # nothing started, nothing downloaded
+    # a GPU that is there but has less free memory than the plan needs on it
+    small = load_profile("rtx-4060-8gb")
+    from dataclasses import replace
+
+    small = replace(small, gpus=(replace(small.gpus[0], free_bytes=2**20),))
+    with pytest.raises(VerifyError, match="free here, and the plan needs"):
+        verify_plan_text(plan.read_text(), hardware=small)
+    assert hub.requests == []
+
+
+def test_verify_reports_load_time_and_tokens_per_s_and_shows_progress(capsys, tiny_models, tmp_path):
+    from planner.api import verify_plan_text
+    from planner.report.verify import render_verification
+
+    plan = tmp_path / "plan.json"
+    code, _, err = cli(capsys, "plan", str(tiny_models["llama"]), *ROOM, "--config", str(plan), "--context", "64", "--new-tokens", "8")
+    assert code == 0, err
+    assert json.loads(plan.read_text())["predicted_speed"]["tokens_per_s"] > 0
+    progress: list[str] = []
+    v = verify_plan_text(plan.read_text(), progress=progress.append)
+    assert [line.split("] ")[1].split(" done")[0] for line in progress] == ["start", "imports", "load", "prefill", "generate"]
+    assert "loading the model" in progress[1]
+    pred, got = v.timings["tokens_per_s"]
+    assert pred is not None and pred > 0 and got is not None and got > 0
+    assert v.timings["load_s"][1] > 0
+    doc = v.to_dict()
+    assert doc["speed"]["tokens_per_s"]["measured"] > 0 and doc["speed"]["load_s"]["measured"] > 0
+    text = render_verification(v)
+    assert "decode" in text and "tok/s" in text and "load" in text and "measured" in text

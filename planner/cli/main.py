@@ -319,7 +319,8 @@ def verify(plan_file: str, as_json: bool, timeout: float, trust_remote_code: boo
     """Run a plan file's load and a generate; compare measured memory with the prediction."""
     from planner.report.verify import render_verification, verify_plan_file
 
-    result = verify_plan_file(Path(plan_file), timeout=timeout, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    result = verify_plan_file(Path(plan_file), timeout=timeout, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                              progress=_progress(as_json))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_verification(result))
     sys.exit(0 if result.ok else 1)
 
@@ -445,7 +446,14 @@ def _verify_report(r: Any, o: dict[str, Any]) -> Any:
     from planner import api
 
     text = api.emit(r, offload_dir=o["offload_dir"], trust_remote_code=o["trust_remote_code"]).files["plan.json"]
-    return api.verify_plan_text(text, trust_remote_code=o["trust_remote_code"])
+    return api.verify_plan_text(text, trust_remote_code=o["trust_remote_code"], progress=_progress(o["as_json"]))
+
+
+def _progress(as_json: bool) -> Any:
+    """Where verify's progress goes: stderr, when it is a terminal (a verify can take minutes)."""
+    if as_json or not sys.stderr.isatty():
+        return None
+    return lambda line: click.echo(f"fitcheck verify: {line}", err=True)
 
 
 def render_max_context(mc: Any) -> str:

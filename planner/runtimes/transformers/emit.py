@@ -196,6 +196,10 @@ def plan_file(r: Report, p: Plan, **kw: Any) -> str:
         "generate": {"context": r.constraints.context, "batch": r.constraints.batch, "new_tokens": r.constraints.new_tokens},
         "predicted": {d: {**m.to_dict(), "kv_after_prefill": kv_after_prefill(r, p, d)} for d, m in p.memory.items()},
         "margin": {"fraction": r.constraints.margin_fraction, "floor_bytes": r.constraints.margin_floor},
+        # what verify compares its timings with, and the devices it checks this machine has first
+        "predicted_speed": p.speed.to_dict(),
+        "hardware": {"name": r.hardware.name, "gpus": [{"device": g.device, "name": g.name, "backend": g.backend,
+                                                         "free_bytes": g.free_bytes} for g in r.hardware.gpus if g.device in p.memory]},
     }
     return _no_secrets(json.dumps(doc, indent=2) + "\n")
 
