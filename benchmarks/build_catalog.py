@@ -1,4 +1,4 @@
-"""Build fitcheck's bundled catalog, ``planner/catalog/<org>__<name>.json``, from published configs.
+"""Build fitcheck's bundled catalog, ``planner/sources/catalog/<org>__<name>.json``, from published configs.
 
 Run by hand (it imports torch and transformers; tests never run it)::
 
@@ -6,7 +6,7 @@ Run by hand (it imports torch and transformers; tests never run it)::
     python benchmarks/build_catalog.py --check    # rebuild in memory, exit 1 if an entry is stale
 
 For every ``<org>__<name>.config.json`` in the configs folder (default: ``shared/catalog-configs``
-beside or above the checkout) it:
+beside or above the checkout, else the copy a clone carries, ``tests/data/catalog-configs``) it:
 
 1. builds the model from the config with ``AutoModelForCausalLM.from_config`` under
    ``torch.device("meta")`` in the config's ``torch_dtype`` (no memory is allocated);
@@ -32,6 +32,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import struct
 import sys
@@ -40,11 +41,13 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CATALOG_DIR = REPO_ROOT / "planner" / "catalog"
+CATALOG_DIR = REPO_ROOT / "planner" / "sources" / "catalog"
+# The configs a clone carries (copies of the workspace's shared/catalog-configs, README included).
+BUNDLED_CONFIGS = REPO_ROOT / "tests" / "data" / "catalog-configs"
 sys.path.insert(0, str(REPO_ROOT))
 
-from planner.sources.cache import encode  # noqa: E402
 from planner.core.records import RepoFile, Snapshot, Tensor  # noqa: E402
+from planner.sources.cache import encode  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,14 @@ LEFT_OUT: dict[str, str] = {
 # Gated on the Hub: the catalog-configs README says Meta's Llama repos are.
 GATED = frozenset({"meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.2-1B"})
 
+# Configs in the folder whose entry a meta-device build cannot derive honestly, and why.
+NOT_BUILT: dict[str, str] = {
+    "deepseek-ai/DeepSeek-V3": (
+        "its Hub checkpoint stores FP8 E4M3 weights with F32 128x128 block scales (quantization_config) and the "
+        "multi-token-prediction layer 61 (14B), neither of which AutoModelForCausalLM.from_config builds; an entry derived "
+        "that way would describe 671B bf16 tensors (1.34 TB) instead of the files on the Hub"),
+}
+
 NOTE = "header summary derived from the published config.json with transformers on the meta device, not read from the repo"
 
 # torch dtype -> safetensors dtype string (safetensors/torch.py _TYPES, inverted).
@@ -166,27 +177,78 @@ _ST_BYTES = {"F32": 4, "BF16": 2, "F16": 2}
 
 @dataclass(frozen=True)
 class Published:
+    """A row of the configs README: the exact published count, or only the nominal size ("14B")."""
+
     repo: str
-    parameters: int
+    parameters: int | None  # exact, when published
+    nominal: str | None  # e.g. "14B", "0.6B", "46.7B", when only that is known
     bf16_bytes: int | None
     weight_files: str
 
+    def check(self, computed: int) -> str | None:
+        """Why ``computed`` contradicts the published figure, or None.
+
+        The configs README: an exact count must be reproduced exactly; a nominal size must be what
+        the derived count rounds (or truncates, as model names do: Qwen2.5-14B has 14.77B) to at
+        the nominal's precision.
+        """
+        if self.parameters is not None:
+            return None if computed == self.parameters else f"computed {computed:,} parameters, published {self.parameters:,}"
+        assert self.nominal is not None
+        digits = len(self.nominal.partition(".")[2])
+        value = computed / 1e9
+        want = float(self.nominal)
+        rounded, cut = round(value, digits), math.floor(value * 10**digits) / 10**digits
+        if math.isclose(rounded, want) or math.isclose(cut, want):
+            return None
+        return f"computed {computed:,} parameters, which is not {self.nominal}B"
+
 
 def read_published(readme: Path) -> dict[str, Published]:
-    """Config file name -> published figures, from the table in the configs folder's README."""
+    """Config file name -> published figures, from the table in the configs folder's README.
+
+    Rows are ``| file | repo | parameters | weight files |`` (an older layout had a bf16 bytes
+    column before the weight files). Parameters are ``3,085,938,688 (exact)`` or ``14B (nominal...)``.
+    """
     out: dict[str, Published] = {}
     for line in readme.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 5 or not cells[0].endswith(".config.json"):
+        if len(cells) not in (4, 5) or not cells[0].endswith(".config.json"):
             continue
-        name, repo, params, nbytes, files = cells
-        count = re.match(r"^([\d,]+)", params)
+        name, repo, params = cells[:3]
+        nbytes = cells[3] if len(cells) == 5 else ""
+        files = cells[-1]
+        exact = re.match(r"^([\d,]+)(\s|$)", params)
+        nominal = re.match(r"^(\d+(?:\.\d+)?)B\b", params)
         size = re.match(r"^([\d,]+)$", nbytes)
-        if not count:
+        if not exact and not nominal:
             raise SystemExit(f"README row for {name}: no parameter count in {params!r}")
-        out[name] = Published(repo, int(count.group(1).replace(",", "")),
+        out[name] = Published(repo, int(exact.group(1).replace(",", "")) if exact else None,
+                              None if exact else nominal.group(1),  # type: ignore[union-attr]
                               int(size.group(1).replace(",", "")) if size else None, files)
     return out
+
+
+def readme_files(published: Published) -> int | None:
+    """How many weight files the README says the Hub repo has, when it says."""
+    if published.weight_files == "model.safetensors":
+        return 1
+    m = re.match(r"^(\d+) shards$", published.weight_files)
+    return int(m.group(1)) if m else None
+
+
+def default_rule(repo: str, config: dict[str, Any], published: Published) -> ShardRule:
+    """The sharding of a repo without a :data:`SHARDING` rule: save_pretrained's default for the
+    transformers version the config records ("10GB" before 4.35, "5GB" since), or, where the
+    README gives the file count, the first of the usual sizes whose split gives that count."""
+    version = tuple(int(x) for x in re.findall(r"\d+", str(config.get("transformers_version", "4.35")))[:2])
+    default = "10GB" if version < (4, 35) else "5GB"
+    files = readme_files(published)
+    why = (f"save_pretrained's default max_shard_size for transformers {config.get('transformers_version')} "
+           f"(modeling_utils.save_pretrained: 10GB before 4.35, 5GB since)")
+    if files is None:
+        return ShardRule(default, 0, why + "; the Hub's file count is not known here, so it is not checked")
+    return ShardRule(default, files, why + f"; the configs README gives {files} weight file(s)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +262,7 @@ class Derived:
     shards: dict[str, list[str]]  # file -> tensor names, in file order
     parameters: int  # model.num_parameters(): tied weights once
     model_class: str
+    reverted: bool = False  # names and shapes reverted from transformers 5's conversion (fused experts)
 
 
 def derive(config: dict[str, Any], rule: ShardRule) -> Derived:
@@ -223,11 +286,16 @@ def derive(config: dict[str, Any], rule: ShardRule) -> Derived:
         state.pop(key, None)
     state = remove_tied_weights_from_state_dict(state, model)
     reverted = revert_weight_conversion(model, dict(state))
-    if set(reverted) != set(state):
-        # transformers 5 would rename on save; the Hub files of these models were written by 4.x,
-        # which did not. Refuse rather than guess which names the repo holds.
-        raise SystemExit(f"{type(model).__name__}: transformers {__import__('transformers').__version__} renames tensors on save; "
-                         "the Hub checkpoint names may differ")
+    renamed = set(reverted) != set(state)
+    if renamed:
+        # transformers 5 loads some checkpoints under other names (MoE experts fused into one
+        # tensor) and save_pretrained reverts them to the checkpoint's own names and shapes: the
+        # reverted dict is what the Hub files hold. Every element must survive the round trip.
+        if sum(t.numel() for t in reverted.values()) != sum(t.numel() for t in state.values()):
+            raise SystemExit(f"{type(model).__name__}: reverting transformers' weight conversion changes the element count")
+        # Fresh meta tensors: a reverted expert is a view of the fused tensor, and the split would
+        # count the whole fused storage for each view (one file per expert).
+        state = {k: torch.empty(t.shape, dtype=t.dtype, device="meta") for k, t in reverted.items()}
     split = split_torch_state_dict_into_shards(state, filename_pattern="model{suffix}.safetensors",
                                                max_shard_size=rule.max_shard_size)
     tensors = []
@@ -237,7 +305,7 @@ def derive(config: dict[str, Any], rule: ShardRule) -> Derived:
             raise SystemExit(f"{name}: dtype {t.dtype} has no safetensors name here")
         tensors.append((name, st, tuple(int(d) for d in t.shape)))
     return Derived(tensors=tensors, shards={f: list(names) for f, names in split.filename_to_tensors.items()},
-                   parameters=int(model.num_parameters()), model_class=type(model).__name__)
+                   parameters=int(model.num_parameters()), model_class=type(model).__name__, reverted=renamed)
 
 
 def header_json(entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str]) -> tuple[bytes, dict[str, int]]:
@@ -296,25 +364,31 @@ def index_json(weight_map: dict[str, str], total_size: int) -> bytes:
 
 def build_entry(config_path: Path, published: Published, versions: dict[str, str]) -> dict[str, Any]:
     repo = published.repo
-    rule = SHARDING.get(repo)
-    if rule is None:
-        raise SystemExit(f"{repo}: no SHARDING rule; add how its Hub repo is split")
     config_bytes = config_path.read_bytes()
     config = json.loads(config_bytes)
+    rule = SHARDING.get(repo) or default_rule(repo, config, published)
     derived = derive(config, rule)
+    if repo not in SHARDING and rule.files and len(derived.shards) != rule.files:
+        for size in ("4GB", "5GB", "10GB", "2GB", "3GB"):  # the sizes repos are saved with, most usual first
+            if size != rule.max_shard_size and len((other := derive(config, ShardRule(size, rule.files, ""))).shards) == rule.files:
+                derived, rule = other, ShardRule(size, rule.files, (
+                    f"the configs README gives {rule.files} weight files; save_pretrained's default ({rule.max_shard_size}) gives "
+                    f"{len(derived.shards)}, the greedy split at {size} (the first of 4GB/5GB/10GB/2GB/3GB that gives "
+                    f"{rule.files}) is used; file sizes not checked against the Hub"))
+                break
     if config != json.loads(config_bytes):
         raise SystemExit(f"{repo}: building the model changed the config dict")
 
     computed_params = sum(_numel(shape) for _, _, shape in derived.tensors)
     errors = []
-    if computed_params != published.parameters:
-        errors.append(f"computed {computed_params:,} parameters, published {published.parameters:,}")
+    if (wrong := published.check(computed_params)) is not None:
+        errors.append(wrong)
     if derived.parameters != computed_params:
         errors.append(f"model.num_parameters() is {derived.parameters:,} but the saved tensors hold {computed_params:,}")
     weight_bytes = sum(_numel(s) * _ST_BYTES[d] for _, d, s in derived.tensors)
     if published.bf16_bytes is not None and weight_bytes != published.bf16_bytes:
         errors.append(f"computed {weight_bytes:,} weight bytes, published {published.bf16_bytes:,}")
-    if len(derived.shards) != rule.files:
+    if rule.files and len(derived.shards) != rule.files:
         errors.append(f"{len(derived.shards)} weight files at max_shard_size={rule.max_shard_size}, the Hub has {rule.files}")
     where = {name: f for f, names in derived.shards.items() for name in names}
     for name, f in KNOWN_PLACEMENTS.get(repo, {}).items():
@@ -337,7 +411,7 @@ def build_entry(config_path: Path, published: Published, versions: dict[str, str
         sizes[f] = 8 + len(header) + data
     weight_files = tuple(sorted(derived.shards))
 
-    files = {"config.json": len(config_bytes), **SMALL_FILES[repo], **sizes}
+    files = {"config.json": len(config_bytes), **SMALL_FILES.get(repo, {}), **sizes}
     index_bytes = None
     if len(weight_files) > 1:
         index_bytes = len(index_json(dict(sorted(where.items())), weight_bytes))
@@ -346,7 +420,7 @@ def build_entry(config_path: Path, published: Published, versions: dict[str, str
         id=repo, revision="main", commit=None, source="catalog", config=config,
         files=tuple(RepoFile(path=p, size=s) for p, s in sorted(files.items())),
         weight_format="safetensors", weight_files=weight_files, tensors=tuple(tensors),
-        gated=repo in GATED, notes=(NOTE,),
+        gated=repo in GATED or repo.startswith("meta-llama/"), notes=(NOTE,),
     )
     entry = encode(snapshot)
     entry["provenance"] = {
@@ -354,9 +428,13 @@ def build_entry(config_path: Path, published: Published, versions: dict[str, str
                    "note": "the model's published config.json, copied from public mirrors of the Hub repo"},
         "tensors": (f"{derived.model_class} built by AutoModelForCausalLM.from_config on torch.device('meta') in "
                     f"{config.get('torch_dtype')}; state_dict() minus tied aliases (remove_tied_weights_from_state_dict), "
-                    "as save_pretrained writes it; header offsets as safetensors orders them"),
+                    "as save_pretrained writes it" + ("; transformers 5's weight conversion (fused experts) reverted to the "
+                                                      "checkpoint names with revert_weight_conversion, as save_pretrained does"
+                                                      if derived.reverted else "")
+                    + "; header offsets as safetensors orders them"),
         "versions": versions,
         "published_parameters": published.parameters,
+        "published_nominal": f"{published.nominal}B" if published.nominal else None,
         "computed_parameters": computed_params,
         "published_bf16_bytes": published.bf16_bytes,
         "computed_weight_bytes": weight_bytes,
@@ -366,8 +444,10 @@ def build_entry(config_path: Path, published: Published, versions: dict[str, str
         "file_sizes": ("weight files exact (8-byte prefix + header as safetensors writes it + data); config.json is the "
                        "shared copy's size" + ("; model.safetensors.index.json exact for the transformers 4.x format"
                                                if index_bytes else "")
-                       + "; the other small files approximate (recalled from the Hub listing, not read from the Hub)"),
-        "listing_omits": LEFT_OUT[repo],
+                       + ("; the other small files approximate (recalled from the Hub listing, not read from the Hub)"
+                          if repo in SMALL_FILES else "; no other file is listed")),
+        "listing_omits": LEFT_OUT.get(repo, "every file besides config.json and the weights (tokenizer, generation "
+                                                "config, README): their sizes are not known without the Hub"),
         "commit": "none recorded: the commit the Hub files belong to was not read",
         "built": dt.datetime.now(dt.timezone.utc).date().isoformat(),
     }
@@ -408,15 +488,25 @@ def _without_date(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def find_configs(root: Path) -> Path | None:
+    """The configs folder: the workspace's shared/catalog-configs beside or above the checkout,
+    else the copy every clone carries (tests/data/catalog-configs)."""
+    for p in (root / "shared" / "catalog-configs", root.parent / "shared" / "catalog-configs",
+              root / "tests" / "data" / "catalog-configs"):
+        if (p / "README.md").is_file():
+            return p
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", type=Path, default=None, help="folder of <org>__<name>.config.json and README.md")
     parser.add_argument("--out", type=Path, default=CATALOG_DIR, help="catalog folder to write")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if an entry would change")
+    parser.add_argument("--only", action="append", metavar="REPO", help="build only this repo id (repeatable)")
     args = parser.parse_args(argv)
 
-    configs = args.configs or next((p for p in (REPO_ROOT / "shared" / "catalog-configs",
-                                                REPO_ROOT.parent / "shared" / "catalog-configs") if p.is_dir()), None)
+    configs = args.configs or find_configs(REPO_ROOT)
     if configs is None or not configs.is_dir():
         parser.error("no catalog-configs folder found; pass --configs")
     published = read_published(configs / "README.md")
@@ -431,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(configs.glob("*.config.json")):
         if path.name not in published:
             raise SystemExit(f"{path.name}: not in {configs / 'README.md'}; add its published figures there")
+        if args.only and published[path.name].repo not in args.only:
+            continue
+        if published[path.name].repo in NOT_BUILT:
+            print(f"{published[path.name].repo:38} not built: {NOT_BUILT[published[path.name].repo]}")
+            continue
         entry = build_entry(path, published[path.name], versions)
         target = args.out / f"{path.name.removesuffix('.config.json')}.json"
         try:
@@ -446,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
             target.write_text(dumps(entry))
             status = "written"
         prov = entry["provenance"]
-        print(f"{entry['id']:38} {prov['computed_parameters']:>15,} params (published {prov['published_parameters']:,})"
+        print(f"{entry['id']:38} {prov['computed_parameters']:>15,} params (published "
+              f"{prov['published_parameters'] or 0:,} {prov['published_nominal'] or ''})"
               f"  {prov['shards']['count']} file(s)  {target.stat().st_size if target.exists() else 0:>7,} B  {status}")
     if stale:
         print(f"stale: {', '.join(stale)}; run without --check to rewrite", file=sys.stderr)

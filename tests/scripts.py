@@ -9,7 +9,8 @@ from typing import Any
 # constants, the two functions and the __main__ guard.
 IMPORTS = {"sys", "torch", "transformers"}
 FROM_TRANSFORMERS = {"AutoTokenizer", "AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModelForSeq2SeqLM", "BitsAndBytesConfig"}
-CONSTANTS = {"MODEL", "REVISION", "DEVICE_MAP", "MAX_MEMORY", "OFFLOAD_FOLDER", "EXEC_DEVICE", "CONTEXT", "BATCH", "NEW_TOKENS"}
+CONSTANTS = {"MODEL", "REVISION", "DEVICE_MAP", "MAX_MEMORY", "OFFLOAD_FOLDER", "EXEC_DEVICE", "CONTEXT", "BATCH", "NEW_TOKENS",
+             "HAS_TOKENIZER"}
 
 
 def script_parts(text: str) -> tuple[dict[str, Any], set[str]]:
@@ -29,7 +30,7 @@ def script_parts(text: str) -> tuple[dict[str, Any], set[str]]:
             assert isinstance(target, ast.Name) and target.id in CONSTANTS
             constants[target.id] = ast.literal_eval(node.value)  # raises unless a pure literal
         elif isinstance(node, ast.FunctionDef):
-            assert node.name in ("load_model", "main")
+            assert node.name in ("load_model", "load_tokenizer", "main")
         elif isinstance(node, ast.If):
             assert ast.unparse(node.test) == "__name__ == '__main__'"
         else:

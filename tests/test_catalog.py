@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -16,20 +17,22 @@ from planner.core.errors import OfflineCacheMiss
 from planner.model.footprint import estimate
 from planner.api import read_model
 
-# The models the catalog must hold (shared/catalog-configs/README.md).
+# The models the catalog must hold: every language model of the configs folder (its copy in
+# tests/data/catalog-configs), less those build_catalog.py says it cannot derive honestly.
+CONFIGS = Path(__file__).parent / "data" / "catalog-configs"
+NOT_BUILT = {"deepseek-ai/DeepSeek-V3"}  # FP8 + MTP layer (benchmarks/build_catalog.py NOT_BUILT)
 EXPECTED = {
-    "meta-llama/Llama-3.1-8B",
-    "meta-llama/Llama-3.2-1B",
-    "Qwen/Qwen2.5-7B-Instruct",
-    "mistralai/Mistral-7B-v0.1",
-    "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
-    "microsoft/Phi-3-mini-4k-instruct",
-}
+    cells[1]
+    for line in (CONFIGS / "README.md").read_text().splitlines()
+    if len(cells := [c.strip() for c in line.strip().strip("|").split("|")]) >= 4 and cells[0].endswith(".config.json")
+} - NOT_BUILT
 NAMES = catalog.names()
 
 
-def test_catalog_holds_the_expected_models():
+def test_catalog_holds_every_language_model_of_the_configs_folder():
+    assert len(EXPECTED) >= 23
     assert EXPECTED <= set(NAMES)
+    assert {p.name.removesuffix(".config.json").replace("__", "/") for p in CONFIGS.glob("*.config.json")} - NOT_BUILT <= set(NAMES)
 
 
 @pytest.mark.parametrize("repo", NAMES)
@@ -51,8 +54,14 @@ def test_entry_decodes_to_a_catalog_snapshot(repo):
 def test_estimator_reproduces_the_published_parameter_count(repo):
     prov = catalog.raw(repo)["provenance"]
     snap = catalog.lookup(repo)
-    assert estimate(snap).parameters == prov["published_parameters"]
-    assert sum(t.numel for t in snap.tensors) == prov["computed_parameters"] == prov["published_parameters"]
+    assert estimate(snap).parameters == prov["computed_parameters"] == sum(t.numel for t in snap.tensors)
+    if prov["published_parameters"] is not None:  # exact where published ...
+        assert prov["computed_parameters"] == prov["published_parameters"]
+    else:  # ... else what the nominal size says, to its precision, rounded or cut (Qwen2.5-14B: 14.77B)
+        nominal = prov["published_nominal"].removesuffix("B")
+        digits = len(nominal.partition(".")[2])
+        value = prov["computed_parameters"] / 1e9
+        assert float(nominal) in (round(value, digits), int(value * 10**digits) / 10**digits)
 
 
 @pytest.mark.parametrize("repo", NAMES)
@@ -105,7 +114,7 @@ def test_unreachable_hub_falls_back_to_the_catalog(monkeypatch):
     assert snap.source == "catalog"
     assert snap.gated
     assert any("the Hub could not be reached" in n and "bundled catalog" in n for n in snap.notes)
-    assert any(n.startswith("network error:") for n in snap.notes)
+    assert len(snap.notes) == 1 and "meta device" in snap.notes[0]  # one note: why, and what the entry is
     assert estimate(snap).parameters == 8_030_261_248
 
 

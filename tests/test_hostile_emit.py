@@ -27,7 +27,10 @@ from scripts import CONSTANTS, FROM_TRANSFORMERS, script_parts
 # Every call a script may make, by its callee's text.
 _CALLS = {"AutoTokenizer.from_pretrained", "AutoModelForCausalLM.from_pretrained", "AutoModelForImageTextToText.from_pretrained",
           "AutoModelForSeq2SeqLM.from_pretrained", "BitsAndBytesConfig", "load_model", "tokenizer", "len", "print", "torch.inference_mode",
-          "model.generate", "tokenizer.decode", "main", "tokenizer([prompt] * BATCH, return_tensors='pt').to"}
+          "model.generate", "tokenizer.decode", "main", "tokenizer([prompt] * BATCH, return_tensors='pt').to",
+          # generating from token ids when the repo has no usable tokenizer (issue 13 item 15)
+          "load_tokenizer", "type", "str", "int", "range", "map", "' '.join", "out[0].tolist", "model.get_input_embeddings",
+          "prompt.split", "prompt.replace", "prompt.replace(' ', '').isdigit", "torch.tensor", "torch.ones_like"}
 
 
 def check_script(text: str) -> dict[str, Any]:
@@ -51,7 +54,7 @@ def run_as_module(text: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "emitted"}
     exec(compile(text, "emitted.py", "exec"), namespace)  # noqa: S102 - checked above to be the template
     defined = {k for k in namespace if not k.startswith("__")}
-    assert defined <= CONSTANTS | {"sys", "torch", "load_model", "main"} | FROM_TRANSFORMERS, defined
+    assert defined <= CONSTANTS | {"sys", "torch", "load_model", "load_tokenizer", "main"} | FROM_TRANSFORMERS, defined
     return namespace
 
 

@@ -86,7 +86,7 @@ def test_verify_refuses_plan_files_it_did_not_write(case: str, tmp_path: Path, c
 
 
 @pytest.mark.parametrize(("args", "needle"), [(["verify", "/nonexistent/plan.json"], "does not exist"), (["verify", "/"], "is a directory"),
-                                              (["profiles", "--bogus"], "No such option"), (["probe", "--json", "--bogus"], "No such option")])
+                                              (["profiles", "--bogus"], "No such option"), (["probe", "--bogus"], "No such option")])
 def test_other_commands_one_line(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     r = run_inprocess(capsys, *args)
     check_one_line(r.code, r.stderr, needle)

@@ -26,34 +26,51 @@ from planner.core.secrets import redact, register
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the click group, mapping errors to one line and an exit code."""
+    """Entry point: run the click group, mapping errors to one line and an exit code.
+
+    Under ``--json`` an error is a JSON object on stdout, ``{"error", "message", "hint"}``, with
+    the same exit code, so that a script reading stdout always gets JSON.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in (args[: args.index("--")] if "--" in args else args)
     # A plan lives a second or two and builds no reference cycles worth collecting, while parsing
     # a 90,000-tensor header allocates ~500,000 containers: with the cyclic collector on, that
     # costs 0.27-0.63 s (benchmarks/perf/FINDINGS.md #3). Reference counting still frees memory.
     gc.disable()
     try:
-        cli.main(args=argv, prog_name="fitcheck", standalone_mode=False)
+        cli.main(args=args, prog_name="fitcheck", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `fitcheck` (or a group without a command)
+        click.echo(e.ctx.get_help() if e.ctx is not None else cli.get_help(click.Context(cli, info_name="fitcheck")))
+        sys.exit(0)
     except click.Abort:
-        click.echo("fitcheck: aborted", err=True)
-        sys.exit(2)
+        _fail("fitcheck: aborted", None, 2, as_json, kind="Aborted")
     except click.ClickException as e:
-        click.echo(f"fitcheck: error: {redact(printable(' '.join(e.format_message().split())))}", err=True)
-        sys.exit(2)
+        _fail(redact(printable(" ".join(e.format_message().split()))), None, 2, as_json, kind="UsageError")
     except FitcheckError as e:
         _debug_trace()
-        click.echo(f"fitcheck: error: {e.message}", err=True)
-        if e.hint:
-            click.echo(f"fitcheck: hint: {e.hint}", err=True)
-        sys.exit(e.exit_code)
+        _fail(e.message, e.hint, e.exit_code, as_json, kind=type(e).__name__)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # an internal bug: still one line, never a token
         _debug_trace()
-        click.echo(f"fitcheck: internal error: {printable(redact(type(e).__name__ + ': ' + ' '.join(str(e).split())))[:300]}", err=True)
-        click.echo("fitcheck: hint: run with FITCHECK_DEBUG=1 for the traceback and report it", err=True)
-        sys.exit(2)
+        _fail(f"internal error: {printable(redact(type(e).__name__ + ': ' + ' '.join(str(e).split())))[:300]}",
+              "run with FITCHECK_DEBUG=1 for the traceback and report it", 2, as_json, kind="InternalError")
+
+
+def _fail(message: str, hint: str | None, code: int, as_json: bool, *, kind: str) -> None:
+    """Report an error (one line and a hint on stderr; under --json one object on stdout) and exit."""
+    if as_json:
+        click.echo(json.dumps({"error": kind, "message": message, "hint": hint, "exit_code": code}, indent=2))
+    elif kind == "Aborted":
+        click.echo(message, err=True)
+    else:
+        prefix = "fitcheck: " if message.startswith("internal error: ") else "fitcheck: error: "
+        click.echo(f"{prefix}{message}", err=True)
+        if hint:
+            click.echo(f"fitcheck: hint: {hint}", err=True)
+    sys.exit(code)
 
 
 def _debug_trace() -> None:
@@ -82,6 +99,16 @@ def _hardware_options(f):
     return f
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+# The short names every output and model card uses (torch's own aliases: torch.half, torch.float).
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "f16": "float16", "half": "float16", "fp32": "float32",
+                 "f32": "float32", "float": "float32"}
+
+
+def _dtype(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else DTYPE_ALIASES.get(value.lower(), value.lower())
+
+
 def _plan_options(f):
     for opt in reversed([
         click.argument("models", nargs=-1),
@@ -91,7 +118,8 @@ def _plan_options(f):
         click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 100_000), help="Sequences generated together."),
         click.option("--new-tokens", default=32, show_default=True, type=click.IntRange(0, 1_000_000), help="Tokens generated after the prompt."),
         click.option("--prefer", type=click.Choice(["speed", "quality", "memory"]), default="speed", show_default=True, help="What to optimise."),
-        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="Force the load dtype."),
+        click.option("--dtype", type=click.Choice([*DTYPES, *DTYPE_ALIASES], case_sensitive=False), callback=_dtype,
+                     help="Force the load dtype (bf16, fp16 and fp32 are the same as bfloat16, float16, float32)."),
         click.option("--quantization", type=click.Choice(["none", "int8", "nf4"]), help="Force bitsandbytes quantization (or none)."),
         click.option("--no-offload", is_flag=True, help="Keep every weight on the GPUs (or all in RAM): no CPU or disk offload."),
         click.option("--margin", type=click.FloatRange(0, 0.9), help="Headroom to leave on every device, as a fraction of free memory (default 0.05, at least 128 MiB)."),
@@ -114,19 +142,21 @@ def _plan_options(f):
 @click.option("--max-context", is_flag=True, help="Also report the largest context that fits the chosen plan.")
 @click.option("--verify", is_flag=True, help="Run the plan's load and a generate in a child process and compare memory.")
 def plan(**o: Any) -> None:
-    """Plan how to load MODEL(S): a Hub id (org/name) or a local folder.
+    """Plan how to load MODEL(S): a Hub id (org/name), a Hub URL or a local folder.
 
     \b
     The plan table, per device: weights + KV cache + activ. + overhead = needs (what must fit);
     usable = free less the margin; spare = usable - needs (the margin is kept besides it).
+
+    With several models: one row each; --config/--script write one file per model, named by the
+    model (plan.json -> plan-org__name.json); a model that cannot be read gets a row with its
+    error while the others go on, and the exit code is then 2.
     """
     from planner.cli import render
 
     reports = _run_plans(o)
     if len(reports) > 1:
-        from planner.report.schema import report_dict
-
-        click.echo(json.dumps([report_dict(r) for r in reports], indent=2) if o["as_json"] else render.comparison(reports))
+        _plan_several(reports, o)
         return
     r = reports[0]
     extra: dict[str, Any] = {}
@@ -159,24 +189,90 @@ def plan(**o: Any) -> None:
         sys.exit(1)
 
 
+def _plan_several(results: list[Any], o: dict[str, Any]) -> None:
+    """``plan A B ...``: a row per model (an error row for one that failed), its files, its largest context."""
+    from planner import api
+    from planner.cli import render
+    from planner.report.schema import report_dict
+
+    docs: list[dict[str, Any]] = []
+    written: list[str] = []
+    contexts: list[Any] = []
+    for model, r in results:
+        if isinstance(r, FitcheckError):
+            docs.append({"input": model, "error": r.to_dict()})
+            continue
+        doc = {"input": model, **report_dict(r)}
+        if o["max_context"] and r.solution is not None:
+            mc = api.max_context(r)
+            contexts.append(mc)
+            doc["max_context"] = mc.to_dict()
+        paths = _write_outputs(r, o, suffix=_file_suffix(model))
+        if paths:
+            doc["files"] = paths
+            written += paths
+        docs.append(doc)
+    failed = sum(1 for _, r in results if isinstance(r, FitcheckError))
+    if o["as_json"]:
+        from planner.report.schema import SCHEMA_VERSION
+
+        click.echo(json.dumps({"schema": SCHEMA_VERSION, "models": docs, "failed": failed}, indent=2))
+    else:
+        click.echo(render.comparison(results))
+        for mc in contexts:
+            click.echo("\n" + render_max_context(mc))
+        for path in written:
+            click.echo(f"wrote {path}")
+    if failed:
+        sys.exit(2)
+
+
+def _file_suffix(model: str) -> str:
+    """A file-name part naming a model: ``meta-llama/Llama-3.1-8B`` -> ``meta-llama__Llama-3.1-8B``; a
+    local folder by its last part."""
+    import re
+
+    name = model.rstrip("/")
+    if name.startswith((".", "/", "~")):
+        name = Path(os.path.expanduser(name)).resolve().name or "model"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("/", "__")).strip("._") or "model"
+
+
 @cli.command()
 @_plan_options
 def check(**o: Any) -> None:
-    """Pre-flight: exit 0 if a plan fits, 1 if none does (or the download won't fit on disk), 2 on error."""
-    reports = _run_plans(o)
+    """Pre-flight: exit 0 if a plan fits, 1 if none does (or the download won't fit on disk), 2 on error.
+
+    With several models a model that cannot be read is reported (``error:``) and the others checked;
+    the exit code is then 2.
+    """
+    results = _run_plans(o)
+    several = len(results) > 1
+    pairs = results if several else [(None, results[0])]
+    reports = [r for _, r in pairs if not isinstance(r, FitcheckError)]
+    failed = len(pairs) - len(reports)
     ok = all(r.fits and r.download_fits for r in reports)
     if o["as_json"]:
-        click.echo(json.dumps([_check_dict(r) for r in reports] if len(reports) > 1 else _check_dict(reports[0]), indent=2))
+        if several:
+            from planner.report.schema import SCHEMA_VERSION
+
+            rows = [{"input": m, "error": r.to_dict()} if isinstance(r, FitcheckError) else {"input": m, **_check_dict(r)}
+                    for m, r in pairs]
+            click.echo(json.dumps({"schema": SCHEMA_VERSION, "models": rows, "failed": failed}, indent=2))
+        else:
+            click.echo(json.dumps(_check_dict(reports[0]), indent=2))
     else:
-        for r in reports:
-            if not r.fits:
+        for m, r in pairs:
+            if isinstance(r, FitcheckError):
+                click.echo(f"error: {m}: {r.message}")
+            elif not r.fits:
                 why = r.rejected[0].reasons[0] if r.rejected and r.rejected[0].reasons else "nothing fits"
                 click.echo(f"no: {r.snapshot.id} does not fit on {r.hardware.name} ({why})")
             elif not r.download_fits:
                 click.echo(f"no: {r.snapshot.id} fits, but its download does not fit on the HF cache disk")
             else:
                 click.echo(f"yes: {r.snapshot.id} fits on {r.hardware.name} as {r.solution.chosen.label}")
-    sys.exit(0 if ok else 1)
+    sys.exit(2 if failed else 0 if ok else 1)
 
 
 def _check_dict(r: Any) -> dict[str, Any]:
@@ -208,6 +304,17 @@ def profiles(as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def catalog(as_json: bool) -> None:
+    """List the models fitcheck plans with no network (its bundled catalog; ids match in any case)."""
+    from planner.cli import render
+    from planner.sources import catalog as bundled
+
+    rows = bundled.entries()
+    click.echo(json.dumps(rows, indent=2) if as_json else render.catalog_table(rows))
+
+
+@cli.command()
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--timeout", default=1800.0, show_default=True, type=click.FloatRange(1, 86400), help="Seconds the load and generate may take.")
@@ -217,7 +324,8 @@ def verify(plan_file: str, as_json: bool, timeout: float, trust_remote_code: boo
     """Run a plan file's load and a generate; compare measured memory with the prediction."""
     from planner.report.verify import render_verification, verify_plan_file
 
-    result = verify_plan_file(Path(plan_file), timeout=timeout, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    result = verify_plan_file(Path(plan_file), timeout=timeout, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                              progress=_progress(as_json))
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_verification(result))
     sys.exit(0 if result.ok else 1)
 
@@ -274,7 +382,12 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
                   runtime=runtime)
     if len(models) == 1:
         return [api.plan(models[0], **common)]
-    return api.plan_many(models, **common)
+    if o.get("verify"):
+        raise UsageError("--verify takes one model", hint="plan the models together, then verify the one you pick")
+    for name in ("config_path", "script_path"):
+        if o.get(name) and len({_file_suffix(m) for m in models}) < len(models):
+            raise UsageError("two of the models would write the same file name", hint="plan them one at a time")
+    return list(zip(models, api.plan_each(models, **common), strict=True))
 
 
 def _read_models_file(path: str) -> list[str]:
@@ -285,22 +398,33 @@ def _read_models_file(path: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _write_outputs(r: Any, o: dict[str, Any]) -> None:
+def _write_outputs(r: Any, o: dict[str, Any], *, suffix: str | None = None) -> list[str]:
+    """Write the plan file and script the options ask for; with ``suffix`` (several models) each
+    name gets the model's: ``plan.json`` -> ``plan-<suffix>.json``. Returns the paths written."""
     from planner import api
 
     if r.solution is None:
-        if o.get("config_path") or o.get("script_path"):
+        if (o.get("config_path") or o.get("script_path")) and suffix is None:
             raise NoFeasiblePlan("nothing fits, so no plan file or script was written", rejections=r.rejected)
-        return
+        return []
     if not (o.get("config_path") or o.get("script_path")):
-        return
+        return []
+
+    def named(path: str) -> Path:
+        p = Path(path)
+        return p if suffix is None else p.with_name(f"{p.stem}-{suffix}{p.suffix}")
+
     out = api.emit(r, offload_dir=o["offload_dir"], trust_remote_code=o["trust_remote_code"])
+    written = []
     if o.get("config_path"):
-        _atomic_write(Path(o["config_path"]), out.files["plan.json"])
+        _atomic_write(named(o["config_path"]), out.files["plan.json"])
+        written.append(str(named(o["config_path"])))
     if o.get("script_path"):
         if not out.main:
             raise UsageError(f"the {r.runtime} runtime emits no script", hint="use --config for its plan file")
-        _atomic_write(Path(o["script_path"]), out.files[out.main])
+        _atomic_write(named(o["script_path"]), out.files[out.main])
+        written.append(str(named(o["script_path"])))
+    return written
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -333,7 +457,14 @@ def _verify_report(r: Any, o: dict[str, Any]) -> Any:
     from planner import api
 
     text = api.emit(r, offload_dir=o["offload_dir"], trust_remote_code=o["trust_remote_code"]).files["plan.json"]
-    return api.verify_plan_text(text, trust_remote_code=o["trust_remote_code"])
+    return api.verify_plan_text(text, trust_remote_code=o["trust_remote_code"], progress=_progress(o["as_json"]))
+
+
+def _progress(as_json: bool) -> Any:
+    """Where verify's progress goes: stderr, when it is a terminal (a verify can take minutes)."""
+    if as_json or not sys.stderr.isatty():
+        return None
+    return lambda line: click.echo(f"fitcheck verify: {line}", err=True)
 
 
 def render_max_context(mc: Any) -> str:

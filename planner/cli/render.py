@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from planner.core.errors import printable
@@ -197,34 +198,82 @@ def alternatives_table(plans: tuple[Plan, ...]) -> list[str]:
     return rows
 
 
+_TOO_SMALL = re.compile(r"^.* on (\S+), (nothing usable: .*)$")
+
+
 def _rejections(plans: tuple[Plan, ...], *, limit: int) -> list[str]:
-    seen: list[str] = []
+    """One line per distinct reason: plans refused for the same reason share it, and a device too
+    small for anything is said once, not once per plan."""
+    by_reason: dict[str, list[str]] = {}
     for p in plans:
         for reason in p.reasons:
-            line = f"  {p.label}: {reason}" if not reason.startswith(p.what) else f"  {p.where}: {reason}"
-            if line not in seen:
-                seen.append(line)
+            small = _TOO_SMALL.match(reason)
+            if small:
+                by_reason.setdefault(f"{small.group(1)}: {small.group(2)}", [])
+            else:
+                # a reason that starts with what is loaded needs only where; others the whole label
+                name = p.where if reason.startswith(p.what) else p.label
+                labels = by_reason.setdefault(reason, [])
+                if name not in labels:
+                    labels.append(name)
+    seen = [f"  {_names(labels)}: {reason}" if labels else f"  {reason}" for reason, labels in by_reason.items()]
     out = seen[:limit]
     if len(seen) > limit:
         out.append(f"  ... {len(seen) - limit} more (--json lists them all)")
     return out
 
 
-def comparison(reports: list[Report]) -> str:
-    """One row per model: the best plan of each on the same hardware."""
-    return _safe(_comparison(reports))
+def _names(labels: list[str]) -> str:
+    return ", ".join(labels) if len(labels) <= 2 else f"{labels[0]}, {labels[1]} and {len(labels) - 2} more"
 
 
-def _comparison(reports: list[Report]) -> str:
+def comparison(results: list[Any]) -> str:
+    """One row per model: the best plan of each on the same hardware, or why it could not be planned.
+
+    ``results``: (what was asked, its Report or the FitcheckError it raised), in the order asked.
+    """
+    return _safe(_comparison(results))
+
+
+def _comparison(results: list[Any]) -> str:
     rows = [f"{'model':<44} {'params':>8} {'fits':>5}  {'best plan':<34} {'tok/s':>8} {'peak':>10}"]
-    for r in reports:
+    errors = []
+    for asked, r in results:
+        if not isinstance(r, Report):
+            rows.append(f"{str(asked)[:44]:<44} {'-':>8} {'error':>5}  {r.message[:200]}")
+            if r.hint:
+                errors.append(f"  {asked}: {r.hint}")
+            continue
         if r.solution is None:
             rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'no':>5}  {'-':<34} {'-':>8} {'-':>10}")
             continue
         p = r.solution.chosen
         peak = max(m.required for d, m in p.memory.items() if d != "disk")
         rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'yes':>5}  {p.label:<34} {_rate(p):>8.1f} {fmt_bytes(peak):>10}")
-    return "\n".join(rows)
+    notes = list(dict.fromkeys(n for _, r in results if isinstance(r, Report) for n in _run_notes(r)))
+    out = rows + [f"note: {n}" for n in notes]
+    if errors:
+        out += ["hints:", *errors]
+    return "\n".join(out)
+
+
+def _run_notes(r: Report) -> tuple[str, ...]:
+    """Notes on how the run read its models (the Hub could not be reached, ...), shown once per table."""
+    return tuple(n for n in r.snapshot.notes if n.startswith(("the Hub could not be reached", "HF_HUB_OFFLINE is set")))
+
+
+def catalog_table(rows: list[dict[str, Any]]) -> str:
+    """The bundled catalog for people (``fitcheck catalog``), one model a line."""
+    return _safe(catalog_markdown(rows))
+
+
+def catalog_markdown(rows: list[dict[str, Any]]) -> str:
+    """The catalog as a Markdown table: what ``fitcheck catalog`` prints and docs/catalog.md holds."""
+    out = ["| model | type | parameters | bf16 weights | weight files | gated |", "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        out.append(f"| {r['id']} | {r['model_type']} | {fmt_count(r['parameters'] or 0)} | {fmt_bytes(r['weights_bytes'] or 0)} "
+                   f"| {r['weight_files']} | {'yes' if r['gated'] else 'no'} |")
+    return "\n".join(out)
 
 
 def hardware_table(machines: list[Hardware]) -> str:

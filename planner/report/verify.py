@@ -21,14 +21,15 @@ import os
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from planner.core.errors import VerifyError
 from planner.core.ids import show as ids_show
-from planner.core.records import _ToDict
-from planner.core.units import MiB, fmt_bytes
+from planner.core.records import Hardware, _ToDict
+from planner.core.units import fmt_bytes
 from planner.runtimes import registry
 from planner.runtimes.base import Runtime
 
@@ -75,6 +76,8 @@ class Verification(_ToDict):
     seconds: float
     generated_tokens: int
     raw: dict[str, Any]
+    # name -> (predicted, measured): load_s, first_token_s, tokens_per_s (None where not known)
+    timings: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -86,6 +89,7 @@ class Verification(_ToDict):
             "label": self.label,
             "seconds": round(self.seconds, 2),
             "generated_tokens": self.generated_tokens,
+            "speed": {name: {"predicted": _round(pred), "measured": _round(got)} for name, (pred, got) in self.timings.items()},
             "devices": {
                 name: {
                     "predicted_peak": d.predicted_peak,
@@ -103,16 +107,18 @@ class Verification(_ToDict):
         }
 
 
-def verify_plan_file(path: Path, *, timeout: float = 1800.0, trust_remote_code: bool = False, allow_pickle: bool = False) -> Verification:
-    """Verify the plan file at ``path``."""
+def verify_plan_file(path: Path, *, timeout: float = 1800.0, trust_remote_code: bool = False, allow_pickle: bool = False,
+                     progress: Callable[[str], None] | None = None) -> Verification:
+    """Verify the plan file at ``path``; ``progress`` gets a line as each phase of the run ends."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise VerifyError(f"cannot read plan file {str(path)!r} ({type(e).__name__})") from None
-    return verify_plan_text(text, timeout=timeout, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    return verify_plan_text(text, timeout=timeout, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, progress=progress)
 
 
-def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: bool = False, allow_pickle: bool = False) -> Verification:
+def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: bool = False, allow_pickle: bool = False,
+                     progress: Callable[[str], None] | None = None, hardware: Hardware | None = None) -> Verification:
     """Verify a plan file given as text.
 
     A plan file can come from anywhere (a pull request, a colleague), and verifying it runs a
@@ -122,6 +128,7 @@ def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: b
     plan = _checked(text)
     load = plan["load"]
     runtime = _runtime(plan)
+    check_hardware(plan, hardware)  # before anything loads or downloads
     with tempfile.TemporaryDirectory(prefix="fitcheck-verify-") as tmp:
         plan_path, out_path = Path(tmp) / "plan.json", Path(tmp) / "result.json"
         argv = runtime.verify_argv(plan, str(plan_path), str(out_path))
@@ -135,18 +142,84 @@ def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: b
             raise VerifyError(f"plans of the {runtime.name} runtime cannot be verified on this machine")
         plan_path.write_text(text)
         started = time.monotonic()
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        except subprocess.TimeoutExpired:
-            raise VerifyError(f"the load and generate did not finish within {timeout:g} s") from None
+        returncode, stderr = _run_child(argv, timeout=timeout, progress=progress)
         seconds = time.monotonic() - started
-        if proc.returncode != 0 or not out_path.exists():
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            killed = " (killed: out of memory?)" if proc.returncode in (-9, 137) else ""
-            raise VerifyError(f"the load failed with exit code {proc.returncode}{killed}: {last[:300]}")
+        if returncode != 0 or not out_path.exists():
+            last = (stderr or ["no output"])[-1]
+            killed = " (killed: out of memory?)" if returncode in (-9, 137) else ""
+            raise VerifyError(f"the load failed with exit code {returncode}{killed}: {last[:300]}")
         raw = json.loads(out_path.read_text())
     return compare(plan, raw, seconds)
+
+
+# What the child prints on stderr as each phase ends (verify_child.phase), and what the parent
+# then tells the user is next: a verify of a large model takes minutes.
+PROGRESS = "@@fitcheck-progress "
+_NEXT = {"start": "importing torch and transformers", "imports": "loading the model (downloading its weights first if the "
+         "Hugging Face cache lacks them)", "load": "prefill", "prefill": "generating", "generate": "done"}
+
+
+def _run_child(argv: list[str], *, timeout: float, progress: Callable[[str], None] | None) -> tuple[int, list[str]]:
+    """Run the child; report its phases to ``progress`` as they end. Returns (exit code, its other stderr lines)."""
+    import threading
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    lines: list[str] = []
+    started = time.monotonic()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith(PROGRESS):
+                name = line[len(PROGRESS):].split()[0] if line[len(PROGRESS):].split() else ""
+                if progress is not None and name in _NEXT:
+                    progress(f"[{time.monotonic() - started:6.1f} s] {name} done; {_NEXT[name]}")
+            elif line.strip():
+                lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise VerifyError(f"the load and generate did not finish within {timeout:g} s") from None
+    finally:
+        reader.join(timeout=5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    return code, lines
+
+
+def check_hardware(plan: dict[str, Any], hardware: Hardware | None = None) -> None:
+    """Refuse a plan for accelerators this machine does not have, or that lack the memory the plan
+    needs on them, before the load starts (or downloads anything).
+
+    Raises:
+        VerifyError: a device of the plan is missing here, or has less free memory than the plan needs there.
+    """
+    wanted = [d for d in plan.get("predicted", {}) if d not in ("cpu", "disk")]
+    if not wanted:
+        return
+    if hardware is None:
+        from planner.hardware.probe import probe
+
+        hardware = probe()
+    here = {g.device: g for g in hardware.gpus}
+    planned_on = plan.get("hardware", {}).get("name") if isinstance(plan.get("hardware"), dict) else None
+    where = f" (it was planned for {ids_show(planned_on)})" if planned_on else ""
+    missing = [d for d in wanted if d not in here]
+    if missing:
+        has = ", ".join(f"{g.device} {g.name}" for g in hardware.gpus) or "no GPU"
+        raise VerifyError(f"the plan runs on {', '.join(missing)}, which this machine does not have ({has}){where}",
+                          hint="plan for this machine (fitcheck plan MODEL, without --hardware) and verify that plan")
+    for d in wanted:
+        need = plan["predicted"][d].get("required", plan["predicted"][d].get("total", 0))
+        if isinstance(need, int) and here[d].free_bytes < need:
+            raise VerifyError(f"{d} has {fmt_bytes(here[d].free_bytes)} free here, and the plan needs {fmt_bytes(need)} on it{where}",
+                              hint="free memory on that GPU, or plan again on this machine")
 
 
 def _checked(text: str) -> dict[str, Any]:
@@ -197,7 +270,33 @@ def compare(plan: dict[str, Any], raw: dict[str, Any], seconds: float) -> Verifi
             comps.insert(2, Component("kv_final", pred["kv_cache"], int(raw.get("kv_after_generate_bytes", {}).get(name, 0))))
         devices[name] = DeviceCheck(name, pred["total"], peak, pred["capacity"], tuple(comps), detail)
     return Verification(label=plan.get("label", ""), devices=devices, seconds=seconds,
-                        generated_tokens=raw.get("generated_tokens", 0), raw=raw)
+                        generated_tokens=raw.get("generated_tokens", 0), raw=raw, timings=timings(plan, raw))
+
+
+def timings(plan: dict[str, Any], raw: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
+    """Predicted against measured: load seconds, prefill seconds (time to first token), decode tokens/s.
+
+    Measured from the child's phase times: load = load end - imports end; prefill = prefill end -
+    load end (one forward of the whole prompt); decode = the generate phase less one prefill (generate
+    runs the prompt again), over the tokens it generated after the first, per sequence.
+    """
+    pred = plan.get("predicted_speed") or {}
+    t = {name: p.get("t") for name, p in raw.get("phases", {}).items()}
+    load = prefill = rate = None
+    if isinstance(t.get("imports"), (int, float)) and isinstance(t.get("load"), (int, float)):
+        load = t["load"] - t["imports"]
+    if isinstance(t.get("load"), (int, float)) and isinstance(t.get("prefill"), (int, float)):
+        prefill = t["prefill"] - t["load"]
+    new = int(raw.get("generated_tokens", 0))
+    if prefill is not None and isinstance(t.get("generate"), (int, float)) and new > 1:
+        decode = t["generate"] - t["prefill"] - prefill
+        rate = (new - 1) / decode if decode > 0 else None
+    return {"load_s": (pred.get("load_s"), load), "first_token_s": (pred.get("first_token_s"), prefill),
+            "tokens_per_s": (pred.get("tokens_per_s"), rate)}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 def _gpu_peak(device: str, raw: dict[str, Any]) -> tuple[int, dict[str, int]]:
@@ -217,14 +316,26 @@ def _gpu_peak(device: str, raw: dict[str, Any]) -> tuple[int, dict[str, int]]:
     return best, detail
 
 
+def signed_bytes(n: int) -> str:
+    """A difference in bytes for people, with its sign: ``+18.7 MiB``, ``-1.2 GiB``, ``0 B``."""
+    return ("+" if n > 0 else "") + fmt_bytes(n)
+
+
 def render_verification(v: Verification) -> str:
     lines = [f"Verified: {v.label} ({v.generated_tokens} tokens generated, {v.seconds:.1f} s)",
              f"  {'device':<8} {'component':<10} {'predicted':>11} {'measured':>11} {'error':>11} {'error %':>8}"]
     for name, d in v.devices.items():
         for c in d.components:
             lines.append(f"  {name:<8} {c.name:<10} {fmt_bytes(c.predicted):>11} {fmt_bytes(c.measured):>11} "
-                         f"{c.error_bytes / MiB:>+9.1f}Mi {c.error_pct:>+7.1f}%")
+                         f"{signed_bytes(c.error_bytes):>11} {c.error_pct:>+7.1f}%")
         verdict = "OVER CAPACITY" if d.over_capacity else "within capacity"
         lines.append(f"  {name:<8} {'capacity':<10} {fmt_bytes(d.capacity):>11}   -> measured peak {verdict}")
+    names = {"load_s": ("load", "s"), "first_token_s": ("prefill", "s"), "tokens_per_s": ("decode", "tok/s")}
+    for key, (pred, got) in v.timings.items():
+        if got is None:
+            continue
+        what, unit = names.get(key, (key, ""))
+        versus = f"predicted {pred:.2f} {unit}, {100 * (pred - got) / got:+.0f}%" if pred is not None and got else "not predicted"
+        lines.append(f"  {'speed':<8} {what:<10} measured {got:.2f} {unit} ({versus})")
     lines.append("OK: every device stayed within what the plan assumed." if v.ok else "FAIL: a device went over the capacity the plan assumed.")
     return "\n".join(lines)

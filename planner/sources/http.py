@@ -39,6 +39,14 @@ BACKOFF_MAX_S = 4.0
 # unreachable and the caller falls back to the caches or the catalog, instead of spending the
 # whole --timeout.
 CONNECT_ATTEMPTS = 3
+# How long a Hub found unreachable (CONNECT_ATTEMPTS connections refused in a row) is taken to be
+# so by this process: every later request of the run (the next model of a comparison, the next
+# file) fails at once and falls back to the caches or the catalog, instead of spending ~1.3 s
+# more each (issue 13 item 12 measured that per model). One minute spans a run; a Hub that comes
+# back is asked again after it, and any answer from it clears the memo.
+UNREACHABLE_MEMO_S = 60.0
+_unreachable: dict[str, tuple[float, str]] = {}  # endpoint -> (time.monotonic() when found, why)
+_memo_lock = threading.Lock()
 # Per-attempt socket timeout, capped by what is left of the deadline.
 ATTEMPT_TIMEOUT_S = 10.0
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -123,10 +131,13 @@ class Session:
                 deadline ends the retries.
         """
         wait = BACKOFF_FIRST_S
-        attempt = unreachable = 0
+        attempt = refused = 0
         last = "no attempt made"
         while True:
             attempt += 1
+            known = unreachable(self.endpoint)
+            if known is not None:  # found unreachable earlier in this run (by this or another thread)
+                raise HubUnavailable(f"{what}: the Hub cannot be reached ({known})", hint="check the network, or HF_ENDPOINT")
             if self.left() <= 0:
                 raise HubUnavailable(f"{what}: no answer within the {self.timeout:.3g} s deadline ({last})",
                                      hint="check the network or raise --timeout")
@@ -135,8 +146,10 @@ class Session:
             except Retryable as e:
                 last = str(e)
                 retry_after = getattr(e, "retry_after", None)
-                unreachable = unreachable + 1 if e.unreachable else 0
-            if unreachable >= CONNECT_ATTEMPTS:
+                refused = refused + 1 if e.unreachable else 0
+            if refused >= CONNECT_ATTEMPTS:
+                with _memo_lock:
+                    _unreachable[self.endpoint] = (time.monotonic(), last)
                 raise HubUnavailable(f"{what}: the Hub cannot be reached ({last})", hint="check the network, or HF_ENDPOINT")
             if attempts is not None and attempt >= attempts:
                 raise HubUnavailable(f"{what}: failed after {attempt} attempt{'s' if attempt > 1 else ''} ({last})",
@@ -161,6 +174,9 @@ class Session:
         try:
             with self._client.stream(method, url, headers=headers, timeout=httpx2.Timeout(per_attempt), follow_redirects=True) as r:
                 status = r.status_code
+                if _unreachable:
+                    with _memo_lock:
+                        _unreachable.pop(self.endpoint, None)  # it answers again
                 # A server may ignore Range and answer 200 with the whole file (RFC 9110 section
                 # 14.2): the bytes asked for then start at byte_range[0] of the body, not at 0.
                 skip = byte_range[0] if byte_range is not None and status == 200 else 0
@@ -196,6 +212,19 @@ class Session:
             raise Unreachable(f"connection failed: {type(e).__name__}") from e
         except (httpx2.TransportError, httpx2.StreamError) as e:
             raise Retryable(f"connection failed: {type(e).__name__}") from e
+
+
+def unreachable(endpoint: str) -> str | None:
+    """Why ``endpoint`` was found unreachable within the last :data:`UNREACHABLE_MEMO_S`, or None."""
+    with _memo_lock:
+        found = _unreachable.get(endpoint.rstrip("/"))
+        if found is None:
+            return None
+        age = time.monotonic() - found[0]
+        if age > UNREACHABLE_MEMO_S:
+            del _unreachable[endpoint.rstrip("/")]
+            return None
+    return f"{found[1]}; found {age:.0f} s ago"
 
 
 def _check_range(header: str, asked: tuple[int, int], got: int, what: str) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.core import ids
-from planner.core.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound
+from planner.core.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound, UsageError
 from planner.core.paths import hf_cache_dir
 from planner.core.records import Selector, Snapshot
 from planner.sources import cache, catalog
@@ -82,11 +82,12 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
     With cached facts (stored by :func:`remember` for the same commit and version) the snapshot
     comes without tensors: the runtime rebuilds its facts from the cached ones instead.
     """
+    endpoint = (endpoint or endpoint_now()).rstrip("/")
+    ref, revision = _pasted(ref, revision, endpoint)
     if is_local(ref):
         return read_folder(Path(os.path.expanduser(ref)), model_id=ref, select=select), None
     repo = ids.repo_id(ref)
     rev = ids.revision(revision) or "main"
-    endpoint = (endpoint or endpoint_now()).rstrip("/")
     offline = offline_now()
     # One deadline for every request of this read: the revision check and the Hub read share it.
     deadline = time.monotonic() + timeout
@@ -107,16 +108,46 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
     try:
         snap = read_hub(repo, select=select, revision=revision, token=token, endpoint=endpoint, timeout=timeout, deadline=deadline)
     except HubUnavailable as e:
-        fallback = _from_catalog(repo, rev, "the Hub could not be reached")
+        fallback = _from_catalog(repo, rev, f"the Hub could not be reached ({_cause(e.message)})")
         if fallback is None:
-            raise
-        return replace(fallback, notes=(*fallback.notes, f"network error: {e.message}")), None
+            raise HubUnavailable(f"{e.message}; fitcheck's bundled catalog has no {repo}@{rev} either", hint=_catalog_hint(repo, e.hint)) from None
+        return fallback, None
     if use_cache and snap.commit:
         if len(snap.tensors) <= FULL_ENTRY_MAX_TENSORS:
             cache.store(endpoint, snap)
         if rev != snap.commit:
             cache.store_ref(endpoint, repo, rev, snap.commit)
     return snap, None
+
+
+def _pasted(ref: str, revision: str | None, endpoint: str) -> tuple[str, str | None]:
+    """What people paste, as a repo id (and the revision a URL names) or a local folder.
+
+    A path to a ``.safetensors`` file means its folder; a path to a ``.gguf`` file is the GGUF
+    runtime's, and without its reader in this build it is refused with a hint naming it.
+    """
+    from urllib.parse import urlsplit
+
+    if is_local(ref) or Path(os.path.expanduser(ref)).is_file():
+        path = Path(os.path.expanduser(ref))
+        if path.is_file() and path.suffix == ".safetensors":
+            return str(path.parent), revision
+        if path.is_file() and path.suffix == ".gguf" and not _gguf_reader():
+            raise UsageError(f"{ids.show(ref)} is a GGUF file, which the transformers runtime does not load",
+                             hint="plan it with `--runtime gguf` (the GGUF runtime), or give a folder with config.json and safetensors")
+        return ref, revision
+    repo, url_rev = ids.model_ref(ref, hosts={(urlsplit(endpoint).hostname or "").lower()} - {""})
+    if url_rev is not None and revision is not None and url_rev != revision:
+        raise UsageError(f"the URL names revision {ids.show(url_rev)} and --revision says {ids.show(revision)}",
+                         hint="leave out one of them")
+    return repo, revision if revision is not None else url_rev
+
+
+def _gguf_reader() -> bool:
+    """Whether this build reads GGUF files (the GGUF runtime's reader, planner.sources.formats.gguf)."""
+    import importlib.util
+
+    return importlib.util.find_spec("planner.sources.formats.gguf") is not None
 
 
 def _from_metadata_cache(endpoint: str, repo: str, rev: str, version: str | None, select: Selector, *, offline: bool, ttl: float,
@@ -199,14 +230,35 @@ def _from_hf_cache(repo: str, rev: str, select: Selector) -> Snapshot | None:
 
 
 def _from_catalog(repo: str, rev: str, why: str) -> Snapshot | None:
+    """The catalog's entry (matched case-insensitively) with one note saying why and what it is."""
     snap = catalog.lookup(repo)
     if snap is None or rev not in ("main", snap.commit):
         return None
-    return replace(snap, notes=(*snap.notes, f"{why}: using fitcheck's bundled catalog entry for {repo}"))
+    # One note, the same for every model of a run (a comparison prints it once): why the catalog,
+    # and what its entries are (the entry's own note).
+    what = "; ".join(snap.notes) or "header summary bundled with fitcheck"
+    return replace(snap, notes=(f"{why}: planned from fitcheck's bundled catalog ({what})",))
+
+
+def _cause(message: str) -> str:
+    """What went wrong, from a HubUnavailable message without the request's name: "model info of x:
+    the Hub cannot be reached (connection failed: ConnectError)" -> "connection failed: ConnectError";
+    "...: no answer within the 5 s deadline (timed out)" -> "no answer within the 5 s deadline (timed out)"."""
+    detail = message.split(": ", 1)[-1]
+    if detail.startswith("the Hub cannot be reached ("):
+        detail = detail.removeprefix("the Hub cannot be reached (").removesuffix(")")
+    # "...; found 3 s ago" (planner.sources.http.unreachable) is left out: the note is the same for every model
+    return detail.split("; found ")[0]
+
+
+def _catalog_hint(repo: str, hint: str | None) -> str:
+    close = catalog.near(repo)
+    listed = f"`fitcheck catalog` lists the {len(catalog.names())} models it plans offline"
+    return (f"near matches in the catalog: {', '.join(close)}; " if close else "") + listed + (f"; {hint}" if hint else "")
 
 
 def _offline_miss(repo: str, rev: str) -> Snapshot:
     raise OfflineCacheMiss(
         f"{repo}@{rev}: HF_HUB_OFFLINE is set and neither fitcheck's cache, the Hugging Face cache nor the bundled catalog has it",
-        hint="plan it once online, or unset HF_HUB_OFFLINE",
+        hint=_catalog_hint(repo, "plan it once online, or unset HF_HUB_OFFLINE"),
     )

@@ -20,6 +20,7 @@ from planner.core.errors import UsageError, VerifyError
 from planner.core.records import Plan, Report
 from planner.core.secrets import contains_known
 from planner.model.footprint import Footprint
+from planner.runtimes.transformers import files
 from planner.runtimes.transformers import quantizers as formats
 from planner.runtimes.transformers.memory import kv
 from planner.runtimes.transformers.placement import kv_device
@@ -114,6 +115,9 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
     prequantized = _prequantized(r, p)
     if prequantized is not None:
         packages += [pip for pip, _ in prequantized["requires"] if pip not in packages]
+    tokenizer = _tokenizer(r)
+    if tokenizer == [files.SENTENCEPIECE] and "sentencepiece" not in packages:
+        packages.append("sentencepiece")  # transformers converts tokenizer.model with it (convert_slow_tokenizer.py:97-98)
     if main is None:
         main = "mps" if "mps" in device_map.values() else "cpu"
     return {
@@ -131,11 +135,22 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
         "trust_remote_code": bool(trust_remote_code),
         "exec_device": main,
         "packages": packages,
+        "tokenizer": tokenizer,
     }
 
 
 # The package bitsandbytes' fast CPU nf4 path needs (see load_settings).
 CPU_NF4_FAST_PATH = "kernels>=0.11.1"
+
+
+def _tokenizer(r: Report) -> list[str] | None:
+    """The tokenizer files the script's AutoTokenizer will read; [] when the repo has none (the
+    script then generates from token ids); None when the listing is not the repo's (a catalog
+    entry lists only what was known of it), so the script tries and falls back."""
+    found = list(files.tokenizer_files(f.path for f in r.snapshot.files))
+    if not found and r.snapshot.source == "catalog":
+        return None
+    return found
 
 
 def _prequantized(r: Report, p: Plan) -> dict[str, Any] | None:
@@ -194,6 +209,10 @@ def plan_file(r: Report, p: Plan, **kw: Any) -> str:
         "generate": {"context": r.constraints.context, "batch": r.constraints.batch, "new_tokens": r.constraints.new_tokens},
         "predicted": {d: {**m.to_dict(), "kv_after_prefill": kv_after_prefill(r, p, d)} for d, m in p.memory.items()},
         "margin": {"fraction": r.constraints.margin_fraction, "floor_bytes": r.constraints.margin_floor},
+        # what verify compares its timings with, and the devices it checks this machine has first
+        "predicted_speed": p.speed.to_dict(),
+        "hardware": {"name": r.hardware.name, "gpus": [{"device": g.device, "name": g.name, "backend": g.backend,
+                                                         "free_bytes": g.free_bytes} for g in r.hardware.gpus if g.device in p.memory]},
     }
     return _no_secrets(json.dumps(doc, indent=2) + "\n")
 
@@ -243,6 +262,7 @@ def script_from_settings(s: dict[str, Any], generate: dict[str, Any], *, label: 
         max_memory=literal(s["max_memory"]),
         offload=literal(s["offload_folder"]),
         exec_device=literal(s["exec_device"]),
+        has_tokenizer=literal(None if s.get("tokenizer", ()) is None else bool(s.get("tokenizer", True))),
         context=literal(int(generate["context"])),
         batch=literal(int(generate["batch"])),
         new_tokens=literal(int(generate["new_tokens"])),
@@ -363,6 +383,9 @@ EXEC_DEVICE = {exec_device}
 CONTEXT = {context}
 BATCH = {batch}
 NEW_TOKENS = {new_tokens}
+# Whether the repo has tokenizer files (fitcheck checked its listing; None: not known). Without a
+# tokenizer the script generates from token ids and prints ids.
+HAS_TOKENIZER = {has_tokenizer}
 
 
 def load_model():
@@ -373,14 +396,32 @@ def load_model():
 {quant}{remote}{prequant}    return {auto}.from_pretrained(MODEL, **kwargs)
 
 
+def load_tokenizer():
+    """The repo's tokenizer, or None: then main() generates from token ids."""
+    if HAS_TOKENIZER is False:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(MODEL, revision=REVISION)
+    except Exception as e:  # no tokenizer files, or none transformers can build from them (ValueError, KeyError, ...)
+        print("no usable tokenizer (%s: %s); generating from token ids" % (type(e).__name__, str(e)[:200]), file=sys.stderr)
+        return None
+
+
 def main(argv):
     prompt = argv[1] if len(argv) > 1 else "The quick brown fox"
-    tokenizer = AutoTokenizer.from_pretrained(MODEL, revision=REVISION)
+    tokenizer = load_tokenizer()
     model = load_model()
-    inputs = tokenizer([prompt] * BATCH, return_tensors="pt").to(EXEC_DEVICE)
+    if tokenizer is None:
+        # The prompt as token ids ("1 2 3"), else eight ids; each below the vocabulary size.
+        vocab = model.get_input_embeddings().weight.shape[0]
+        ids = [int(t) % vocab for t in prompt.split()] if prompt.replace(" ", "").isdigit() else [i % vocab for i in range(1, 9)]
+        inputs = {{"input_ids": torch.tensor([ids] * BATCH, device=EXEC_DEVICE)}}
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    else:
+        inputs = tokenizer([prompt] * BATCH, return_tensors="pt").to(EXEC_DEVICE)
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
-    print(tokenizer.decode(out[0], skip_special_tokens=True))
+    print(tokenizer.decode(out[0], skip_special_tokens=True) if tokenizer is not None else " ".join(map(str, out[0].tolist())))
 
 
 if __name__ == "__main__":

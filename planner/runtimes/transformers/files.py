@@ -70,12 +70,34 @@ def choose(paths: Iterable[str], *, where: str) -> WeightSet:
     )
 
 
+# The files AutoTokenizer builds a tokenizer from (transformers tokenization_utils_base.py,
+# PreTrainedTokenizerBase.vocab_files_names of the fast, sentencepiece and byte-level BPE classes):
+# tokenizer.json (the `tokenizers` library, installed with transformers), tokenizer.model
+# (sentencepiece; transformers converts it with the sentencepiece package), vocab.json + merges.txt
+# (GPT-2-style BPE), vocab.txt (WordPiece).
+TOKENIZER_JSON = "tokenizer.json"
+SENTENCEPIECE = "tokenizer.model"
+_TOKENIZER_SETS = ((TOKENIZER_JSON,), (SENTENCEPIECE,), ("vocab.json", "merges.txt"), ("vocab.txt",))
+NO_TOKENIZER_NOTE = ("no tokenizer files in the repo (tokenizer.json, tokenizer.model, vocab.json + merges.txt): "
+                     "the emitted script generates from token ids and prints ids")
+
+
+def tokenizer_files(paths: Iterable[str]) -> tuple[str, ...]:
+    """The tokenizer files of a repo's root listing that AutoTokenizer would use, best first; () if none."""
+    root = {p for p in paths if "/" not in p}
+    for files in _TOKENIZER_SETS:
+        if all(f in root for f in files):
+            return files
+    return ()
+
+
 def select(paths: Iterable[str], config: Any) -> tuple[FileSelection, ...]:
     """The runtime's ``select``: the one file set transformers loads, or none.
 
     Raises:
         NoWeights: sharded safetensors without their index.
     """
+    paths = list(paths)
     try:
         ws = choose(paths, where="")
     except NoWeights as e:
@@ -90,5 +112,10 @@ def select(paths: Iterable[str], config: Any) -> tuple[FileSelection, ...]:
         # File names are the repo owner's choice: escape anything a terminal would act on.
         notes.append(printable(f"not loaded by transformers, not counted: {', '.join(ws.ignored[:4])}"
                                + (" ..." if len(ws.ignored) > 4 else "")))
+    tokenizer = tokenizer_files(paths)
+    if not tokenizer:
+        notes.append(NO_TOKENIZER_NOTE)
+    elif tokenizer == (SENTENCEPIECE,):
+        notes.append(f"the tokenizer is {SENTENCEPIECE} alone: transformers needs the sentencepiece package to read it")
     files = (ws.single,) if ws.single else (ws.index,) if ws.index else ()
     return (FileSelection(ws.format, tuple(f for f in files if f), weight_files=ws.bin_files, notes=tuple(notes)),)

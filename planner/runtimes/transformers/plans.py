@@ -282,8 +282,15 @@ def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: b
 
 def _needs(label: str, memory: dict[str, DeviceMemory]) -> list[str]:
     """A reason per device whose need exceeds its usable memory; the need is shown rounded up."""
-    return [f"{label} needs {fmt_bytes(m.required, up=True)} on {d}, {fmt_bytes(m.capacity)} usable"
+    return [f"{label} needs {fmt_bytes(m.required, up=True)} on {d}, {_usable(m.free, m.margin)}"
             for d, m in memory.items() if m.required > m.capacity]
+
+
+def _usable(free: int, margin: int) -> str:
+    """What a device offers a plan, in words; a device whose free memory is all margin is too small."""
+    if free <= margin:
+        return f"nothing usable: its {fmt_bytes(free)} free is within the {fmt_bytes(margin)} margin (the machine is too small)"
+    return f"{fmt_bytes(free - margin)} usable"
 
 
 # Free memory that holds any model: what a device is given to price a plan that did not fit it.
@@ -304,7 +311,7 @@ def _roomy(hw: Hardware, cand: _Candidate, device: str) -> tuple[Hardware, _Cand
 def _shortfall(cand: _Candidate, slots: list[Slot], devices: dict[str, tuple[int, int]]) -> str:
     """Why a plan over several devices (GPUs, RAM, disk) does not fit: no single amount fixes it."""
     where = " and ".join(s.device for s in slots)
-    usable = ", ".join(f"{s.device} {fmt_bytes(devices[s.device][0] - devices[s.device][1])}" for s in slots)
+    usable = ", ".join(f"{s.device} {fmt_bytes(max(0, devices[s.device][0] - devices[s.device][1]))}" for s in slots)
     return f"{cand.scheme.label} does not fit once {where} are full (usable: {usable})"
 
 
@@ -322,7 +329,7 @@ def _static_rejections(fp: Footprint, hw: Hardware, cand: _Candidate) -> list[st
         # With a cpu/disk map transformers needs llm_int8_enable_fp32_cpu_offload, which leaves every
         # cpu and disk module unquantized (quantizer_bnb_4bit.py:125-128): on a CPU-only machine
         # that quantizes nothing (research notes Q5).
-        out.append(f"{s.quantization} with disk offload on a CPU-only machine: transformers leaves every offloaded module unquantized")
+        out.append("with disk offload and no GPU in the plan, transformers leaves every offloaded module unquantized")
     if s.quantization == "nf4" and not cand.gpus and not fp.nf4_cpu_ok:
         out.append("nf4 on CPU: bitsandbytes' CPU 4-bit kernel needs every quantized layer's output size divisible by 32")
     return out

@@ -155,6 +155,8 @@ def phase(name: str, results: dict[str, Any], sampler: Sampler | None, torch: An
         "gpus": gpu_state(torch) if torch is not None else {},
         "t": time.monotonic(),
     }
+    # the parent shows this on a terminal (planner.report.verify.PROGRESS)
+    print(f"@@fitcheck-progress {name} done", file=sys.stderr, flush=True)
     if sampler:
         sampler.peak = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
     reset_peak()

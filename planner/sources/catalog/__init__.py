@@ -26,22 +26,62 @@ def _index() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _folded() -> dict[str, str]:
+    """Lower-cased id -> the id as the Hub spells it: the Hub matches repo ids case-insensitively
+    (huggingface.co/Meta-Llama/llama-3.1-8b redirects to meta-llama/Llama-3.1-8B)."""
+    return {name.lower(): name for name in _index()}
+
+
 def names() -> tuple[str, ...]:
     """Repo ids in the catalog."""
     return tuple(sorted(_index()))
 
 
+def canonical(repo: str) -> str | None:
+    """The catalog's spelling of ``repo`` (matched case-insensitively), or None."""
+    return _folded().get(repo.lower())
+
+
+def near(repo: str, n: int = 3) -> list[str]:
+    """Up to ``n`` catalog ids closest to ``repo`` (difflib's ratio, case-insensitive; the name
+    without its org counts too, so ``llama-3.1-8b`` finds ``meta-llama/Llama-3.1-8B``)."""
+    import difflib
+
+    folded = _folded()
+    want = repo.lower()
+    found = difflib.get_close_matches(want, list(folded), n=n, cutoff=0.6)
+    by_name: dict[str, str] = {}
+    for key in folded:
+        by_name.setdefault(key.rpartition("/")[2], key)
+    found += [by_name[k] for k in difflib.get_close_matches(want.rpartition("/")[2], list(by_name), n=n, cutoff=0.6)]
+    return [folded[k] for k in dict.fromkeys(found)][:n]
+
+
 def raw(repo: str) -> dict[str, Any] | None:
-    """The catalog entry as stored (with provenance), or None."""
-    name = _index().get(repo)
+    """The catalog entry as stored (with provenance), or None; ``repo`` matches case-insensitively."""
+    name = canonical(repo)
     if name is None:
         return None
-    return json.loads(resources.files(__name__).joinpath(name).read_text())
+    return json.loads(resources.files(__name__).joinpath(_index()[name]).read_text())
 
 
 def lookup(repo: str) -> Snapshot | None:
-    """The catalog's snapshot of ``repo`` (source "catalog"), or None."""
+    """The catalog's snapshot of ``repo`` (source "catalog"), or None; ``repo`` matches case-insensitively."""
     from planner.sources.cache import decode
 
     data = raw(repo)
     return decode(data, source="catalog") if data is not None else None
+
+
+def entries() -> list[dict[str, Any]]:
+    """One row per entry, for ``fitcheck catalog``: id, parameters, bf16 weight bytes, weight files, gated."""
+    rows = []
+    for name in names():
+        data = raw(name)
+        assert data is not None
+        prov = data.get("provenance", {})
+        rows.append({"id": name, "parameters": prov.get("computed_parameters"), "weights_bytes": prov.get("computed_weight_bytes"),
+                     "weight_files": len(data.get("weight_files", ())), "gated": bool(data.get("gated")),
+                     "model_type": data.get("config", {}).get("model_type")})
+    return rows
