@@ -161,7 +161,7 @@ def test_offline_catalog_list_names_bundled_models() -> None:
     block = section("Models in the offline catalog").split("BEGIN offline catalog", 1)[1].split("END offline catalog", 1)[0]
     listed = re.findall(r"^\| `([^`]+)`", block, re.MULTILINE)
     assert listed
-    assert set(listed) <= set(catalog.names())
+    assert set(listed) == set(catalog.names())  # every bundled model, and only those
 
 
 def test_relative_links_exist() -> None:
