@@ -492,6 +492,10 @@ class Plan(_ToDict):
         disk_bytes: bytes written to the offload folder.
         kv_bytes: KV cache of all layers at the planned context, batch and new tokens (0: none).
         kv_bytes_per_token: KV bytes one token of one sequence adds (0: no KV cache).
+        preference: among plans of equal speed and precision, the order in which an expert of the
+            runtime would try them (lower first; e.g. training: no checkpointing before
+            checkpointing, AdamW before an 8-bit optimizer). The solver breaks such ties by it
+            before memory; 0 for runtimes with no such order.
     """
 
     runtime: str
@@ -508,6 +512,7 @@ class Plan(_ToDict):
     disk_bytes: int = 0
     kv_bytes: int = 0
     kv_bytes_per_token: int = 0
+    preference: int = 0
 
     @property
     def what(self) -> str:
