@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from planner.core.errors import NoFeasiblePlan, UsageError
-from planner.core.records import Constraints, FileSelection, Hardware, ModelFacts, Plan, RepoFile, Report, Snapshot
+from planner.core.records import (
+    Constraints,
+    FileSelection,
+    Hardware,
+    ModelFacts,
+    Plan,
+    RepoFile,
+    Report,
+    Snapshot,
+)
 from planner.core.units import fmt_bytes
 from planner.hardware.probe import apply_overrides, probe
 from planner.hardware.profiles import list_profiles, load_profile
@@ -44,12 +53,14 @@ def resolve_hardware(*, hardware: str | None = None, gpus: tuple[int, ...] | Non
 class _Selector:
     """The sources layer's ``select``: the first file set a chosen runtime finds; remembers whose."""
 
-    def __init__(self, runtime: str, where: str) -> None:
-        self.runtime_name, self.where = runtime, where
+    def __init__(self, runtime: str, where: str, group: str | None = None) -> None:
+        self.runtime_name, self.where, self.group = runtime, where, group
         self.runtime: Runtime | None = None
 
     def __call__(self, listing: Sequence[RepoFile], config: Mapping[str, Any] | None) -> FileSelection:
-        runtime, selection = registry.select(listing, config, name=self.runtime_name, where=self.where)[0]
+        found = registry.select(listing, config, name=self.runtime_name, where=self.where)
+        # a group the user named (--quant Q4_K_M) is read instead of the runtime's first choice
+        runtime, selection = next((x for x in found if self.group and x[1].group.upper() == self.group.upper()), found[0])
         self.runtime = runtime
         return selection
 
@@ -59,11 +70,11 @@ def read_model(model: str, *, runtime: str = registry.AUTO, **kw: Any) -> Snapsh
     return resolve.read_model(model, select=_Selector(runtime, model), **kw)
 
 
-def _read(model: str, runtime: str, kw: dict[str, Any]) -> tuple[Snapshot, Runtime, Mapping[str, Any] | None]:
-    select = _Selector(runtime, model)
+def _read(model: str, runtime: str, kw: dict[str, Any], group: str | None = None) -> tuple[Snapshot, Runtime, Mapping[str, Any] | None]:
+    select = _Selector(runtime, model, group)
     # the cache holds what an earlier read selected: its facts are reused only for one runtime
     named = registry.get(runtime) if runtime != registry.AUTO else registry.chosen()[0]
-    snap, cached = resolve.read(model, select=select, version=named.version, **kw)
+    snap, cached = resolve.read(model, select=select, version=_version(named, group), **kw)
     return snap, select.runtime or named, cached
 
 
@@ -84,14 +95,19 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     elif callable(hardware):
         with ThreadPoolExecutor(max_workers=1) as pool:
             probing = pool.submit(hardware)
-            snap, rt, cached = _read(model, runtime, kw)
+            snap, rt, cached = _read(model, runtime, kw, constraints.option("quant"))
             hardware = probing.result()
     else:
-        snap, rt, cached = _read(model, runtime, kw)
+        snap, rt, cached = _read(model, runtime, kw, constraints.option("quant"))
     facts = rt.model(snap, cached)
     if snapshot is None and cached is None:
-        resolve.remember(endpoint, snap, facts.to_dict(), rt.version)
+        resolve.remember(endpoint, snap, facts.to_dict(), _version(rt, constraints.option("quant")))
     return _solved(snap, facts, rt, hardware, constraints)
+
+
+def _version(rt: Runtime, group: str | None) -> str:
+    """The cache version of facts read for a named file group (another group's facts differ)."""
+    return rt.version + (f"#{group.upper()}" if group else "")
 
 
 def _solved(snap: Snapshot, facts: ModelFacts, rt: Runtime, hw: Hardware, c: Constraints) -> Report:

@@ -138,7 +138,7 @@ def write_split(folder: Path, prefix: str, n_split: int, **kw: Any) -> list[Path
     import gguf
 
     qtype = kw.pop("qtype", "Q8_0")
-    dims = dict(n_layer=2, n_embd=64, n_ff=128, n_head=4, n_head_kv=2, n_vocab=320)
+    dims = {"n_layer": 2, "n_embd": 64, "n_ff": 128, "n_head": 4, "n_head_kv": 2, "n_vocab": 320}
     dims.update({k: kw.pop(k) for k in list(kw) if k in dims})
     tensors = llama_tensors(qtype=qtype, **dims)  # type: ignore[arg-type]
     per = -(-len(tensors) // n_split)

@@ -7,8 +7,8 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from gguf_models import write_llama, write_split
+
 from planner.core.errors import BadHeader
 from planner.sources.formats import gguf as g
 

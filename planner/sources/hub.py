@@ -24,11 +24,23 @@ from typing import Any
 from urllib.parse import quote
 
 from planner.core import ids
-from planner.core.errors import BadConfig, BadHeader, FitcheckError, HubError, HubUnavailable, UnsupportedModel, printable
-from planner.sources.formats.safetensors import header_length, parse_header
-from planner.sources.http import Response, Session, json_body
+from planner.core.errors import (
+    BadConfig,
+    BadHeader,
+    FitcheckError,
+    HubError,
+    HubUnavailable,
+    UnsupportedModel,
+)
 from planner.core.records import Fetch, RepoFile, Selector, Snapshot, Tensor
-from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE, is_safe_shard
+from planner.sources.formats.safetensors import (
+    SAFE_INDEX,
+    SAFE_SINGLE,
+    header_length,
+    is_safe_shard,
+    parse_header,
+)
+from planner.sources.http import Response, Session, json_body
 
 # First read of a lone model.safetensors when its header size is unknown: huggingface_hub reads
 # the first 100,000 bytes because 97 % of headers on the Hub are smaller
@@ -107,6 +119,13 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, se
     except BaseException:
         _drain(futures)
         raise
+    if ws.format == "gguf":  # GGUF carries its own metadata: a config.json is optional
+        _drain(futures)
+        from planner.sources import gguf_files
+
+        found, summary = gguf_files.read_hub(session, url.file, repo_id, ws, listing, pool)
+        return Snapshot(id=repo_id, revision=requested or "main", commit=commit, source="hub", config=config or {}, files=files,
+                        weight_format="gguf", weight_files=ws.files, tensors=tuple(found), gated=gated, notes=ws.notes, gguf=summary)
     if config_resp is None:
         _drain(futures)
         raise BadConfig(f"{repo_id}: has no config.json", hint="fitcheck needs the model's config.json to size its cache and layers")

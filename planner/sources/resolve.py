@@ -19,13 +19,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from planner.sources import cache
-from planner.sources import catalog
 from planner.core import ids
-from planner.core.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound
-from planner.sources.local import read_folder
+from planner.core.errors import (
+    FitcheckError,
+    HubUnavailable,
+    OfflineCacheMiss,
+    RepoNotFound,
+)
 from planner.core.paths import hf_cache_dir
 from planner.core.records import Selector, Snapshot
+from planner.sources import cache, catalog
+from planner.sources.local import read_folder
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Above this many tensors the full tensor list is not cached: encoding DeepSeek-V3's 91,991 tensors
@@ -55,7 +59,7 @@ def is_local(ref: str) -> bool:
     """
     if not ref.strip():
         return False
-    return ref.startswith((".", "/", "~")) or Path(ref).is_dir()
+    return ref.startswith((".", "/", "~")) or Path(ref).is_dir() or (ref.endswith(".gguf") and Path(ref).is_file())
 
 
 def read_model(ref: str, *, select: Selector, revision: str | None = None, token: str | bool | None = None,
@@ -112,7 +116,8 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
             raise
         return replace(fallback, notes=(*fallback.notes, f"network error: {e.message}")), None
     if use_cache and snap.commit:
-        if len(snap.tensors) <= FULL_ENTRY_MAX_TENSORS:
+        # a GGUF snapshot holds one quant group of several: its facts (summaries) are cached instead
+        if len(snap.tensors) <= FULL_ENTRY_MAX_TENSORS and snap.weight_format != "gguf":
             cache.store(endpoint, snap)
         if rev != snap.commit:
             cache.store_ref(endpoint, repo, rev, snap.commit)

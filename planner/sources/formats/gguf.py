@@ -379,7 +379,7 @@ def check_split(headers: list[GgufHeader], *, where: str) -> None:
 
 def file_reader(path: Any) -> tuple[Reader, Any]:
     """``read(offset, n)`` over a local file, and the open handle (close it when done)."""
-    fh = open(path, "rb")
+    fh = open(path, "rb")  # noqa: SIM115 - the caller closes it
 
     def read(offset: int, n: int) -> bytes:
         fh.seek(offset)
