@@ -37,7 +37,7 @@ def _model_path(r: Report, s: GgufSettings) -> str:
     """The path of shard 1 on disk, for a local model."""
     import os
 
-    ref = os.path.expanduser(r.snapshot.id)
+    ref = os.path.abspath(os.path.expanduser(r.snapshot.id))
     base = ref if os.path.isdir(ref) else os.path.dirname(ref) or "."
     return os.path.join(base, s.files[0])
 

@@ -44,8 +44,9 @@ COMPUTE_SLACK = 512 * 1024  # the measured figures exceed the fitted terms by 0.
 # beyond the compute buffer (m: 12.2 MiB more at n_ctx 4096 than 512; predicted 14).
 # A process running llama-cpp-python with its ggml CPU backend, before any model: peak RSS of
 # the grid's runs less every buffer llama.cpp logged and the work buffer, 40-47.7 MiB
-# (docs/gguf.md); llama-server is a lighter process (a peer figure: a ~20 MB binary and its libs).
-PROCESS_BASE = {"llama-cpp-python": 50 * MiB, "llama.cpp": 48 * MiB, "ollama": 64 * MiB}
+# (docs/gguf.md). llama-server and Ollama's runner are taken as the same (peer figures: the
+# same ggml backends in a native process, with their HTTP server instead of Python).
+PROCESS_BASE = {"llama-cpp-python": 50 * MiB, "llama.cpp": 50 * MiB, "ollama": 50 * MiB}
 # CUDA context, cuBLAS workspace and the backend's pools per GPU: a peer figure, ollama
 # discover/gpu.go cudaMinimumMemory = 457 MiB, until the GPU calibration measures it.
 GPU_CONTEXT = 457 * MiB
