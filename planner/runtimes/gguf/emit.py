@@ -95,8 +95,7 @@ import resource
 import sys
 import tempfile
 
-SETTINGS = {json.dumps(kwargs)}
-SETTINGS["flash_attn"] = bool(SETTINGS["flash_attn"])
+SETTINGS = {kwargs!r}
 NEW_TOKENS = {int(new_tokens)}
 BUFFERS = re.compile(r"(\\w+)\\s+(model|KV|compute|output) buffer size =\\s+([0-9.]+) MiB")
 

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
         report = os.path.join(tmp, "report.json")
         with open(script, "w", encoding="utf-8") as fh:
             fh.write(doc["script"])
-        proc = subprocess.run([sys.executable, script, "--fill", "--report", report], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, script, "--fill", "--report", report], check=False, capture_output=True, text=True)
         if proc.returncode != 0 or not os.path.exists(report):
             sys.stderr.write(proc.stderr[-2000:])
             return proc.returncode or 1
