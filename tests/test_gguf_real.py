@@ -13,11 +13,12 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from fakehub import FakeHub  # noqa: E402
-from gguf_models import write_llama  # noqa: E402
-from planner import api  # noqa: E402
-from planner.core.records import Constraints, Hardware  # noqa: E402
-from planner.runtimes.gguf import memory  # noqa: E402
+from fakehub import FakeHub
+from gguf_models import write_llama
+
+from planner import api
+from planner.core.records import Constraints, Hardware
+from planner.runtimes.gguf import memory
 
 GiB = 1024**3
 MiB = 1024**2

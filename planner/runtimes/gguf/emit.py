@@ -100,6 +100,20 @@ NEW_TOKENS = {int(new_tokens)}
 BUFFERS = re.compile(r"(\\w+)\\s+(model|KV|compute|output) buffer size =\\s+([0-9.]+) MiB")
 
 
+def peak_rss():
+    """This process's peak RSS: the kernel's VmHWM (ru_maxrss would include the parent's peak
+    from before exec on Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
 def main(argv):
     report = argv[argv.index("--report") + 1] if "--report" in argv else None
     log_fd = saved = None
@@ -110,7 +124,7 @@ def main(argv):
     from llama_cpp import Llama
 
     llm = {load}
-    rss_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_load = peak_rss()
     if "--fill" in argv:
         vocab = llm.n_vocab()
         prompt = [4 + i % max(1, vocab - 8) for i in range(max(1, SETTINGS["n_ctx"] - NEW_TOKENS - 8))]
@@ -119,7 +133,7 @@ def main(argv):
     out = llm(prompt, max_tokens=NEW_TOKENS, temperature=0.0)
     text = out["choices"][0]["text"]
     tokens = out["usage"]["completion_tokens"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     if report:
         os.dup2(saved, 2)
         log.seek(0)
