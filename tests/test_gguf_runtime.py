@@ -253,3 +253,48 @@ def test_cli_plan_gguf_json(quants: dict[str, Path], tmp_path: Path) -> None:
     assert doc["plan"]["gguf"]["quant"] == "Q4_0" and doc["plan"]["gguf"]["cache_type_v"] == "q8_0"
     assert doc["plan"]["gguf"]["flash_attn"] is True
     ast.parse(script.read_text())
+
+
+def test_sliding_window_layers_keep_a_window_of_cells(quants: dict[str, Path]) -> None:
+    m = _model(quants)
+    swa = replace(m, n_swa=128, layers=tuple(replace(la, swa=i % 2 == 0) for i, la in enumerate(m.layers)))
+    s = memory.Setting(n_ctx=4096, n_gpu_layers=0)
+    assert memory.cells(swa, s, True) == 768  # pad256(min(4096, 128 x 1 + 512))
+    assert memory.cells(swa, replace(s, swa_full=True), True) == 4096
+    assert memory.cells(swa, s, False) == 4096
+    assert memory.kv_layer(swa, 0, s) * 4096 == memory.kv_layer(swa, 1, s) * 768
+
+
+def test_moe_experts_stay_on_the_cpu_when_the_gpu_is_small(tmp_path: Path) -> None:
+    path = write_llama(tmp_path / "moe-Q8_0.gguf", qtype="Q8_0", n_layer=4, n_embd=256, n_ff=512, n_vocab=1000, n_expert=8,
+                       n_expert_used=2)
+    m = registry.get("gguf").model(api.read_model(str(path), runtime="gguf"))
+    assert m.n_expert == 8 and all(la.experts for la in m.layers)
+    experts = sum(la.experts for la in m.layers)
+    dense = m.weight_bytes - experts
+    c = Constraints(context=512, new_tokens=16, margin_fraction=0.0, margin_floor=0,
+                    options=(("flash_attn", True), ("kv_type", "f16")))
+    free = memory.GPU_CONTEXT + memory.compute(m, memory.Setting(n_ctx=528, n_gpu_layers=0, flash_attn=True)) + dense + experts // 2
+    hw = replace(CPU_ONLY, gpus=(_gpu(0, free),))
+    ps = [p for p in registry.get("gguf").plans(m, hw, c) if p.fits]
+    moe = [p for p in ps if p.settings.n_cpu_moe]  # type: ignore[attr-defined]
+    assert moe, [p.label for p in ps]
+    s = moe[0].settings
+    assert s.n_gpu_layers == m.n_layer + 1 and 0 < s.n_cpu_moe < m.n_layer  # type: ignore[attr-defined]
+    assert s.tensor_overrides[0] == "blk\\.0\\.ffn_(up|down|gate)_exps=CPU"  # type: ignore[attr-defined]
+    r = api.plan(str(path), hardware=hw, constraints=c, runtime="gguf")
+    argv = list(api.emit(r, moe[0]).commands["llama_server"])
+    assert argv[argv.index("--n-cpu-moe") + 1] == str(s.n_cpu_moe)  # type: ignore[attr-defined]
+
+
+def test_hostile_gguf_on_the_cli_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad-Q4_0.gguf"
+    bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (2**63).to_bytes(8, "little") + bytes(8))
+    proc = subprocess.run([sys.executable, "-m", "planner.cli", "plan", str(bad), "--hardware", "cpu-laptop-8gb"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("fitcheck: error:") and "tensor count" in lines[0] and "Traceback" not in proc.stderr
