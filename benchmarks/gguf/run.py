@@ -78,7 +78,8 @@ def run(out: Path) -> list[dict]:
                          "ok": -max(64 * MiB, peak // 20) <= err <= max(64 * MiB, peak // 20),
                          "kv_predicted": cpu.kv_cache, "kv_logged": b.get("KV:CPU", 0), "compute_predicted": cpu.compute,
                          "compute_logged": b.get("compute:CPU", 0), "weights_predicted": cpu.weights,
-                         "weights_logged": b.get("model:CPU_Mapped", 0) + b.get("model:CPU", 0),
+                         "weights_logged": sum(v for k, v in b.items() if k.startswith("model:")),
+                         "repacked_logged": b.get("model:CPU_REPACK", 0),
                          "tokens": got["generated_tokens"], "seconds": round(time.monotonic() - started, 1)})
             print(json.dumps(rows[-1]))
     out.mkdir(parents=True, exist_ok=True)

@@ -111,6 +111,11 @@ class GgufModel(_ToDict):
         return self.weight_bytes
 
     @property
+    def max_position_embeddings(self) -> int | None:
+        """The trained context (``{arch}.context_length``): the largest-context search stops there."""
+        return self.n_ctx_train or None
+
+    @property
     def n_layer(self) -> int:
         return len(self.layers)
 
