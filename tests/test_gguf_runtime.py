@@ -144,6 +144,12 @@ def test_hub_repo_reads_only_the_chosen_header_with_range_requests(hub: FakeHub,
     assert {q.path.rsplit("/", 1)[-1] for q in hub.requests if q.path.endswith(".gguf")} == {"tiny-llama.F16.gguf"}
     assert r2.solution is not None and r2.solution.chosen.settings.quant == "F16"  # type: ignore[attr-defined]
     assert not r2.solution.chosen.settings.estimated  # type: ignore[attr-defined]
+    # a warm plan reads the cached facts: no header is read again
+    hub.clear_log()
+    r3 = api.plan(repo_id, hardware=CPU_ONLY, constraints=Constraints(context=256, new_tokens=8, options=(("quant", "F16"),)),
+                  runtime="gguf")
+    assert not [q for q in hub.requests if q.path.endswith(".gguf")]
+    assert r3.footprint == r2.footprint
 
 
 def test_split_set_from_the_hub_takes_tensors_from_every_shard(hub: FakeHub, repo_id: str, tmp_path: Path) -> None:

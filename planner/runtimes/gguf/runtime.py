@@ -61,7 +61,7 @@ class GgufRuntime:
         return {"commands": {"llama_server": list(emit.llama_server(report, plan)),
                              "llama_cli": list(emit.llama_server(report, plan, program="llama-cli")),
                              "ollama_run": list(run)},
-                "environment": env, "model": {"weights_bytes": _model(report.footprint).scaled(emit.settings_of(plan).quant).weight_bytes}}
+                "environment": env}
 
     def emit(self, report: Report, plan: Plan, options: Mapping[str, Any]) -> Artifacts:
         text, run, env = emit.modelfile(report, plan)
