@@ -304,3 +304,20 @@ def test_hostile_gguf_on_the_cli_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[0].startswith("fitcheck: error:") and "tensor count" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_smaller_quants_only_when_the_default_one_does_not_fit(quants: dict[str, Path]) -> None:
+    from planner.runtimes.gguf.model import Group
+
+    m = _model(quants, "Q4_0")
+    size = m.weight_bytes
+    m = replace(m, groups=(Group("Q2_K", ("x.Q2_K.gguf",), size // 2), Group("Q4_0", m.files, size), Group("Q8_0", ("x.Q8_0.gguf",), size * 2)))
+    rt = registry.get("gguf")
+    c = Constraints(context=256, new_tokens=8)
+    assert {p.settings.quant for p in rt.plans(m, CPU_ONLY, c)} == {"Q4_0", "Q8_0"}  # type: ignore[attr-defined]
+    # a machine where only the smallest file fits: it is planned after all
+    plan_q4 = min((p for p in rt.plans(m, CPU_ONLY, c) if p.settings.quant == "Q4_0"), key=lambda p: p.memory["cpu"].total)  # type: ignore[attr-defined]
+    tiny = replace(CPU_ONLY, ram_free=plan_q4.memory["cpu"].total - size // 4 + c.margin_floor)
+    got = rt.plans(m, tiny, c)
+    assert any(p.fits and p.settings.quant == "Q2_K" for p in got)  # type: ignore[attr-defined]
+    assert {p.settings.quant for p in rt.plans(m, CPU_ONLY, replace(c, prefer="memory"))} == {"Q2_K", "Q4_0", "Q8_0"}  # type: ignore[attr-defined]

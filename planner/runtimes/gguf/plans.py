@@ -130,12 +130,32 @@ def plans(m: GgufModel, hw: Hardware, c: Constraints) -> list[Plan]:
         choices = [ch for ch in choices if ch[2] == bool(fa)] or [(ch[0], ch[1], bool(fa)) for ch in choices[:1]]
     forced_ngl = c.option("n_gpu_layers")
     gpu_sets: list[tuple[Gpu, ...]] = []
-    if hw.gpus and c.offload is not None:
+    if hw.gpus:
         gpu_sets.append(hw.gpus[:1])
         if len(hw.gpus) > 1 and not hw.gpus[0].unified:
             gpu_sets.append(hw.gpus)
-    out: list[Plan] = []
     n_ctx = n_ctx_of(c)
+    if quant is None and c.prefer == "speed":
+        # By default the quant read first (Q4_K_M where there is one: the usual recommendation)
+        # and the more precise ones are planned; the smaller ones only when none of those fits,
+        # since "speed" would otherwise pick the lowest-bit file whenever it runs partly on the CPU.
+        floor = _bits(m, m.quant)
+        first = [q for q in quants if _bits(m, q) >= floor]
+        out = _plans(m, hw, c, first, choices, gpu_sets, engine, forced_ngl, n_ctx)
+        if any(p.fits for p in out):
+            return out
+        return out + _plans(m, hw, c, [q for q in quants if q not in first], choices, gpu_sets, engine, forced_ngl, n_ctx)
+    return _plans(m, hw, c, quants, choices, gpu_sets, engine, forced_ngl, n_ctx)
+
+
+def _bits(m: GgufModel, quant: str) -> float:
+    g = m.group(quant)
+    return (g.size if g and g.size else m.weight_bytes) * 8 / max(1, m.params)
+
+
+def _plans(m: GgufModel, hw: Hardware, c: Constraints, quants: list[str], choices: list[tuple[str, str, bool]],
+           gpu_sets: list[tuple[Gpu, ...]], engine: str, forced_ngl: Any, n_ctx: int) -> list[Plan]:
+    out: list[Plan] = []
     for q in quants:
         qm = m.scaled(q)
         for tk, tv, flash in choices:
@@ -157,7 +177,7 @@ def _best_offload(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -
     reasons); for an MoE model that does not fit whole, also the fewest --n-cpu-moe that does."""
     full = m.n_layer + 1
     whole = evaluate(m, hw, c, replace(s, n_gpu_layers=full))
-    if whole.fits:
+    if whole.fits or not c.offload:  # --no-offload: every layer on the GPUs, or the all-CPU plan
         return [whole]
     found: list[Plan] = []
     lo, hi = 1, full - 1  # the largest ngl that fits: memory on the GPUs grows with ngl
