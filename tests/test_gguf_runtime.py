@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from fakehub import FakeHub
 from gguf_models import write_llama, write_split
+
 from planner import api
 from planner.core.errors import BadHeader, UsageError
 from planner.core.records import Constraints, Gpu, Hardware, RepoFile
