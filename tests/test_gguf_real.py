@@ -78,3 +78,19 @@ def test_verify_runs_the_plan_from_the_fake_hub(hub: FakeHub, repo_id: str, mode
     comps = {c.name: c for c in cpu.components}
     assert abs(comps["kv_prefill"].predicted - comps["kv_prefill"].measured) <= LOG_ROUNDING
     assert abs(cpu.predicted_peak - cpu.measured_peak) <= max(64 * MiB, cpu.measured_peak // 20)
+
+
+def test_repacked_q4_0_weights_are_counted_twice_on_the_cpu(tmp_path: Path) -> None:
+    path = write_llama(tmp_path / "tiny-Q4_0.gguf", qtype="Q4_0", n_layer=2, n_embd=256, n_ff=512, n_vocab=1000)
+    r = api.plan(str(path), hardware=HW, constraints=Constraints(context=240, new_tokens=16, options=(("engine", "llama-cpp-python"),)),
+                 runtime="gguf")
+    assert r.solution is not None
+    got = _run(api.emit(r).files["run_llama.py"], tmp_path)
+    b = got["buffers"]
+    logged = sum(v for k, v in b.items() if k.startswith("model:"))
+    cpu = r.solution.chosen.memory["cpu"]
+    if "model:CPU_REPACK" in b:  # this CPU repacks Q4_0 (AVX2, NEON): the copy is in the prediction
+        # llama.cpp's logged buffers leave out token_embd (kept apart for get_rows)
+        embd = r.footprint.embd_bytes  # type: ignore[attr-defined]
+        assert logged - LOG_ROUNDING * 2 <= cpu.weights <= logged + embd + 64 * 1024
+    assert cpu.total >= got["peak_rss"] - max(64 * MiB, got["peak_rss"] // 20)

@@ -44,16 +44,22 @@ SCENARIOS = [
     ("small", "Q8_0", 512, "f16", False), ("small", "Q8_0", 2048, "f16", False), ("small", "Q4_0", 4096, "f16", True),
     ("small", "F16", 8192, "q8_0", True), ("wide", "Q8_0", 1024, "f16", False), ("wide", "Q4_0", 4096, "q8_0", True),
     ("wide", "F16", 8192, "f16", True), ("moe", "Q8_0", 1024, "f16", False), ("moe", "Q4_0", 4096, "q8_0", True),
-    ("deep", "Q8_0", 2048, "f16", False), ("deep", "Q4_0", 8192, "q4_0", True), ("deep", "Q5_0", 4096, "f16", True),
+    ("deep", "Q8_0", 2048, "f16", False), ("deep", "Q4_0", 3072, "q4_0", True), ("deep", "Q5_0", 4096, "f16", True),
     ("deep", "F16", 1024, "q8_0", True), ("small", "Q5_1", 1024, "q4_0", True),
 ]
 
 
 def run(out: Path) -> list[dict]:
-    rows = []
+    """Run the scenarios not yet in ``out/results.json`` (a run can be resumed), writing after each."""
+    out.mkdir(parents=True, exist_ok=True)
+    done = out / "results.json"
+    rows: list[dict] = json.loads(done.read_text()) if done.exists() else []
+    have = {(r["model"], r["quant"], r["n_ctx"], r["kv"], r["fa"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="fitcheck-gguf-bench-") as tmp:
         t = Path(tmp)
         for model, quant, n_ctx, kv, fa in SCENARIOS:
+            if (model, quant, n_ctx, kv, fa) in have:
+                continue
             path = t / f"{model}-{quant}.gguf"
             if not path.exists():
                 write_llama(path, qtype=quant, **MODELS[model])  # type: ignore[arg-type]
@@ -81,9 +87,11 @@ def run(out: Path) -> list[dict]:
                          "weights_logged": sum(v for k, v in b.items() if k.startswith("model:")),
                          "repacked_logged": b.get("model:CPU_REPACK", 0),
                          "tokens": got["generated_tokens"], "seconds": round(time.monotonic() - started, 1)})
-            print(json.dumps(rows[-1]))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+            print(json.dumps(rows[-1]), flush=True)
+            done.write_text(json.dumps(rows, indent=1))
+    order = {sc: i for i, sc in enumerate(SCENARIOS)}
+    rows.sort(key=lambda r: order.get((r["model"], r["quant"], r["n_ctx"], r["kv"], r["fa"]), len(order)))
+    done.write_text(json.dumps(rows, indent=1))
     (out / "RESULTS.md").write_text(table(rows))
     return rows
 

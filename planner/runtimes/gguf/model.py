@@ -21,8 +21,15 @@ from planner.core.errors import UnsupportedModel
 from planner.core.records import Snapshot, _ToDict, from_plain
 from planner.runtimes.gguf.files import groups
 
-FACTS_VERSION = "gguf-1"
+FACTS_VERSION = "gguf-2"
 _BLK = re.compile(r"^blk\.(\d+)\.")
+# Types the ggml CPU backend repacks into its CPU_REPACK buffer, a second copy beside the mapped
+# file (ggml/src/ggml-cpu/repack.cpp: q4_0 4x4/4x8/8x8, q4_K 8x8, iq4_nl 4x4/8x8, q2_K 8x8,
+# mxfp4). Measured here: both copies are resident: a 6-layer Q4_0 model (44.6 MB file) peaked at
+# 164.4 MiB RSS against 128.1 MiB for its Q4_1 twin (49.5 MB, not repacked), the difference being
+# the 41.89 MiB "CPU_REPACK model buffer"; MXFP4 repacks too (0.73 + 0.73 MiB). Q8_0, Q4_1,
+# Q5_0, Q5_1 and F16 are not repacked by this build. token_embd never is (get_rows reads it).
+REPACKED = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "Q2_K", "MXFP4"})
 _EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down|gate_up)_exps\.")
 # src/llama-model.cpp load_hparams: the sliding-window pattern llama.cpp sets per architecture
 # when the file does not carry one (hparams.set_swa_pattern(n): layer il is SWA unless
@@ -36,12 +43,14 @@ RECURRENT_PREFIXES = ("mamba", "rwkv", "jamba", "falcon-h1", "granitehybrid", "l
 @dataclass(frozen=True, slots=True)
 class Layer(_ToDict):
     """One repeating layer: its tensor bytes, of which ``experts`` are the routed experts
-    (``ffn_*_exps``), its KV heads and whether it is a sliding-window layer."""
+    (``ffn_*_exps``), its KV heads, whether it is a sliding-window layer, and the bytes of its
+    matrices the CPU backend repacks into a second copy when the layer runs on the CPU."""
 
     bytes: int
     experts: int
     n_head_kv: int
     swa: bool = False
+    repack: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,7 @@ class GgufModel(_ToDict):
     n_expert_used: int = 0
     groups: tuple[Group, ...] = field(default_factory=tuple)
     name: str = ""
+    output_repack: int = 0
 
     @property
     def parameters(self) -> int:
@@ -134,9 +144,10 @@ class GgufModel(_ToDict):
         if g is None or not g.size:
             raise UnsupportedModel(f"{self.repo}: has no quant {quant!r}")
         f = g.size / max(1, self.weight_bytes)
-        layers = tuple(replace(la, bytes=int(la.bytes * f), experts=int(la.experts * f)) for la in self.layers)
+        layers = tuple(replace(la, bytes=int(la.bytes * f), experts=int(la.experts * f), repack=int(la.repack * f)) for la in self.layers)
         return replace(self, quant=quant, files=g.files, layers=layers, input_bytes=int(self.input_bytes * f),
-                       output_bytes=int(self.output_bytes * f), embd_bytes=int(self.embd_bytes * f), weight_bytes=g.size)
+                       output_bytes=int(self.output_bytes * f), embd_bytes=int(self.embd_bytes * f), weight_bytes=g.size,
+                       output_repack=int(self.output_repack * f))
 
 
 def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
@@ -178,8 +189,8 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
             # no pattern known: every layer uses the window (mistral-style, llama.cpp's default n_pattern 0)
             swa = [n == 0 or il % n < n - 1 for il in range(n_layer)]
 
-    per: list[list[int]] = [[0, 0] for _ in range(n_layer)]
-    input_bytes = output_bytes = params = 0
+    per: list[list[int]] = [[0, 0, 0] for _ in range(n_layer)]
+    input_bytes = output_bytes = output_repack = params = 0
     names = set()
     embd = 0
     for t in snap.tensors:
@@ -194,8 +205,12 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
             per[i][0] += t.nbytes
             if _EXPS.match(t.name):
                 per[i][1] += t.nbytes
+            if t.dtype in REPACKED and len(t.shape) >= 2:
+                per[i][2] += t.nbytes
         elif t.name.startswith(("output.", "output_norm.")):
             output_bytes += t.nbytes
+            if t.dtype in REPACKED and len(t.shape) >= 2:
+                output_repack += t.nbytes
         else:
             input_bytes += t.nbytes
             if t.name == "token_embd.weight":
@@ -204,7 +219,7 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
     if tied:
         output_bytes += embd
     weight = sum(t.nbytes for t in snap.tensors)
-    layers = tuple(Layer(bytes=b, experts=e, n_head_kv=n_head_kv[i], swa=swa[i]) for i, (b, e) in enumerate(per))
+    layers = tuple(Layer(bytes=b, experts=e, n_head_kv=n_head_kv[i], swa=swa[i], repack=rp) for i, (b, e, rp) in enumerate(per))
     listing = groups(snap.files)
     gs = tuple(Group(quant=q, files=tuple(f.path for f in fs), size=sum(f.size or 0 for f in fs)) for q, fs in listing.items())
     read_files = tuple(snap.weight_files)
@@ -220,7 +235,7 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
                      head_dim_v=head_dim_v, n_vocab=int(n_vocab), n_ctx_train=int(key("context_length", 0) or 0), n_ff=n_ff,
                      layers=layers, input_bytes=input_bytes, output_bytes=output_bytes, embd_bytes=embd, tied=tied, weight_bytes=weight,
                      params=params, n_swa=n_swa, n_expert=int(key("expert_count", 0) or 0),
-                     n_expert_used=int(key("expert_used_count", 0) or 0), groups=gs,
+                     n_expert_used=int(key("expert_used_count", 0) or 0), groups=gs, output_repack=output_repack,
                      name=str(md.get("general.name", "")))
 
 

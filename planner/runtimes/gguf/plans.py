@@ -230,6 +230,8 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
         dense = la.bytes - la.experts
         w[dev] += dense
         w["cpu" if experts_cpu else dev] += la.experts
+        if dev == "cpu":
+            w["cpu"] += la.repack  # the CPU backend's repacked copy (model.REPACKED)
         read[dev] += dense
         read["cpu" if experts_cpu else dev] += int(la.experts * active)
         kv[dev] += mem.kv_layer(m, il, st)
@@ -238,7 +240,7 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
     # tied output: on a GPU, llama.cpp loads token_embd again there (TENSOR_DUPLICATED); on the
     # CPU it is the same mapped bytes as the input embedding.
     out_bytes = m.output_bytes - (m.embd_bytes if m.tied and out_dev == "cpu" else 0)
-    w[out_dev] += out_bytes
+    w[out_dev] += out_bytes + (m.output_repack if out_dev == "cpu" else 0)
     read[out_dev] += m.output_bytes
     runs[out_dev] = True
     memory: dict[str, DeviceMemory] = {}
