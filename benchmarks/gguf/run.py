@@ -38,6 +38,7 @@ MODELS = {
     "wide": {"n_layer": 3, "n_embd": 512, "n_ff": 1024, "n_head": 8, "n_head_kv": 4, "n_vocab": 8000},
     "moe": {"n_layer": 2, "n_embd": 256, "n_ff": 256, "n_head": 4, "n_head_kv": 2, "n_vocab": 1000, "n_expert": 4, "n_expert_used": 2},
     "deep": {"n_layer": 8, "n_embd": 512, "n_ff": 1536, "n_head": 8, "n_head_kv": 2, "n_vocab": 16000},
+    "big": {"n_layer": 6, "n_embd": 1024, "n_ff": 2816, "n_head": 8, "n_head_kv": 8, "n_vocab": 1000},
 }
 # (model, quant, n_ctx, kv type, flash attention)
 SCENARIOS = [
@@ -46,6 +47,8 @@ SCENARIOS = [
     ("wide", "F16", 8192, "f16", True), ("moe", "Q8_0", 1024, "f16", False), ("moe", "Q4_0", 4096, "q8_0", True),
     ("deep", "Q8_0", 2048, "f16", False), ("deep", "Q4_0", 3072, "q4_0", True), ("deep", "Q5_0", 4096, "f16", True),
     ("deep", "F16", 1024, "q8_0", True), ("small", "Q5_1", 1024, "q4_0", True),
+    # Q4_0 is repacked by the CPU backend (a second resident copy), Q4_1 is not
+    ("big", "Q4_0", 512, "f16", True), ("big", "Q4_1", 512, "f16", True),
 ]
 
 

@@ -54,7 +54,8 @@ class GgufRuntime:
         return {"format": "gguf", "model_type": m.arch, "architectures": [m.arch], "stored_dtype": m.quant,
                 "parameters": m.parameters, "weights_bytes": m.weight_bytes, "download_bytes": m.download_bytes,
                 "layers": m.n_layer, "context_length": m.n_ctx_train, "quant_read": _model(report.footprint).quant,
-                "quants": [g.to_dict() for g in m.groups]}
+                "quants": [g.to_dict() for g in m.groups],
+                **({"experts": m.n_expert, "experts_used": m.n_expert_used, "active_parameters": _active(m)} if m.n_expert else {})}
 
     def describe_plan(self, report: Report, plan: Plan) -> dict[str, Any]:
         _text, run, env = emit.modelfile(report, plan)
@@ -73,6 +74,13 @@ class GgufRuntime:
     def verify_argv(self, plan_doc: Mapping[str, Any], plan_path: str, out_path: str) -> list[str] | None:
         emit.check_plan_doc(plan_doc)
         return [sys.executable, "-m", "planner.runtimes.gguf.verify_child", plan_path, out_path]
+
+
+def _active(m: GgufModel) -> int:
+    """Parameters one token uses: the routed experts count only for the experts it is sent to
+    (bytes of expert tensors scaled to elements by the file's bytes per parameter)."""
+    experts = sum(la.experts for la in m.layers) * m.params // max(1, m.weight_bytes)
+    return m.params - experts + experts * m.n_expert_used // max(1, m.n_expert)
 
 
 def _model(model: Any) -> GgufModel:
