@@ -117,9 +117,9 @@ def table(rows: list[dict]) -> str:
     low = min(rows, key=lambda r: r["error_bytes"])
     high = max(rows, key=lambda r: r["error_bytes"])
     under = [r for r in rows if r["error_bytes"] < 0]
-    lines += ["", f"Lowest prediction against its run: {low['error_bytes'] / MiB:+.1f} MiB ({low['model']} {low['quant']} n_ctx "
-              f"{low['n_ctx']}); highest: {high['error_bytes'] / MiB:+.1f} MiB ({high['model']} {high['quant']} n_ctx {high['n_ctx']}); "
-              f"{len(under)} of {len(rows)} runs under-predicted.",
+    lines += ["", (f"Lowest prediction against its run: {low['error_bytes'] / MiB:+.1f} MiB ({low['model']} {low['quant']} n_ctx "
+                   f"{low['n_ctx']}); highest: {high['error_bytes'] / MiB:+.1f} MiB ({high['model']} {high['quant']} n_ctx "
+                   f"{high['n_ctx']}); {len(under)} of {len(rows)} runs under-predicted."),
               f"{sum(r['ok'] for r in rows)} of {len(rows)} scenarios within the target (+-5 % or 64 MiB)."]
     return "\n".join(lines) + "\n"
 
