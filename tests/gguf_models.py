@@ -161,3 +161,69 @@ def write_split(folder: Path, prefix: str, n_split: int, **kw: Any) -> list[Path
         w.close()
         paths.append(path)
     return paths
+
+
+def _gguf_string(s: str) -> bytes:
+    import struct
+
+    raw = s.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def sparse_header(kv: list[tuple[str, str, Any]], tensors: list[tuple[str, tuple[int, ...], str]]) -> tuple[bytes, int]:
+    """(the header bytes of a GGUF file, its full size) for ``tensors`` (name, ggml shape ne0
+    first, type name) laid out as llama.cpp expects: serve it as a ``fakehub.SparseFile`` to have
+    a 40 GB file whose only real bytes are its header. ``kv`` values: ("u32", int),
+    ("i32", int), ("u16", int), ("str", str), ("strs", list[str]), ("i32s", list[int])."""
+    import struct
+
+    from planner.sources.formats.gguf import TYPE_BY_NAME, tensor_nbytes
+
+    codes = {"u16": (2, "<H"), "u32": (4, "<I"), "i32": (5, "<i")}
+    out = bytearray(b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv)))
+    for key, kind, value in kv:
+        out += _gguf_string(key)
+        if kind in codes:
+            out += struct.pack("<I", codes[kind][0]) + struct.pack(codes[kind][1], value)
+        elif kind == "str":
+            out += struct.pack("<I", 8) + _gguf_string(value)
+        elif kind == "strs":
+            out += struct.pack("<IIQ", 9, 8, len(value)) + b"".join(_gguf_string(v) for v in value)
+        elif kind == "i32s":
+            out += struct.pack("<IIQ", 9, 5, len(value)) + struct.pack(f"<{len(value)}i", *value)
+    offset = 0
+    for name, shape, tname in tensors:
+        out += _gguf_string(name) + struct.pack("<I", len(shape)) + b"".join(struct.pack("<Q", d) for d in shape)
+        out += struct.pack("<IQ", TYPE_BY_NAME[tname][0], offset)
+        offset += -(-tensor_nbytes(tname, shape) // 32) * 32
+    out += b"\0" * (-len(out) % 32)
+    return bytes(out), len(out) + offset
+
+
+def llama70b_split(prefix: str = "Llama-3.1-70B-Instruct-Q4_K_M", n_split: int = 2) -> dict[str, tuple[bytes, int]]:
+    """A Llama-3.1-70B-shaped Q4_K split set (80 layers, 8192 wide, 128,256-token BPE vocabulary
+    with 280,147 merges, as in the real tokenizer): file name -> (header, size)."""
+    n_vocab, n_embd, n_ff, n_layer, n_kv = 128_256, 8192, 28_672, 80, 8
+    tensors: list[tuple[str, tuple[int, ...], str]] = [("token_embd.weight", (n_embd, n_vocab), "Q4_K")]
+    for i in range(n_layer):
+        tensors += [(f"blk.{i}.attn_norm.weight", (n_embd,), "F32"), (f"blk.{i}.attn_q.weight", (n_embd, n_embd), "Q4_K"),
+                    (f"blk.{i}.attn_k.weight", (n_embd, n_kv * 128), "Q4_K"), (f"blk.{i}.attn_v.weight", (n_embd, n_kv * 128), "Q6_K"),
+                    (f"blk.{i}.attn_output.weight", (n_embd, n_embd), "Q4_K"), (f"blk.{i}.ffn_norm.weight", (n_embd,), "F32"),
+                    (f"blk.{i}.ffn_gate.weight", (n_embd, n_ff), "Q4_K"), (f"blk.{i}.ffn_up.weight", (n_embd, n_ff), "Q4_K"),
+                    (f"blk.{i}.ffn_down.weight", (n_ff, n_embd), "Q6_K")]
+    tensors += [("output_norm.weight", (n_embd,), "F32"), ("output.weight", (n_embd, n_vocab), "Q6_K")]
+    tokens = [f"tok{i:06d}" for i in range(n_vocab)]
+    merges = [f"t{i:05d} k{i:05d}" for i in range(280_147)]
+    base = [("general.architecture", "str", "llama"), ("llama.block_count", "u32", n_layer), ("llama.context_length", "u32", 131_072),
+            ("llama.embedding_length", "u32", n_embd), ("llama.feed_forward_length", "u32", n_ff),
+            ("llama.attention.head_count", "u32", 64), ("llama.attention.head_count_kv", "u32", n_kv),
+            ("llama.rope.dimension_count", "u32", 128), ("general.file_type", "u32", 15), ("tokenizer.ggml.model", "str", "gpt2"),
+            ("tokenizer.ggml.tokens", "strs", tokens), ("tokenizer.ggml.token_type", "i32s", [1] * n_vocab),
+            ("tokenizer.ggml.merges", "strs", merges)]
+    per = -(-len(tensors) // n_split)
+    out = {}
+    for i in range(n_split):
+        split = [("split.no", "u16", i), ("split.count", "u16", n_split), ("split.tensors.count", "i32", len(tensors))]
+        kv = (base if i == 0 else []) + split
+        out[f"{prefix}-{i + 1:05d}-of-{n_split:05d}.gguf"] = sparse_header(kv, tensors[i * per:(i + 1) * per])
+    return out

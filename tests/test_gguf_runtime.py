@@ -321,3 +321,27 @@ def test_smaller_quants_only_when_the_default_one_does_not_fit(quants: dict[str,
     got = rt.plans(m, tiny, c)
     assert any(p.fits and p.settings.quant == "Q2_K" for p in got)  # type: ignore[attr-defined]
     assert {p.settings.quant for p in rt.plans(m, CPU_ONLY, replace(c, prefer="memory"))} == {"Q2_K", "Q4_0", "Q8_0"}  # type: ignore[attr-defined]
+
+
+def test_a_70b_split_set_costs_a_few_requests(hub: FakeHub, repo_id: str) -> None:
+    from fakehub import SparseFile
+    from gguf_models import llama70b_split
+
+    shards = llama70b_split()
+    hub.add_repo(repo_id, {name: SparseFile(head, size) for name, (head, size) in shards.items()})
+    r = api.plan(repo_id, hardware=replace(CPU_ONLY, gpus=(_gpu(0, 24 * GiB),), ram_free=64 * GiB), runtime="gguf",
+                 constraints=Constraints(context=4096))
+    gets = [q for q in hub.requests if q.path.endswith(".gguf")]
+    header_bytes = sum(len(h) for h, _ in shards.values())
+    got = sum(q.bytes_sent for q in gets)
+    # shard 1: ~5.4 MB of tokenizer before the tensor infos, read in doubling chunks; shard 2: one request
+    assert len(gets) <= 8 and header_bytes <= got <= 2 * header_bytes + 1024**2, (len(gets), got, header_bytes)
+    m = r.footprint
+    assert m.n_layer == 80 and m.n_vocab == 128_256  # type: ignore[attr-defined]
+    assert m.weight_bytes == sum(size - len(head) for head, size in shards.values())  # type: ignore[attr-defined]
+    assert r.solution is not None
+    s = r.solution.chosen.settings
+    assert 0 < s.n_gpu_layers < 81 and r.solution.chosen.fits  # type: ignore[attr-defined]
+    print(f"70B split GGUF: {len(gets)} GGUF requests, {got} bytes ({header_bytes} header bytes), "
+          f"fetch total {r.snapshot.fetch.requests} requests / {r.snapshot.fetch.bytes} bytes; "
+          f"chosen {r.solution.chosen.label}")
