@@ -4,8 +4,9 @@ session of :mod:`planner.sources.http`: huggingface_hub's client, auth, deadline
 
 A selection's ``files`` are one GGUF file or one split set (``*-00001-of-0000N.gguf``, shard 1
 first). Metadata comes from shard 1; tensors from every shard. Shards are read in parallel; each
-header is read from its start in growing chunks (256 KiB, then doubling), so a small file costs
-one request and a 128k-vocabulary tokenizer (~7 MB before the tensor infos) a handful.
+header is read from its start in growing chunks (256 KiB, doubling up to 4 MiB), so a small file
+costs one request and a 128k-vocabulary tokenizer (~9 MB before the tensor infos) 6 requests
+(tests/test_gguf_runtime.py, the 70B-shaped split set: 7 requests, 12.6 MB).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from planner.core.records import FileSelection, Tensor
 from planner.sources.formats import gguf
 
 # First read of a header: the tensor infos of a shard 2..N and a tiny test file fit in it; a
-# 32k-vocabulary llama header (~0.7 MB) takes 2 reads, a 128k one (~7 MB) 5 (0.25+0.5+1+2+4 MiB).
+# 32k-vocabulary llama header (~0.7 MB) takes 3 reads (0.25+0.5+1 MiB), a 128k one (~9 MB) 6.
 FIRST_READ = 256 * 1024
-MAX_READ = 16 * 1024 * 1024
+MAX_READ = 4 * 1024 * 1024  # past this, chunks stop growing: the overshoot past the header stays under 4 MiB
 
 
 class _Growing:
