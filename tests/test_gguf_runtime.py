@@ -137,6 +137,9 @@ def test_hub_repo_reads_only_the_chosen_header_with_range_requests(hub: FakeHub,
     assert r.snapshot.fetch.requests >= len(gguf_gets)
     labels = {p.settings.quant for p in (r.solution.chosen, *r.solution.alternatives)}  # type: ignore[union-attr]
     assert labels == {"F16", "Q8_0", "Q4_0"}
+    # the default --runtime auto finds the GGUF files of a repo without config.json or safetensors
+    auto = api.plan(repo_id, hardware=CPU_ONLY, constraints=Constraints(context=256, new_tokens=8))
+    assert auto.runtime == "gguf" and auto.fits
     # --quant reads that file's own header
     hub.clear_log()
     r2 = api.plan(repo_id, hardware=CPU_ONLY, constraints=Constraints(context=256, new_tokens=8, options=(("quant", "F16"),)),
