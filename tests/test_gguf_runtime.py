@@ -348,3 +348,12 @@ def test_a_70b_split_set_costs_a_few_requests(hub: FakeHub, repo_id: str) -> Non
     print(f"70B split GGUF: {len(gets)} GGUF requests, {got} bytes ({header_bytes} header bytes), "
           f"fetch total {r.snapshot.fetch.requests} requests / {r.snapshot.fetch.bytes} bytes; "
           f"chosen {r.solution.chosen.label}")
+
+
+def test_a_large_vocabulary_embedding_is_resident_only_for_the_rows_read(quants: dict[str, Path]) -> None:
+    m = _model(quants)
+    big = replace(m, n_vocab=262_144, embd_bytes=262_144 * 4096, input_bytes=m.input_bytes - m.embd_bytes + 262_144 * 4096)
+    p = next(x for x in registry.get("gguf").plans(big, CPU_ONLY, Constraints(context=1000, new_tokens=24)) if not x.settings.gpus)  # type: ignore[attr-defined]
+    cpu = p.memory["cpu"]
+    assert cpu.unread == big.embd_bytes - 1024 * (4096 + 4096)  # 1024 cells: at most 1024 distinct rows, each with its pages
+    assert cpu.weights == big.weight_bytes - m.embd_bytes + 262_144 * 4096 - cpu.unread

@@ -40,6 +40,7 @@ GPU_EFFICIENCY = 0.7
 CPU_EFFICIENCY = 0.6
 DEFAULT_RAM_BANDWIDTH = 51_200_000_000  # dual-channel DDR4-3200, as the transformers runtime assumes
 DEFAULT_GPU_BANDWIDTH = 500_000_000_000
+PAGE = 4096  # the kernel's page: a mapped row is resident by whole pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +241,8 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
     # tied output: on a GPU, llama.cpp loads token_embd again there (TENSOR_DUPLICATED); on the
     # CPU it is the same mapped bytes as the input embedding.
     out_bytes = m.output_bytes - (m.embd_bytes if m.tied and out_dev == "cpu" else 0)
+    unread = 0 if m.tied and out_dev == "cpu" else _unread_embedding(m, st)
+    w["cpu"] -= unread
     w[out_dev] += out_bytes + (m.output_repack if out_dev == "cpu" else 0)
     read[out_dev] += m.output_bytes
     runs[out_dev] = True
@@ -261,7 +264,8 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
         total = w[d] + kv[d] + comp + acts + over
         margin = c.margin(free)
         memory[d] = DeviceMemory(device=d, weights=w[d], kv_cache=kv[d], activations=acts, overhead=over, total=total,
-                                 capacity=max(0, free - margin), free=free, margin=margin, required=total, compute=comp)
+                                 capacity=max(0, free - margin), free=free, margin=margin, required=total, compute=comp,
+                                 unread=unread if d == "cpu" else 0)
         if total > free - margin:
             reasons.append(f"{s.quant} with {s.n_gpu_layers} GPU layers needs {fmt_bytes(total)} on {d}, "
                            f"{fmt_bytes(max(0, free - margin))} usable")
@@ -282,6 +286,18 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
                 quality=max(1, round(bits)), fits=not reasons, reasons=tuple(reasons), notes=tuple(notes),
                 on_accelerators=on_gpu, offloaded_bytes=w["cpu"] - m.input_bytes if gpus else 0,
                 kv_bytes=sum(kv.values()), kv_bytes_per_token=mem.kv_per_token(m, st))
+
+
+def _unread_embedding(m: GgufModel, st: mem.Setting) -> int:
+    """Bytes of the mapped token embedding a run never reads in: llama.cpp only gathers the rows
+    of the tokens it sees (get_rows on the mapped file), at most n_ctx distinct ones, each row
+    touching its pages (a 4 KiB page more than the row, for rows that straddle pages). A tied
+    output on the CPU reads it all."""
+    if not m.n_vocab or not m.embd_bytes:
+        return 0
+    row = m.embd_bytes // m.n_vocab
+    read = min(m.embd_bytes, min(m.n_vocab, st.n_ctx) * (row + PAGE))
+    return m.embd_bytes - read
 
 
 def _tokens_per_s(read: dict[str, int], hw: Hardware, gpus: list[Gpu]) -> float:
