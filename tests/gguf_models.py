@@ -227,3 +227,61 @@ def llama70b_split(prefix: str = "Llama-3.1-70B-Instruct-Q4_K_M", n_split: int =
         kv = (base if i == 0 else []) + split
         out[f"{prefix}-{i + 1:05d}-of-{n_split:05d}.gguf"] = sparse_header(kv, tensors[i * per:(i + 1) * per])
     return out
+
+
+def write_gemma2(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, n_embd: int = 256, n_ff: int = 512, n_head: int = 4,
+                 n_head_kv: int = 2, n_vocab: int = 2000, n_swa: int = 256, seed: int = 0) -> Path:
+    """A tiny gemma2 (sliding-window attention on every other layer, tied output: llama.cpp
+    src/llama-model.cpp LLM_ARCH_GEMMA2, set_swa_pattern(2)) GGUF file."""
+    import gguf
+    from gguf import GGMLQuantizationType as T
+
+    rng = np.random.default_rng(seed)
+    head_dim = n_embd // n_head
+    w = gguf.GGUFWriter(str(path), "gemma2")
+    w.add_name("tiny-gemma2")
+    w.add_context_length(8192)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_sliding_window(n_swa)
+    w.add_attn_logit_softcapping(50.0)
+    w.add_final_logit_softcapping(30.0)
+    w.add_file_type(FILE_TYPE.get(qtype, 1))
+    tokens, scores, types = _vocab(n_vocab)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    q = T[qtype]
+
+    def mat(*shape: int) -> tuple[np.ndarray, Any]:
+        return _quant((rng.standard_normal(shape) * 0.02).astype(np.float32), q)
+
+    def norm() -> tuple[np.ndarray, Any]:
+        return np.ones(n_embd, np.float32), None
+
+    tensors = [("token_embd.weight", mat(n_vocab, n_embd))]
+    for i in range(n_layer):
+        tensors += [(f"blk.{i}.attn_norm.weight", norm()), (f"blk.{i}.attn_q.weight", mat(n_head * head_dim, n_embd)),
+                    (f"blk.{i}.attn_k.weight", mat(n_head_kv * head_dim, n_embd)), (f"blk.{i}.attn_v.weight", mat(n_head_kv * head_dim, n_embd)),
+                    (f"blk.{i}.attn_output.weight", mat(n_embd, n_head * head_dim)), (f"blk.{i}.post_attention_norm.weight", norm()),
+                    (f"blk.{i}.ffn_norm.weight", norm()), (f"blk.{i}.ffn_gate.weight", mat(n_ff, n_embd)),
+                    (f"blk.{i}.ffn_up.weight", mat(n_ff, n_embd)), (f"blk.{i}.ffn_down.weight", mat(n_embd, n_ff)),
+                    (f"blk.{i}.post_ffw_norm.weight", norm())]
+    tensors.append(("output_norm.weight", norm()))
+    for name, (data, raw) in tensors:
+        w.add_tensor(name, data, raw_dtype=raw)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

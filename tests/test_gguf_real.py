@@ -97,3 +97,23 @@ def test_repacked_q4_0_weights_are_counted_twice_on_the_cpu(tmp_path: Path) -> N
         embd = r.footprint.embd_bytes  # type: ignore[attr-defined]
         assert logged - LOG_ROUNDING * 2 <= cpu.weights <= logged + embd + 64 * 1024
     assert cpu.total >= got["peak_rss"] - max(64 * MiB, got["peak_rss"] // 20)
+
+
+def test_sliding_window_cache_matches_llama_cpp(tmp_path: Path) -> None:
+    from gguf_models import write_gemma2
+
+    path = write_gemma2(tmp_path / "tiny-gemma2-Q8_0.gguf", n_swa=256)
+    r = api.plan(str(path), hardware=HW, constraints=Constraints(context=2032, new_tokens=16, options=(("engine", "llama-cpp-python"),
+                                                                                                     ("flash_attn", False))),
+                 runtime="gguf")
+    assert r.solution is not None
+    m = r.footprint
+    assert [la.swa for la in m.layers] == [True, False, True, False]  # type: ignore[attr-defined]
+    cpu = r.solution.chosen.memory["cpu"]
+    # 2 full layers x 2048 cells + 2 window layers x pad256(256 + 512) = 768 cells (llama.cpp: 2.00 + 0.75 MiB)
+    assert cpu.kv_cache == (2 * 2048 + 2 * 768) * 2 * 2 * 64 * 2
+    got = _run(api.emit(r).files["run_llama.py"], tmp_path)
+    b = got["buffers"]
+    assert abs(b["KV:CPU"] - cpu.kv_cache) <= 2 * LOG_ROUNDING
+    assert b["compute:CPU"] <= memory.compute(m, r.solution.chosen.settings.setting()) <= b["compute:CPU"] * 1.6 + MiB  # type: ignore[arg-type, attr-defined]
+    assert cpu.total >= got["peak_rss"] - max(64 * MiB, got["peak_rss"] // 20)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from gguf_models import write_llama
+from gguf_models import write_gemma2, write_llama
 
 from planner import api
 from planner.core.records import Constraints, Hardware
@@ -39,6 +39,8 @@ MODELS = {
     "moe": {"n_layer": 2, "n_embd": 256, "n_ff": 256, "n_head": 4, "n_head_kv": 2, "n_vocab": 1000, "n_expert": 4, "n_expert_used": 2},
     "deep": {"n_layer": 8, "n_embd": 512, "n_ff": 1536, "n_head": 8, "n_head_kv": 2, "n_vocab": 16000},
     "big": {"n_layer": 6, "n_embd": 1024, "n_ff": 2816, "n_head": 8, "n_head_kv": 8, "n_vocab": 1000},
+    # gemma2: sliding-window attention (256) on every other layer, soft-capped logits, tied output
+    "gemma2": {"n_layer": 4, "n_embd": 256, "n_ff": 512, "n_head": 4, "n_head_kv": 2, "n_vocab": 2000, "n_swa": 256},
 }
 # (model, quant, n_ctx, kv type, flash attention)
 SCENARIOS = [
@@ -49,6 +51,7 @@ SCENARIOS = [
     ("deep", "F16", 1024, "q8_0", True), ("small", "Q5_1", 1024, "q4_0", True),
     # Q4_0 is repacked by the CPU backend (a second resident copy), Q4_1 is not
     ("big", "Q4_0", 512, "f16", True), ("big", "Q4_1", 512, "f16", True),
+    ("gemma2", "Q8_0", 2048, "f16", False), ("gemma2", "Q8_0", 8192, "q8_0", True),
 ]
 
 
@@ -65,7 +68,7 @@ def run(out: Path) -> list[dict]:
                 continue
             path = t / f"{model}-{quant}.gguf"
             if not path.exists():
-                write_llama(path, qtype=quant, **MODELS[model])  # type: ignore[arg-type]
+                (write_gemma2 if model == "gemma2" else write_llama)(path, qtype=quant, **MODELS[model])  # type: ignore[operator]
             c = Constraints(context=n_ctx - 16, new_tokens=16, options=(("engine", "llama-cpp-python"), ("flash_attn", fa), ("kv_type", kv)))
             r = api.plan(str(path), hardware=HW, constraints=c, runtime="gguf")
             assert r.solution is not None, r.rejected

@@ -74,7 +74,10 @@ def script(r: Report, p: Plan) -> str:
     """
     s = settings_of(p)
     kwargs: dict[str, Any] = {"n_ctx": s.n_ctx, "n_gpu_layers": s.n_gpu_layers, "flash_attn": s.flash_attn,
-                              "type_k": GGML_TYPE_ID[s.cache_type_k], "type_v": GGML_TYPE_ID[s.cache_type_v]}
+                              "type_k": GGML_TYPE_ID[s.cache_type_k], "type_v": GGML_TYPE_ID[s.cache_type_v],
+                              # llama.cpp's C default is a full-size sliding-window cache (llama_context_default_params
+                              # swa_full = true); the plan, like llama-server, keeps only the window
+                              "swa_full": False}
     if s.tensor_split:
         kwargs["tensor_split"] = [round(x / sum(s.tensor_split), 4) for x in s.tensor_split]
     if _local(r):

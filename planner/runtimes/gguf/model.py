@@ -21,7 +21,7 @@ from planner.core.errors import UnsupportedModel
 from planner.core.records import Snapshot, _ToDict, from_plain
 from planner.runtimes.gguf.files import groups
 
-FACTS_VERSION = "gguf-2"
+FACTS_VERSION = "gguf-3"
 _BLK = re.compile(r"^blk\.(\d+)\.")
 # Types the ggml CPU backend repacks into its CPU_REPACK buffer, a second copy beside the mapped
 # file (ggml/src/ggml-cpu/repack.cpp: q4_0 4x4/4x8/8x8, q4_K 8x8, iq4_nl 4x4/8x8, q2_K 8x8,
@@ -108,6 +108,7 @@ class GgufModel(_ToDict):
     groups: tuple[Group, ...] = field(default_factory=tuple)
     name: str = ""
     output_repack: int = 0
+    attn_softcap: bool = False
 
     @property
     def parameters(self) -> int:
@@ -236,6 +237,7 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
                      layers=layers, input_bytes=input_bytes, output_bytes=output_bytes, embd_bytes=embd, tied=tied, weight_bytes=weight,
                      params=params, n_swa=n_swa, n_expert=int(key("expert_count", 0) or 0),
                      n_expert_used=int(key("expert_used_count", 0) or 0), groups=gs, output_repack=output_repack,
+                     attn_softcap=bool(key("attn_logit_softcapping", 0)),
                      name=str(md.get("general.name", "")))
 
 
