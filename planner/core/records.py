@@ -269,12 +269,14 @@ class Snapshot(_ToDict):
         source: "hub", "cache" (HF cache or fitcheck's metadata cache), "catalog" or "local".
         config: the parsed config.json.
         files: the repo listing.
-        weight_format: "safetensors" or "pytorch" (pickled pytorch_model*.bin).
+        weight_format: "safetensors", "pytorch" (pickled pytorch_model*.bin) or "gguf".
         weight_files: the weight files transformers would load, in order.
         tensors: the tensors of those files, from their headers (empty for "pytorch").
         gated: whether the Hub marks the repo gated.
         notes: things the user should know about how it was read (one line each).
         fetch: what reading it cost.
+        gguf: for ``weight_format == "gguf"``: the parsed headers' summary (metadata from shard
+            1, per-file version/alignment/data offset; planner.sources.gguf_files), else None.
     """
 
     id: str
@@ -289,6 +291,7 @@ class Snapshot(_ToDict):
     gated: bool = False
     notes: tuple[str, ...] = ()
     fetch: Fetch = Fetch()
+    gguf: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
