@@ -70,10 +70,14 @@ BNB_BLOCK = 256
 
 
 def kind(s: TrainingSettings) -> tuple[str, str]:
+    """(method family, precision family) of the activation coefficients."""
     method = "full" if s.method == "full" else "lora"
     if s.precision == "fp32":
         return method, "fp32"
-    if s.precision == "bf16":
+    # DeepSpeed's bf16/fp16 modes convert the module to 16 bits (master weights live in the
+    # optimizer) and FSDP's MixedPrecision casts each gathered unit: the forward runs like pure
+    # 16-bit weights, without autocast and its cache
+    if s.precision == "bf16" or (method == "full" and s.strategy not in ("single", "ddp")):
         return method, "bf16" if method == "full" else "mixed"
     return method, "mixed"
 

@@ -125,8 +125,12 @@ def candidates(fp: Footprint, hw: Hardware, request: Constraints) -> Iterator[Tr
     for precision in precisions:
         for strategy in strategies:
             for opt in optimizers:
-                if "8bit" in str(opt) and strategy not in ("single", "ddp"):
-                    continue  # bitsandbytes' optimizers step whole tensors: not with ZeRO's or FSDP's flat shards
+                if ("8bit" in str(opt) or precision == "bf16") and strategy not in ("single", "ddp"):
+                    # bitsandbytes' optimizers step whole tensors, not ZeRO's or FSDP's flat shards;
+                    # DeepSpeed's bf16 keeps fp32 master weights anyway (its BF16_Optimizer)
+                    continue
+                if strategy.endswith("-offload") and opt != "adamw":
+                    continue  # an offloaded optimizer is DeepSpeed's own CPU Adam (emit.ds_config)
                 for ckpt in ckpts:
                     s = TrainingSettings(method=method, optimizer=str(opt), gradient_checkpointing=ckpt, precision=precision,
                                          seq=int(r["seq"]), batch=int(r["batch"]), grad_accum=int(r["grad_accum"]),  # type: ignore[call-overload]
