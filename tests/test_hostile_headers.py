@@ -159,7 +159,7 @@ CLI_CASES = ["len-2^63", "len-past-file-end", "not-json", "dtype-unknown", "shap
 def test_cli_one_line(case_id: str, hub: FakeHub, repo_id: str) -> None:
     case = HEADERS[case_id]
     hub.add_repo(repo_id, {"config.json": json.dumps(CONFIG).encode(), "model.safetensors": SparseFile(case.prefix[: case.size], case.size)})
-    r = run_cli("plan", repo_id, "--hardware", "rtx-4090", "--json", "--timeout", "10")
+    r = run_cli("plan", repo_id, "--hardware", "rtx-4090", "--timeout", "10")  # text mode: the error on stderr (--json errors: test_advice_inputs)
     check_one_line(r.code, r.stderr, repo_id, "model.safetensors", case.needle)
     assert r.stdout == "" and r.seconds < 30
 

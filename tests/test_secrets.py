@@ -96,7 +96,7 @@ def test_canary_token_never_leaks(source: str, token: str, hub: FakeHub, repo_id
         # --json, a plan file, a script; and, once, the text report with huggingface_hub logging its requests (HF_DEBUG)
         "plan": (["plan", repo_id, *hw, "--json", "--config", str(plan_file), "--script", str(script_file), *targs], env, None),
         "gated": (["check", repo_id + "-gated", *hw, *targs], {**env, "FITCHECK_DEBUG": "1"}, None),
-        "private": (["plan", repo_id + "-private", *hw, "--json", *targs], env, None),
+        "private": (["plan", repo_id + "-private", *hw, *targs], env, None),  # text mode: the error on stderr
         "crash": (["plan", repo_id, *hw, *targs], {**env, "FITCHECK_DEBUG": "1", "CANARY": token}, _CRASH),
     }
     if source == "HF_TOKEN_PATH":

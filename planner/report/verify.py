@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -128,10 +129,11 @@ def verify_plan_text(text: str, *, timeout: float = 1800.0, trust_remote_code: b
     plan = _checked(text)
     load = plan["load"]
     runtime = _runtime(plan)
-    check_hardware(plan, hardware)  # before anything loads or downloads
     with tempfile.TemporaryDirectory(prefix="fitcheck-verify-") as tmp:
         plan_path, out_path = Path(tmp) / "plan.json", Path(tmp) / "result.json"
-        argv = runtime.verify_argv(plan, str(plan_path), str(out_path))
+        argv = runtime.verify_argv(plan, str(plan_path), str(out_path))  # refuses what its runtime cannot run here
+        if argv is not None:
+            check_hardware(plan, hardware)  # before anything loads or downloads
         if load.get("trust_remote_code") and not trust_remote_code:
             raise VerifyError("the plan runs Python code from the model repo (trust_remote_code)",
                               hint="review that code, then pass --trust-remote-code to verify")
@@ -193,6 +195,11 @@ def _run_child(argv: list[str], *, timeout: float, progress: Callable[[str], Non
     return code, lines
 
 
+# The accelerator names a plan file's "predicted" block uses (every other key is a CPU, the disk, or
+# a runtime's own entry).
+_ACCELERATOR = re.compile(r"^(node\d+:)?(cuda|xpu|npu):\d+$|^mps$")
+
+
 def check_hardware(plan: dict[str, Any], hardware: Hardware | None = None) -> None:
     """Refuse a plan for accelerators this machine does not have, or that lack the memory the plan
     needs on them, before the load starts (or downloads anything).
@@ -200,7 +207,8 @@ def check_hardware(plan: dict[str, Any], hardware: Hardware | None = None) -> No
     Raises:
         VerifyError: a device of the plan is missing here, or has less free memory than the plan needs there.
     """
-    wanted = [d for d in plan.get("predicted", {}) if d not in ("cpu", "disk")]
+    predicted = plan.get("predicted", {})
+    wanted = [d for d in predicted if isinstance(d, str) and _ACCELERATOR.match(d)] if isinstance(predicted, dict) else []
     if not wanted:
         return
     if hardware is None:
