@@ -23,6 +23,7 @@ AUTO = "auto"
 # name -> "module:Class"; one line per runtime, in the order "auto" tries them.
 RUNTIMES: dict[str, str] = {
     "transformers": "planner.runtimes.transformers.runtime:TransformersRuntime",
+    "diffusers": "planner.runtimes.diffusers.runtime:DiffusersRuntime",
 }
 
 

@@ -23,6 +23,7 @@ from planner.core.errors import UsageError
 
 # one line per runtime that has options of its own
 GROUPS: tuple[str, ...] = (
+    "planner.cli.options.diffusers",
 )
 
 
