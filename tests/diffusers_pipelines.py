@@ -8,12 +8,16 @@ them. Shapes are a few hundred kilobytes; they run on the CPU in a second.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import string
+import tempfile
 from pathlib import Path
 
 
-def _tokenizer(folder: Path):  # noqa: ANN202 - transformers is imported lazily
+def _tokenizer(folder: Path):
     from transformers import CLIPTokenizer
 
     chars = list(string.ascii_lowercase) + list(string.digits) + list(",.!?'-")
@@ -24,10 +28,10 @@ def _tokenizer(folder: Path):  # noqa: ANN202 - transformers is imported lazily
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
 
 
-def _clip(seed: int):  # noqa: ANN202
+def _clip(seed: int):
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -37,7 +41,7 @@ def _clip(seed: int):  # noqa: ANN202
                                         eos_token_id=85, pad_token_id=85))
 
 
-def _save(pipe, folder: Path, fp16: bool) -> Path:  # noqa: ANN001
+def _save(pipe, folder: Path, fp16: bool) -> Path:
     import torch
 
     pipe.save_pretrained(folder, safe_serialization=True)
@@ -49,7 +53,12 @@ def _save(pipe, folder: Path, fp16: bool) -> Path:  # noqa: ANN001
 def build_sd(folder: Path, *, fp16: bool = False) -> Path:
     """A tiny StableDiffusionPipeline in ``folder`` (32 x 32 images, VAE scale 2)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
 
     tmp = folder.parent / (folder.name + "-tok")
     tokenizer = _tokenizer(tmp)
@@ -67,7 +76,12 @@ def build_sd(folder: Path, *, fp16: bool = False) -> Path:
 def build_flux(folder: Path, *, fp16: bool = False) -> Path:
     """A tiny FluxPipeline in ``folder`` (32 x 32 images, VAE scale 2, 2x2 latent packing)."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
     from transformers import T5Config, T5EncoderModel
 
     tmp = folder.parent / (folder.name + "-tok")
@@ -85,3 +99,25 @@ def build_flux(folder: Path, *, fp16: bool = False) -> Path:
     pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=_clip(1), tokenizer=tokenizer,
                         text_encoder_2=t5, tokenizer_2=tokenizer, transformer=transformer)
     return _save(pipe, folder, fp16)
+
+
+def cached(kind: str, *, fp16: bool = False) -> Path:
+    """The tiny pipeline ``kind`` ("sd" or "flux"), built once per version of this file and of
+    diffusers and kept under the temp folder (building one costs 20-40 s on a loaded machine).
+    Tests copy it before changing it."""
+    import diffusers
+
+    key = hashlib.sha256(Path(__file__).read_bytes() + diffusers.__version__.encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"fitcheck-tiny-pipelines-{key}" / f"{kind}{'-fp16' if fp16 else ''}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    partial = folder.parent / f".{folder.name}-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    (build_sd if kind == "sd" else build_flux)(partial, fp16=fp16)
+    shutil.rmtree(partial.parent / f"{partial.name}-tok", ignore_errors=True)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process won the race: use its copy
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from diffusers_pipelines import build_flux, build_sd
+from diffusers_pipelines import cached
 
 from planner import api
 from planner.core.errors import BadHeader
@@ -17,19 +17,19 @@ from planner.runtimes.diffusers import files
 
 
 @pytest.fixture(scope="session")
-def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sd(tmp_path_factory.mktemp("pipes") / "sd", fp16=True)
+def sd_folder() -> Path:
+    return cached("sd", fp16=True)
 
 
 @pytest.fixture(scope="session")
-def flux_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_flux(tmp_path_factory.mktemp("pipes") / "flux")
+def flux_folder() -> Path:
+    return cached("flux")
 
 
 def _param_count(folder: Path, component: str) -> int:
-    from safetensors import safe_open
-
     import math
+
+    from safetensors import safe_open
 
     total = 0
     for f in sorted((folder / component).glob("*.safetensors")):
@@ -96,7 +96,7 @@ def test_local_folder_facts(sd_folder: Path) -> None:
     assert block["components"]["unet"]["class"] == "UNet2DConditionModel"
 
 
-def test_fake_hub_reads_headers_only(sd_folder: Path, hub, repo_id: str) -> None:  # noqa: ANN001
+def test_fake_hub_reads_headers_only(sd_folder: Path, hub, repo_id: str) -> None:
     hub.add_local_model(repo_id, sd_folder)
     r = api.plan(repo_id, hardware=load_profile("rtx-4090"), constraints=Constraints().with_options(resolution=(32, 32)))
     local = api.plan(str(sd_folder), hardware=load_profile("rtx-4090"), constraints=Constraints().with_options(resolution=(32, 32)))

@@ -59,7 +59,9 @@ def model_block(fx: PipelineFacts) -> dict[str, Any]:
 def plan_block(fx: PipelineFacts, p: Plan) -> dict[str, Any]:
     """``plan.diffusers``: the switches, and the memory of each phase per device."""
     s = _settings(p)
-    from planner.runtimes.diffusers import plans as _plans  # the phase pricing lives there
+    from planner.runtimes.diffusers import (
+        plans as _plans,  # the phase pricing lives there
+    )
 
     phases = {}
     for ph in memory.phases(fx, s):
@@ -207,7 +209,7 @@ def script_from_doc(d: Mapping[str, Any], *, label: str) -> str:
         "",
         "def load():",
     ]
-    kwargs = [f"revision=REVISION", f"torch_dtype={dtype}"]
+    kwargs = ["revision=REVISION", f"torch_dtype={dtype}"]
     if d.get("variant"):
         kwargs.append(f"variant={literal(str(d['variant']))}")
     if quantized:

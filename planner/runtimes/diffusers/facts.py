@@ -19,10 +19,11 @@ from planner.runtimes.diffusers import files as pfiles
 
 FACTS_VERSION = "diffusers-1"
 _NUMBERED = re.compile(r"^([^.]+)\.(\d+)\.")
-# Tensors a bnb Linear replacement does not touch: embeddings and norms stay in the compute dtype
-# (diffusers quantizers/bitsandbytes/utils.py replaces nn.Linear modules only); a 2-D ".weight"
-# that is not an embedding is counted as a Linear.
-_NOT_LINEAR = ("embed", "emb.", "norm", "shared.weight", "position", "conv")
+# bnb replaces nn.Linear modules only (diffusers quantizers/bitsandbytes/utils.py
+# replace_with_bnb_linear): a 2-D ".weight" is counted as a Linear unless it is an nn.Embedding's
+# (token and position tables of the text encoders). Norm and conv weights are 1-D and 4-D.
+_EMBEDDINGS = ("embed_tokens.weight", "shared.weight", "token_embedding.weight", "position_embedding.weight",
+               "embedding.weight")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,7 @@ def _structure(tensors: list[Tensor]) -> tuple[int, int, int, int]:
             groups[key] = groups.get(key, 0) + n
         else:
             ungrouped += n
-        if len(t.shape) == 2 and t.name.endswith(".weight") and not any(s in t.name for s in _NOT_LINEAR):
+        if len(t.shape) == 2 and t.name.endswith(".weight") and not t.name.endswith(_EMBEDDINGS):
             linear += n
     return linear, max(leaves.values(), default=0), max(groups.values(), default=0), ungrouped
 

@@ -40,7 +40,8 @@ TILE_COPIES = 4
 TEXT_FIXED = 32 * MiB
 TEXT_K = 4.0
 # Sliced attention (attention_processor.py SlicedAttnProcessor): scores and their softmax,
-# 2 x slice x N^2, for the largest attention level.
+# 2 x slice x N^2, for the largest attention level (slice: heads // 2 for "auto", 1 for "max",
+# unet_2d_condition.py:754-760).
 SLICED_COPIES = 2
 
 # Tokens of the prompt embeddings the denoiser attends to, by pipeline: Flux and SD3 take the T5
@@ -130,15 +131,18 @@ def denoise_activations(facts: PipelineFacts, s: DiffusersSettings) -> int:
     cfg = den.config
     if is_unet(den):
         c0 = (cfg.get("block_out_channels") or [320])[0]
-        total = UNET_FIXED + UNET_K * batch * lat * c0 * a
+        linear = UNET_K * batch * lat * c0 * a
         if s.attention_slicing:
+            # the sliced scores are live while the attention runs, not with the feed-forward's
+            # tensors: the peak is the larger of the two (calib.jsonl: "max" at 512^2 peaked
+            # +303 MiB, as SDPA did; the "auto" run +620 MB, scores 512 MiB)
             worst = 0
             for level, heads in _levels(cfg):
                 n = lat // (4 ** level)
                 per = heads // 2 if s.attention_slicing == "auto" else 1
                 worst = max(worst, SLICED_COPIES * max(per, 1) * n * n * a)
-            total += worst
-        return int(total)
+            linear = max(linear, worst)
+        return int(UNET_FIXED + linear)
     patch = cfg.get("patch_size") or (2 if facts.pipeline.startswith("StableDiffusion3") else 1)
     # Flux packs 2x2 latent pixels into one token (pipeline_flux.py _pack_latents) with patch_size 1
     tokens = lat // 4 if facts.pipeline.startswith("Flux") else lat // (patch * patch)

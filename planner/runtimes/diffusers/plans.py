@@ -27,8 +27,11 @@ from planner.runtimes.diffusers.settings import DTYPE_BYTES, DiffusersSettings
 # --- fixed costs -------------------------------------------------------------------------------
 # RSS of a process with torch, diffusers and transformers imported and the pipeline object built,
 # besides its weights: measured in the emitted script on tiny pipelines (tests/test_diffusers_run.py
-# and benchmarks/diffusers/RESULTS.md: 560-620 MiB over the weights with MALLOC_MMAP_THRESHOLD_=65536).
-CPU_BASE = 640 * MiB
+# : peak RSS 452-456 MiB for 2-step runs of 1-2 MiB pipelines with MALLOC_MMAP_THRESHOLD_=65536).
+CPU_BASE = 460 * MiB
+# The same process on a CUDA machine: the CUDA runtime, cuBLAS and cuDNN are mapped in. PR #11682's
+# Flux-dev run without offload held 1.838 GB (bytes / 1024^3) of RAM with every weight on the GPU.
+CPU_BASE_CUDA = int(1.838 * 1024**3)
 # CUDA context + cuBLAS/cuDNN handles: the lead the transformers runtime uses (600 MiB, its
 # memory/overhead.py: peers Ollama 457 MiB, gpu_poor 650 MB); uncalibrated here (no GPU lent).
 CUDA_CONTEXT = 600 * MiB
@@ -59,6 +62,12 @@ CPU_FLOPS_PER_CORE = 3.5e9
 # A UNet step costs about 2 x parameters x latent pixels / 16 FLOP (its convolutions run mostly
 # at 1/2-1/8 resolution; an assumption that gives ~0.45 TFLOP for SD 1.5 at 512^2, one image).
 UNET_TOKEN_DIVISOR = 16
+# Share of the shorter of compute and transfer a CUDA stream does not hide (assumption: no
+# published stream timing; the synchronisation at each group boundary stays exposed).
+STREAM_UNHIDDEN = 0.25
+# Compute-time factor of a bnb-quantized denoiser (assumption, uncalibrated: LLM.int8's
+# mixed-precision decomposition is the slow one; nf4 dequantizes each weight per matmul).
+BNB_SLOWDOWN = {"int8": 1.8, "nf4": 1.3}
 
 
 def request_settings(facts: PipelineFacts, request: Constraints) -> tuple[tuple[int, int], int, bool, int]:
@@ -180,15 +189,24 @@ def price(facts: PipelineFacts, hw: Hardware, request: Constraints, s: Diffusers
         total = peak_w + peak_a + CUDA_CONTEXT + slack
         mem[gpu.device] = _device(gpu.device, peak_w, peak_a, CUDA_CONTEXT + slack, total, gpu.free_bytes, request)
         if not gpu.unified:
+            base = CPU_BASE_CUDA
             if s.offload == "none":
-                ram_w, load = 0, CPU_BASE + max((c.largest_leaf for c in live), default=0) * 4
+                ram_w, load = 0, base + max((c.largest_leaf for c in live), default=0) * 4
             elif s.offload == "group" and s.group_disk:
                 ram_w = DISK_GROUPS_IN_RAM * max(c.largest_group for c in live) * DTYPE_BYTES[s.dtype]
-                load = CPU_BASE + all_weights  # loaded to RAM first, then written to the folder
+                load = base + all_weights  # loaded to RAM first, then written to the folder
+                # safetensors files are memory-mapped: tensors kept in their stored dtype are page
+                # cache until the folder is written (reclaimable); cast ones are copies
+                mapped = sum(memory.weight_bytes(c, s) for c in live if _STORED.get(c.dtype) == s.dtype)
+                total = max(base + ram_w, load)
+                mem["cpu"] = _device("cpu", ram_w, 0, base, total, cpu_free, request, load=load,
+                                     reclaimable=min(mapped, total - base - ram_w))
+                ram_w = -1
             else:
                 ram_w = all_weights * (STREAM_RAM_COPIES if s.group_stream else 1)
-                load = CPU_BASE + all_weights
-            mem["cpu"] = _device("cpu", ram_w, 0, CPU_BASE, max(CPU_BASE + ram_w, load), cpu_free, request, load=load)
+                load = base + all_weights
+            if ram_w >= 0:
+                mem["cpu"] = _device("cpu", ram_w, 0, base, max(base + ram_w, load), cpu_free, request, load=load)
         if s.group_disk:
             written = sum(memory.weight_bytes(c, s) for c in live)
             mem["disk"] = _device("disk", written, 0, 0, written, hw.disk_free, request)
@@ -214,11 +232,16 @@ def price(facts: PipelineFacts, hw: Hardware, request: Constraints, s: Diffusers
     )
 
 
+_STORED = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
 def _device(name: str, weights: int, act: int, overhead: int, total: int, free: int, request: Constraints,
-            load: int = 0) -> DeviceMemory:
+            load: int = 0, reclaimable: int = 0) -> DeviceMemory:
     margin = request.margin(free)
+    reclaimable = min(reclaimable, total)
     return DeviceMemory(device=name, weights=weights, kv_cache=0, activations=act, overhead=overhead, total=total,
-                        capacity=max(0, free - margin), free=free, margin=margin, load=load, required=total)
+                        capacity=max(0, free - margin), free=free, margin=margin, load=load, reclaimable=reclaimable,
+                        required=total - reclaimable)
 
 
 def _quality(facts: PipelineFacts, s: DiffusersSettings) -> int:
@@ -252,6 +275,9 @@ def speed(facts: PipelineFacts, hw: Hardware, s: DiffusersSettings) -> Speed:
         gpu = hw.gpus[0]
         rate = (gpu.bandwidth or 500e9) * GPU_FLOP_PER_BYTE
     compute = s.steps * step_flop / rate
+    q = s.quant_of(den.name)
+    if q:  # bnb dequantizes per matmul: slower than the half-precision kernels (assumption, see docs)
+        compute *= BNB_SLOWDOWN[q]
     link = (hw.gpus[0].pcie_bandwidth if hw.gpus else None) or 15.75e9
     live = [c for c in facts.components if c.name not in s.dropped]
     den_bytes = memory.weight_bytes(den, s)
@@ -263,13 +289,39 @@ def speed(facts: PipelineFacts, hw: Hardware, s: DiffusersSettings) -> Speed:
         key = "group_disk" if s.group_disk else s.offload
         moved = s.steps * den_bytes + rest
         transfer = moved / (link * LINK_FRACTION[key])
-        if s.group_stream:  # prefetch overlaps the next group's copy with this one's compute
-            return Speed(image_s=round(max(compute, transfer) / s.batch, 3))
+        if s.group_stream:  # prefetch overlaps the next group's copy with this one's compute, in part
+            overlapped = max(compute, transfer) + STREAM_UNHIDDEN * min(compute, transfer)
+            return Speed(image_s=round(overlapped / s.batch, 3))
     return Speed(image_s=round((compute + transfer) / s.batch, 3))
 
 
 def plans(facts: PipelineFacts, hw: Hardware, request: Constraints) -> list[Plan]:
-    out = [price(facts, hw, request, s) for s in candidates(facts, hw, request)]
+    """Every candidate, priced, in tiers as an expert reaches for them: the full pipeline in the
+    planned dtype first; quantized components only when no such plan fits without offload or with
+    model offload (bnb costs quality and, for int8, speed); SD3 without its T5 only when nothing
+    else fits at all (prompts then reach it through CLIP alone). A tier is dropped, not just
+    ranked lower, because the solver's "speed" policy puts any plan that keeps every weight on
+    the GPU first; ``--quantization`` asks for the quantized tier outright."""
+    priced = [price(facts, hw, request, s) for s in candidates(facts, hw, request)]
+
+    def tier(p: Plan) -> int:
+        s = p.settings
+        assert isinstance(s, DiffusersSettings)
+        return 2 if s.dropped else 1 if s.quantized else 0
+
+    def fast_fit(p: Plan) -> bool:
+        s = p.settings
+        assert isinstance(s, DiffusersSettings)
+        return p.fits and s.offload in ("none", "model")
+
+    keep = {0}
+    if request.quantization in ("nf4", "int8") or not any(fast_fit(p) for p in priced if tier(p) == 0):
+        keep.add(1)
+    if not any(p.fits for p in priced if tier(p) in (0, 1)):
+        keep.add(2)
+    out = [p for p in priced if tier(p) in keep]
+    if request.quantization in ("nf4", "int8"):
+        out = [p for p in out if tier(p) != 0] or out
     return _annotate(facts, hw, request, out)
 
 
@@ -286,9 +338,10 @@ def _annotate(facts: PipelineFacts, hw: Hardware, request: Constraints, out: lis
         if theirs < mine:
             done.append(sliced)
         else:
-            note = (f"attention slicing not planned: with SDPA it raises the denoising peak by "
-                    f"{fmt_bytes(memory.denoise_activations(facts, replace(s, attention_slicing='max')) - memory.denoise_activations(facts, s))}"
-                    f" (\"max\"; \"auto\" more) and is slower")
+            more = memory.denoise_activations(facts, replace(s, attention_slicing="max")) - memory.denoise_activations(facts, s)
+            effect = f"raises the denoising peak by {fmt_bytes(more)}" if more > 0 else "does not lower the peak"
+            note = (f"attention slicing not planned: with SDPA it {effect} (\"max\"; \"auto\" holds more scores) "
+                    f"and is about 2x slower (benchmarks/diffusers/calib.jsonl)")
             done.append(replace(p, notes=(*p.notes, note)))
     return done
 

@@ -10,7 +10,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from planner.core.records import Constraints, FileSelection, Hardware, Plan, RepoFile, Report, Snapshot
+from planner.core.records import (
+    Constraints,
+    FileSelection,
+    Hardware,
+    Plan,
+    RepoFile,
+    Report,
+    Snapshot,
+)
 from planner.runtimes.base import Artifacts
 from planner.runtimes.diffusers import emit, facts, files, plans
 

@@ -26,6 +26,21 @@ def _index() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _pipelines() -> dict[str, str]:
+    """Diffusers pipelines (``pipelines/*.json``, written by benchmarks/build_pipeline_catalog.py):
+    looked up like the rest, but not among :func:`names`, whose entries are transformers models."""
+    folder = resources.files(__name__).joinpath("pipelines")
+    if not folder.is_dir():
+        return {}
+    return {e.name[: -len(".json")].replace("__", "/"): f"pipelines/{e.name}" for e in folder.iterdir() if e.name.endswith(".json")}
+
+
+def pipeline_names() -> tuple[str, ...]:
+    """Repo ids of the diffusers pipelines in the catalog."""
+    return tuple(sorted(_pipelines()))
+
+
 def names() -> tuple[str, ...]:
     """Repo ids in the catalog."""
     return tuple(sorted(_index()))
@@ -33,7 +48,7 @@ def names() -> tuple[str, ...]:
 
 def raw(repo: str) -> dict[str, Any] | None:
     """The catalog entry as stored (with provenance), or None."""
-    name = _index().get(repo)
+    name = _index().get(repo) or _pipelines().get(repo)
     if name is None:
         return None
     return json.loads(resources.files(__name__).joinpath(name).read_text())
