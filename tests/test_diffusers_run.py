@@ -53,3 +53,18 @@ def test_emitted_script_runs_within_the_prediction(pipes: dict[str, Path], tmp_p
     assert doc["model"]["source"] == "local"
     assert peak <= predicted, (peak / MiB, predicted / MiB)
     assert predicted - peak <= TINY_OVER, (peak / MiB, predicted / MiB)
+
+
+def test_verify_measures_each_phase(pipes: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    r = api.plan(str(pipes["sd"]), hardware=load_profile("cpu-laptop-16gb"),
+                 constraints=Constraints().with_options(resolution=(32, 32), steps=2), runtime="diffusers")
+    path = tmp_path / "plan.json"
+    path.write_text(api.emit(r).files["plan.json"])
+    v = api.verify(path, timeout=600)
+    assert v.ok
+    cpu = v.devices["cpu"]
+    assert cpu.measured_peak <= cpu.predicted_peak
+    assert set(v.raw["diffusers_phases"]) == {"text encoding", "denoising", "VAE decode"}
+    weights = {c.name: c for c in cpu.components}["weights"]
+    assert weights.measured == weights.predicted  # fp32 parameters, counted exactly

@@ -122,6 +122,9 @@ def plan_file(r: Report, fx: PipelineFacts, p: Plan, *, offload_dir: str) -> str
         "model": {"id": r.snapshot.id, "revision": r.snapshot.revision, "commit": r.snapshot.commit, "source": r.snapshot.source},
         "label": p.label,
         "pipeline": settings_doc(r, fx, p, offload_dir=offload_dir),
+        # what `fitcheck verify` reads of every plan file: the load (the same block) and the call
+        "load": settings_doc(r, fx, p, offload_dir=offload_dir),
+        "generate": {"batch": r.constraints.batch, "steps": _settings(p).steps, "resolution": list(_settings(p).resolution)},
         "plan": plan_block(fx, p),
         "predicted": {d: m.to_dict() for d, m in p.memory.items()},
         "margin": {"fraction": r.constraints.margin_fraction, "floor_bytes": r.constraints.margin_floor},

@@ -23,9 +23,12 @@ UNET_FIXED = 128 * MiB
 UNET_K = 20.0
 # DiT (Flux, SD3): positions = image tokens (latent pixels / patch^2) + text tokens, channels =
 # heads x head_dim. Fitted on the Flux-dev transformer at its real width with one double and one
-# single block (a no-grad forward frees each block's tensors, so depth does not add).
-DIT_FIXED = 160 * MiB
-DIT_K = 12.0
+# single block (a no-grad forward frees each block's tensors, so depth does not add), fp32, 512
+# text tokens (calib.jsonl): +183 / +304 / +847 MiB at 256^2 / 512^2 / 1024^2 (768 / 1536 / 4608
+# tokens x 3072 x 4 B = 9 / 18 / 54 MiB): through 512^2 and 1024^2, K = 15.1 and 32 MiB fixed;
+# 40 MiB keeps 256^2 within 6 MiB.
+DIT_FIXED = 40 * MiB
+DIT_K = 15.1
 # VAE decode: positions = output pixels, channels = block_out_channels[0] (the decoder's last,
 # full-resolution level). Fitted on the SD VAE (fp32): measured here +260 MiB at 256^2 and +979 MiB at
 # 512^2 (calib.jsonl); the CPU runs 2180 MB at 768^2 and 3860 MB at 1024^2. Through 512^2
