@@ -18,9 +18,14 @@ from planner.runtimes.diffusers.settings import DTYPE_BYTES, DiffusersSettings
 
 # --- coefficients (bytes = FIXED + K x effective batch x positions x channels x dtype bytes) --
 # UNet: positions = latent pixels at level 0, channels = block_out_channels[0]. Fitted on the real
-# SD 1.5 UNet (fp32, CFG batch 2): 256^2 +170 MiB, 512^2 and 768^2 (calib.jsonl).
-UNET_FIXED = 128 * MiB
-UNET_K = 20.0
+# SD 1.5 UNet, fp32 (calib.jsonl): x = batch x positions x channels x 4 B = 2.5 / 5 / 10 / 40 MiB
+# (256^2 CFG, 512^2 one pass, 512^2 CFG, 1024^2 CFG) peaked +171 / +187 / +303 / +1083 MiB. Through
+# the two largest: K = 26, 43 MiB fixed. Below about 5 MiB the peak stops falling: a floor of 1.7x
+# the largest leaf module's weights (112.5 MiB fp32 for SD 1.5: 191 MiB), which scales with the model
+# (working copies of the largest conv weights, the likely part).
+UNET_FIXED = 43 * MiB
+UNET_K = 26.0
+UNET_FLOOR_LEAVES = 1.7
 # DiT (Flux, SD3): positions = image tokens (latent pixels / patch^2) + text tokens, channels =
 # heads x head_dim. Fitted on the Flux-dev transformer at its real width with one double and one
 # single block (a no-grad forward frees each block's tensors, so depth does not add), fp32, 512
@@ -30,11 +35,15 @@ UNET_K = 20.0
 DIT_FIXED = 40 * MiB
 DIT_K = 15.1
 # VAE decode: positions = output pixels, channels = block_out_channels[0] (the decoder's last,
-# full-resolution level). Fitted on the SD VAE (fp32): measured here +260 MiB at 256^2 and +979 MiB at
-# 512^2 (calib.jsonl); the CPU runs 2180 MB at 768^2 and 3860 MB at 1024^2. Through 512^2
-# and 1024^2: 3603 B per pixel = 7.04 x 128 channels x 4 B, and 80 MiB fixed (256^2: +43 MiB over).
-VAE_FIXED = 80 * MiB
-VAE_K = 7.04
+# full-resolution level). Fitted on the SD VAE, fp32, one image: measured here +260 MiB at 256^2 and
+# +980 MiB at 512^2 (calib.jsonl), the CPU runs 2180 and 3860 at 768^2 and 1024^2 (the same
+# 260 and 980 at the small sizes, so MiB): one line through all four, 3840 B per pixel = 7.5 x 128
+# channels x 4 B, and 20 MiB fixed.
+VAE_FIXED = 20 * MiB
+VAE_K = 7.5
+# Each further image of a batch adds this share of the first's (calib.jsonl: 256^2 batch 2 +402 MiB
+# against +260 for one image: 0.59); VAE slicing decodes one image at a time.
+VAE_BATCH_EXTRA = 0.6
 # Tiled decode keeps every decoded tile, the blended rows and the output: 3 channels per pixel,
 # this many copies (autoencoder_kl.py:364-400).
 TILE_COPIES = 4
@@ -145,7 +154,7 @@ def denoise_activations(facts: PipelineFacts, s: DiffusersSettings) -> int:
                 per = heads // 2 if s.attention_slicing == "auto" else 1
                 worst = max(worst, SLICED_COPIES * max(per, 1) * n * n * a)
             linear = max(linear, worst)
-        return int(UNET_FIXED + linear)
+        return int(max(UNET_FIXED + linear, UNET_FLOOR_LEAVES * den.largest_leaf * a))
     patch = cfg.get("patch_size") or (2 if facts.pipeline.startswith("StableDiffusion3") else 1)
     # Flux packs 2x2 latent pixels into one token (pipeline_flux.py _pack_latents) with patch_size 1
     tokens = lat // 4 if facts.pipeline.startswith("Flux") else lat // (patch * patch)
@@ -171,11 +180,12 @@ def decode_activations(facts: PipelineFacts, s: DiffusersSettings) -> int:
     images = 1 if s.vae_slicing else s.batch
     tile = int(vae.config.get("sample_size") or 512)
     tile = tile[0] if isinstance(tile, list) else tile
+    spread = 1 + VAE_BATCH_EXTRA * (images - 1)
     if s.vae_tiling and (w > tile or h > tile):
         # autoencoder_kl.py:161,200: tiles only above sample_size; each tile is one decode
-        one = VAE_FIXED + VAE_K * images * tile * tile * c * a
+        one = VAE_FIXED + VAE_K * spread * tile * tile * c * a
         return int(one + TILE_COPIES * s.batch * 3 * w * h * a)
-    return int(VAE_FIXED + VAE_K * images * w * h * c * a)
+    return int(VAE_FIXED + VAE_K * spread * w * h * c * a)
 
 
 def text_activations(c: Component, facts: PipelineFacts, s: DiffusersSettings) -> int:
