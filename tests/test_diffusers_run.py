@@ -32,7 +32,7 @@ def pipes() -> dict[str, Path]:
 
 def _run(folder: Path, out: Path, model: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
     r = api.plan(model, hardware=load_profile("cpu-laptop-16gb"),
-                 constraints=Constraints().with_options(resolution=(32, 32), steps=2), runtime="diffusers")
+                 constraints=Constraints().with_options(resolution=(32, 32), steps=1), runtime="diffusers")
     art = api.emit(r)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in art.files.items():
@@ -45,11 +45,11 @@ def _run(folder: Path, out: Path, model: str, env: dict[str, str] | None = None)
     return peak, json.loads(art.files["plan.json"])
 
 
-@pytest.mark.parametrize("kind", ["sd", "flux"])
+@pytest.mark.parametrize("kind", ["flux"])  # the SD script runs under verify below (the same rendering)
 def test_emitted_script_runs_within_the_prediction(pipes: dict[str, Path], tmp_path: Path, kind: str) -> None:
     peak, doc = _run(pipes[kind], tmp_path / "out", str(pipes[kind]))
     predicted = doc["predicted"]["cpu"]["total"]
-    assert doc["pipeline"]["device"] == "cpu" and doc["pipeline"]["steps"] == 2
+    assert doc["pipeline"]["device"] == "cpu" and doc["pipeline"]["steps"] == 1
     assert doc["model"]["source"] == "local"
     assert peak <= predicted, (peak / MiB, predicted / MiB)
     assert predicted - peak <= TINY_OVER, (peak / MiB, predicted / MiB)

@@ -6,7 +6,7 @@ with one double and one single block), peak RSS over the RSS before the phase,
 MALLOC_MMAP_THRESHOLD_=65536. The prediction is the runtime's own phase formula
 (planner/runtimes/diffusers/memory.py) on the catalog's facts of the same pipeline, fp32.
 
-Usage: PYTHONPATH=. python benchmarks/diffusers/table.py  (prints the markdown table)
+Usage: PYTHONPATH=. python benchmarks/diffusers/table.py [--write]  (prints the table; --write: RESULTS.md)
 """
 
 from __future__ import annotations
@@ -52,6 +52,21 @@ def describe(row: dict) -> str:
 
 
 def main() -> None:
+    import contextlib
+    import io
+    import sys
+
+    if "--write" in sys.argv:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            table()
+        head = (HERE / "RESULTS_HEAD.md").read_text()
+        (HERE / "RESULTS.md").write_text(head + "\n" + buf.getvalue())
+        return
+    table()
+
+
+def table() -> None:
     cache: dict = {}
     rows = [json.loads(line) for line in (HERE / "calib.jsonl").read_text().splitlines() if line.strip()]
     print("| # | scenario | measured MiB | predicted MiB | error | within target | seconds |")
