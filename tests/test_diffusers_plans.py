@@ -142,7 +142,7 @@ def test_offload_modes_against_pr_11682() -> None:
     """Our predictions beside the published figures (GiB; predicted vs published, difference):
 
     GPU: none 34.1 vs 33.85 (+0.3: the CUDA context we add, which max_memory_allocated leaves out);
-    model 23.3 vs 22.64 (+0.7); sequential 2.70 vs 2.41 (+0.3); group 9.6 vs 11.68 (-2.1: we
+    model 23.3 vs 22.64 (+0.6); sequential 2.77 vs 2.41 (+0.4); group 9.6 vs 11.68 (-2.1: we
     plan block-level groups with T5 onloaded whole, its blocks sitting under ``encoder`` rather
     than in a top-level ModuleList; the PR's script is not in the thread and kept more resident).
     RAM: none 2.3 vs 1.84 (+0.5, the load's largest fp32 tensor); sequential 33.3 vs 33.2 (+0.1);

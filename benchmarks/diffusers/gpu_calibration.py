@@ -30,7 +30,12 @@ RESOLUTIONS = [(512, 512), (768, 768)]
 
 def build_real_sd(folder: Path) -> Path:
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from diffusers_pipelines import _tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from planner.api import read_model  # noqa: E402
-from planner.core.units import MiB  # noqa: E402
-from planner.runtimes.diffusers import facts, memory  # noqa: E402
-from planner.runtimes.diffusers.settings import DiffusersSettings  # noqa: E402
+from planner.api import read_model
+from planner.core.units import MiB
+from planner.runtimes.diffusers import facts, memory
+from planner.runtimes.diffusers.settings import DiffusersSettings
 
 HERE = Path(__file__).parent
 REPOS = {"runwayml__stable-diffusion-v1-5": "runwayml/stable-diffusion-v1-5", "black-forest-labs__FLUX.1-dev": "black-forest-labs/FLUX.1-dev"}

@@ -32,7 +32,7 @@ def status() -> dict[str, int]:
     text = Path("/proc/self/status").read_text()
     out = {}
     for name in _FIELDS:
-        m = re.search(rf"^{name}:\s+(\d+) kB", text, re.M)
+        m = re.search(rf"^{name}:\s+(\d+) kB", text, re.MULTILINE)
         out[name] = int(m.group(1)) * 1024 if m else 0
     return out
 
@@ -80,8 +80,8 @@ def run(plan_path: Path, out_path: Path) -> None:
     doc = plan["pipeline"]
     results: dict[str, Any] = {"phases": {}, "diffusers_phases": {}}
     reset_peak(None)
-    import torch
     import diffusers  # noqa: F401  (the script imports it; its cost is part of the process)
+    import torch
     import transformers  # noqa: F401
 
     results["phases"]["imports"] = snapshot(torch)
