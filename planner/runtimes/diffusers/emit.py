@@ -19,7 +19,7 @@ from planner import __version__
 from planner.core.errors import UsageError, VerifyError
 from planner.core.records import Plan, Report
 from planner.core.secrets import contains_known
-from planner.runtimes.diffusers import memory
+from planner.runtimes.diffusers import memory, plans
 from planner.runtimes.diffusers.facts import PipelineFacts
 from planner.runtimes.diffusers.settings import OFFLOADS, QUANTS, DiffusersSettings
 
@@ -59,14 +59,13 @@ def model_block(fx: PipelineFacts) -> dict[str, Any]:
 def plan_block(fx: PipelineFacts, p: Plan) -> dict[str, Any]:
     """``plan.diffusers``: the switches, and the memory of each phase per device."""
     s = _settings(p)
-    from planner.runtimes.diffusers import (
-        plans as _plans,  # the phase pricing lives there
-    )
-
-    phases = {}
+    phases: dict[str, dict[str, Any]] = {}
+    sizes: dict[str, int] = {}
     for ph in memory.phases(fx, s):
-        phases[ph.name] = {"components": list(ph.components), "weights": _plans._resident(fx, s, ph), "activations": ph.activations}
-    peak = max(phases, key=lambda n: phases[n]["weights"] + phases[n]["activations"])
+        weights = plans.resident(fx, s, ph)
+        phases[ph.name] = {"components": list(ph.components), "weights": weights, "activations": ph.activations}
+        sizes[ph.name] = weights + ph.activations
+    peak = max(sizes, key=lambda n: sizes[n])
     return {
         "offload": s.offload,
         "group_stream": s.group_stream,

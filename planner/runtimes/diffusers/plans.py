@@ -114,20 +114,20 @@ def candidates(facts: PipelineFacts, hw: Hardware, request: Constraints) -> list
     drops: list[tuple[str, ...]] = [()]
     if facts.pipeline.startswith("StableDiffusion3") and facts.component("text_encoder_3"):
         drops.append(("text_encoder_3",))  # SD3 runs without its T5 (text_encoder_3=None, tokenizer_3=None)
-    base = dict(resolution=res, batch=batch, guidance=guidance, steps=steps, variant=facts.variant)
+    base = DiffusersSettings(device=gpu.device if gpu else "cpu", dtype="float32", offload="none", resolution=res, batch=batch,
+                             guidance=guidance, steps=steps, variant=facts.variant)
     out: list[DiffusersSettings] = []
     if gpu is None:
         dtypes = [request.dtype] if request.dtype else ["float32", "bfloat16"]
         for dtype, (sl, ti), drop in product(dtypes, vaes, drops):
             # fp32 loads the default (full-precision) files when every component has them
             variant = "" if dtype == "float32" and "" in facts.complete else facts.variant
-            out.append(DiffusersSettings(device="cpu", dtype=dtype, offload="none", vae_slicing=sl, vae_tiling=ti, dropped=drop,
-                                         **{**base, "variant": variant}))
+            out.append(replace(base, dtype=dtype, vae_slicing=sl, vae_tiling=ti, dropped=drop, variant=variant))
         return out
     dtype = request.dtype or _half(facts, gpu)
     if gpu.unified or gpu.backend != "cuda":
         for (sl, ti), drop in product(vaes, drops):
-            out.append(DiffusersSettings(device=gpu.device, dtype=dtype, offload="none", vae_slicing=sl, vae_tiling=ti, dropped=drop, **base))
+            out.append(replace(base, dtype=dtype, vae_slicing=sl, vae_tiling=ti, dropped=drop))
         return out
     den = facts.denoiser.name
     quants: list[tuple[tuple[str, str], ...]] = [()]
@@ -148,12 +148,12 @@ def candidates(facts: PipelineFacts, hw: Hardware, request: Constraints) -> list
         quant = tuple((c, q) for c, q in quant if c not in drop)
         if quant and request.quantization is None and not any(c == den for c, _ in quant) and not _t5s(facts):
             continue
-        out.append(DiffusersSettings(device=gpu.device, dtype=dtype, offload=mode, group_stream=stream, group_disk=disk,
-                                     vae_slicing=sl, vae_tiling=ti, quantized=quant, dropped=drop, **base))
+        out.append(replace(base, dtype=dtype, offload=mode, group_stream=stream, group_disk=disk, vae_slicing=sl, vae_tiling=ti,
+                           quantized=quant, dropped=drop))
     return list(dict.fromkeys(out))
 
 
-def _resident(facts: PipelineFacts, s: DiffusersSettings, phase: memory.Phase) -> int:
+def resident(facts: PipelineFacts, s: DiffusersSettings, phase: memory.Phase) -> int:
     """Weights on the compute device during ``phase`` under ``s``."""
     live = [c for c in facts.components if c.name not in s.dropped]
     a = DTYPE_BYTES[s.dtype]
@@ -174,7 +174,7 @@ def price(facts: PipelineFacts, hw: Hardware, request: Constraints, s: Diffusers
     live = [c for c in facts.components if c.name not in s.dropped]
     all_weights = sum(memory.weight_bytes(c, s) for c in live)
     steps = memory.phases(facts, s)
-    per_phase = {p.name: (_resident(facts, s, p), p.activations) for p in steps}
+    per_phase = {p.name: (resident(facts, s, p), p.activations) for p in steps}
     peak_name, (peak_w, peak_a) = max(per_phase.items(), key=lambda kv: sum(kv[1]))
     notes: list[str] = []
     reasons: list[str] = []
