@@ -41,9 +41,10 @@ DIT_K = 15.1
 # channels x 4 B, and 20 MiB fixed.
 VAE_FIXED = 20 * MiB
 VAE_K = 7.5
-# Each further image of a batch adds this share of the first's (calib.jsonl: 256^2 batch 2 +402 MiB
-# against +260 for one image: 0.59); VAE slicing decodes one image at a time.
-VAE_BATCH_EXTRA = 0.6
+# Each further image of a batch adds this share of the first's variable part (calib.jsonl at 256^2:
+# one image +260 MiB, two +402 (0.59 each), four +786 (0.73 each)): 0.75 keeps both within 38 MiB
+# above. VAE slicing decodes one image at a time.
+VAE_BATCH_EXTRA = 0.75
 # Tiled decode keeps every decoded tile, the blended rows and the output: 3 channels per pixel,
 # this many copies (autoencoder_kl.py:364-400).
 TILE_COPIES = 4
