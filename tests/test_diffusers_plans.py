@@ -215,3 +215,23 @@ def test_plan_json_schema() -> None:
     assert block["peak_phase"] in block["phases"]
     doc = json.loads(api.emit(r).files["plan.json"])
     assert doc["runtime"] == "diffusers" and doc["pipeline"]["offload"] == "model"
+
+
+def test_cli_options_imply_the_diffusers_runtime() -> None:
+    from click.testing import CliRunner
+
+    from planner.cli.main import cli
+    from planner.cli.options.diffusers import parse_resolution
+    from planner.core.errors import UsageError
+
+    assert parse_resolution("1024x768") == (1024, 768)
+    for bad in ("1024", "1000x1000x1", "12x12", "1020x1024"):
+        with pytest.raises(UsageError):
+            parse_resolution(bad)
+    res = CliRunner().invoke(cli, ["plan", SD15, "--hardware", "rtx-4060-8gb", "--resolution", "768x768", "--batch", "2",
+                                   "--no-guidance", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    block = d["plan"]["diffusers"]
+    assert d["plan"]["runtime"] == "diffusers" and block["resolution"] == [768, 768] and block["batch"] == 2
+    assert block["guidance"] is False
