@@ -135,3 +135,20 @@ def test_index_naming_a_missing_shard_is_refused(flux_folder: Path, tmp_path: Pa
         json.dumps({"weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.safetensors"}}))
     with pytest.raises(BadHeader, match="names shard"):
         api.plan(str(folder), hardware=load_profile("rtx-4090"))
+
+
+def test_sharded_fp16_variant_is_read_from_its_index(flux_folder: Path, tmp_path: Path) -> None:
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(flux_folder, folder)
+    model = FluxTransformer2DModel.from_pretrained(folder / "transformer")
+    model.to(torch.float16).save_pretrained(folder / "transformer", variant="fp16", max_shard_size="100KB")
+    shards = sorted(p.name for p in (folder / "transformer").glob("*.fp16-*.safetensors"))
+    assert len(shards) > 1 and (folder / "transformer" / "diffusion_pytorch_model.safetensors.index.fp16.json").is_file()
+    r = api.plan(str(folder), hardware=load_profile("rtx-4090"), constraints=Constraints().with_options(resolution=(32, 32)))
+    t = r.footprint.component("transformer")
+    assert t.variant == "fp16" and t.dtype == "F16" and t.parameters == sum(p.numel() for p in model.parameters())
+    assert {f.rpartition("/")[2] for f in r.snapshot.weight_files if f.startswith("transformer/")} == set(shards)
+    assert r.footprint.component("vae").variant == ""  # no fp16 file: the default one, per component

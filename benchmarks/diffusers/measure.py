@@ -11,7 +11,9 @@ download), then runs one phase and reports the peak RSS above the RSS just befor
 * ``{"part": "dit", "config": ".../transformer/config.json", "layers": [1, 1], ...}``: one Flux
   transformer forward with ``layers`` = (double, single) blocks at the real width;
 * ``{"part": "vae", "config": ".../vae/config.json", "batch": 1, "slicing": false, "tiling": false}``:
-  one ``vae.decode`` of latents for ``width`` x ``height``.
+  one ``vae.decode`` of latents for ``width`` x ``height``;
+* ``{"part": "clip", "config": ".../text_encoder/config.json", "batch": 2}``: one CLIP text
+  encoder forward of ``batch`` prompts of 77 tokens.
 
 Peak RSS is VmHWM from /proc/self/status, reset before the phase by writing 5 to
 /proc/self/clear_refs. ``MALLOC_MMAP_THRESHOLD_=65536`` makes glibc return freed blocks at once,
@@ -94,6 +96,14 @@ def main(spec: dict) -> dict:
 
         def run() -> None:
             model.decode(z)
+    elif part == "clip":
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        model = CLIPTextModel(CLIPTextConfig.from_dict(cfg)).to(dtype).eval()
+        ids = torch.randint(0, cfg["vocab_size"] - 1, (b, spec.get("text_len", 77)))
+
+        def run() -> None:
+            model(ids)
     else:
         raise SystemExit(f"unknown part {part!r}")
     params = sum(p.numel() for p in model.parameters())

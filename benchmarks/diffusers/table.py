@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,6 +41,9 @@ def predicted(row: dict, cache: dict) -> int:
                           attention_slicing=row.get("attention_slicing") or "")
     if part == "vae":
         return memory.decode_activations(fx, s)
+    if part == "clip":
+        enc = fx.component("text_encoder")
+        return memory.text_activations(enc, fx, replace(s, batch=b, guidance=False))
     return memory.denoise_activations(fx, s)
 
 
@@ -47,7 +51,8 @@ def describe(row: dict) -> str:
     extra = [k for k in ("slicing", "tiling") if row.get(k)]
     if row.get("attention_slicing"):
         extra.append(f"attention slicing {row['attention_slicing']}")
-    what = {"unet": "SD 1.5 UNet forward", "dit": "Flux transformer forward", "vae": "SD VAE decode"}[row["part"]]
+    what = {"unet": "SD 1.5 UNet forward", "dit": "Flux transformer forward", "vae": "SD VAE decode",
+            "clip": "SD 1.5 CLIP text encoder forward"}[row["part"]]
     return f"{what}, {row['width']}x{row['height']}, batch {row['batch']}" + (f", {', '.join(extra)}" if extra else "")
 
 
