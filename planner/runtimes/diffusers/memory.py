@@ -26,6 +26,10 @@ from planner.runtimes.diffusers.settings import DTYPE_BYTES, DiffusersSettings
 UNET_FIXED = 43 * MiB
 UNET_K = 26.0
 UNET_FLOOR_LEAVES = 1.7
+# With attention slicing: the tensors live beside the sliced scores, per x as above. Fitted on the
+# "auto" row (calib.jsonl, 512^2 CFG: +677 MiB = 43 fixed + 12.2 x 10 MiB + 2 x 4 x 4096^2 x 4 B);
+# "max" (one slice of 128 MiB) then stays under the feed-forward's peak, as measured (+303 MiB).
+UNET_ATTN_K = 12.2
 # DiT (Flux, SD3): positions = image tokens (latent pixels / patch^2) + text tokens, channels =
 # heads x head_dim. Fitted on the Flux-dev transformer at its real width with one double and one
 # single block (a no-grad forward frees each block's tensors, so depth does not add), fp32, 512
@@ -146,15 +150,14 @@ def denoise_activations(facts: PipelineFacts, s: DiffusersSettings) -> int:
         c0 = (cfg.get("block_out_channels") or [320])[0]
         linear = UNET_K * batch * lat * c0 * a
         if s.attention_slicing:
-            # the sliced scores are live while the attention runs, not with the feed-forward's
-            # tensors: the peak is the larger of the two (calib.jsonl: "max" at 512^2 peaked
-            # +303 MiB, as SDPA did; the "auto" run +620 MB, scores 512 MiB)
+            # the sliced scores are live while the attention runs, beside that block's own
+            # tensors but not the feed-forward's: the peak is the larger of the two
             worst = 0
             for level, heads in _levels(cfg):
                 n = lat // (4 ** level)
                 per = heads // 2 if s.attention_slicing == "auto" else 1
                 worst = max(worst, SLICED_COPIES * max(per, 1) * n * n * a)
-            linear = max(linear, worst)
+            linear = max(linear, UNET_ATTN_K * batch * lat * c0 * a + worst)
         return int(max(UNET_FIXED + linear, UNET_FLOOR_LEAVES * den.largest_leaf * a))
     patch = cfg.get("patch_size") or (2 if facts.pipeline.startswith("StableDiffusion3") else 1)
     # Flux packs 2x2 latent pixels into one token (pipeline_flux.py _pack_latents) with patch_size 1
