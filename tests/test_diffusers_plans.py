@@ -111,7 +111,7 @@ def test_vae_slicing_decodes_one_image_at_a_time() -> None:
 
     one = memory.decode_activations(fx, replace(s, vae_slicing=True))
     four = memory.decode_activations(fx, replace(s, vae_slicing=False))
-    assert four - memory.VAE_FIXED == pytest.approx((1 + 3 * memory.VAE_BATCH_EXTRA) * (one - memory.VAE_FIXED), rel=1e-6)
+    assert four - memory.VAE_FIXED == pytest.approx(4 * memory.VAE_BATCH_SHARE * (one - memory.VAE_FIXED), rel=1e-6)
 
 
 def test_sdxl_fp16_vae_decodes_in_fp32() -> None:

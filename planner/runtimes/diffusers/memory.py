@@ -45,10 +45,9 @@ DIT_K = 15.1
 # channels x 4 B, and 20 MiB fixed.
 VAE_FIXED = 20 * MiB
 VAE_K = 7.5
-# Each further image of a batch adds this share of the first's variable part (calib.jsonl at 256^2:
-# one image +260 MiB, two +402 (0.59 each), four +786 (0.73 each)): 0.75 keeps both within 38 MiB
-# above. VAE slicing decodes one image at a time.
-VAE_BATCH_EXTRA = 0.75
+# A batch of b images costs max(1, 0.8 b) times one image's variable part (calib.jsonl: batch 2 at
+# 256^2 and 512^2 1.59x and 1.60x, batch 4 at 256^2 3.19x). VAE slicing decodes one at a time.
+VAE_BATCH_SHARE = 0.8
 # Tiled decode keeps every decoded tile, the blended rows and the output: 3 channels per pixel,
 # this many copies (autoencoder_kl.py:364-400).
 TILE_COPIES = 4
@@ -184,7 +183,7 @@ def decode_activations(facts: PipelineFacts, s: DiffusersSettings) -> int:
     images = 1 if s.vae_slicing else s.batch
     tile = int(vae.config.get("sample_size") or 512)
     tile = tile[0] if isinstance(tile, list) else tile
-    spread = 1 + VAE_BATCH_EXTRA * (images - 1)
+    spread = max(1.0, VAE_BATCH_SHARE * images)
     if s.vae_tiling and (w > tile or h > tile):
         # autoencoder_kl.py:161,200: tiles only above sample_size; each tile is one decode
         one = VAE_FIXED + VAE_K * spread * tile * tile * c * a
