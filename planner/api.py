@@ -69,6 +69,8 @@ def _read(model: str, runtime: str, kw: dict[str, Any], group: str | None = None
     # the cache holds what an earlier read selected: its facts are reused only for one runtime
     named = registry.get(runtime) if runtime != registry.AUTO else registry.chosen()[0]
     snap, cached = resolve.read(model, select=select, version=_facts_version(named, group), **kw)
+    if select.runtime is None and runtime == registry.AUTO:
+        select(snap.files, snap.config)  # read from a cache or the catalog: whose files are these?
     return snap, select.runtime or named, cached
 
 

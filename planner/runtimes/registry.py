@@ -27,6 +27,7 @@ RUNTIMES: dict[str, str] = {
     "vllm": "planner.runtimes.vllm.runtime:VllmRuntime",
     "training": "planner.runtimes.training.runtime:TrainingRuntime",
     "gguf": "planner.runtimes.gguf.runtime:GgufRuntime",
+    "diffusers": "planner.runtimes.diffusers.runtime:DiffusersRuntime",
 }
 
 # Runtimes that plan only when asked (``--runtime NAME``, or an option of theirs such as

@@ -26,7 +26,8 @@ from urllib.parse import quote
 
 from planner.core import ids
 from planner.core.errors import BadConfig, BadHeader, FitcheckError, HubError, HubUnavailable, UnsupportedModel
-from planner.core.records import Fetch, RepoFile, Selector, Snapshot, Tensor
+from planner.core.records import Fetch, FileSelection, RepoFile, Selector, Snapshot, Tensor
+from planner.sources import pipeline
 from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE, header_length, is_safe_shard, parse_header
 from planner.sources.http import Response, Session, json_body
 
@@ -114,6 +115,9 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, se
         found, summary = gguf_files.read_hub(session, url.file, repo_id, ws, listing, pool)
         return Snapshot(id=repo_id, revision=requested or "main", commit=commit, source="hub", config=config or {}, files=files,
                         weight_format="gguf", weight_files=ws.files, tensors=tuple(found), gated=gated, notes=ws.notes, gguf=summary)
+    if ws.format == pipeline.PIPELINE:  # a diffusers pipeline: model_index.json, no root config.json
+        _drain(futures)
+        return read_pipeline(session, pool, url, repo_id, ws, files, commit=commit, gated=gated, revision=requested or "main")
     if config_resp is None:
         _drain(futures)
         raise BadConfig(f"{repo_id}: has no config.json", hint="fitcheck needs the model's config.json to size its cache and layers")
@@ -176,6 +180,30 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, se
         gated=gated,
         notes=tuple(notes),
     )
+
+
+def read_pipeline(session: Session, pool: ThreadPoolExecutor, url: _Urls, repo_id: str, ws: FileSelection, files: tuple[RepoFile, ...],
+                  *, commit: str | None, gated: bool, revision: str) -> Snapshot:
+    """The snapshot of a diffusers pipeline: the JSON files and weight headers ``ws`` names
+    (:mod:`planner.sources.pipeline`), each header read as a lone model.safetensors is."""
+    sizes = {f.path: f.size for f in files}
+
+    def read_json(path: str) -> dict[str, Any]:
+        resp = session.get(url.file(path), what=f"{path} of {repo_id}", limit=MAX_INDEX_BYTES)
+        return _json_object(resp.body, f"{path} of {repo_id}", BadConfig)
+
+    def read_header(path: str) -> list[Tensor]:
+        size = sizes.get(path)
+        if size is not None and size < 8:
+            raise BadHeader(f"{path} of {repo_id}: file is {size} bytes, too short for a safetensors header")
+        first = min(FIRST_READ, size) if size is not None else FIRST_READ
+        resp = session.get(url.file(path), what=f"header of {path} of {repo_id}", limit=first, byte_range=(0, first - 1))
+        return _finish_header(session, url, repo_id, path, resp.body, size)
+
+    config, tensors = pipeline.read(ws, sizes, where=repo_id, read_json=read_json, read_header=read_header, pool=pool)
+    return Snapshot(id=repo_id, revision=revision, commit=commit, source="hub", config=config, files=files,
+                    weight_format=pipeline.PIPELINE, weight_files=ws.weight_files, tensors=tuple(tensors), gated=gated,
+                    notes=ws.notes)
 
 
 class _Speculative:

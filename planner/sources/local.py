@@ -14,7 +14,8 @@ from typing import Any
 
 from planner.core import ids
 from planner.core.errors import BadConfig, BadHeader, FolderNotFound, NoWeights, UnsupportedModel
-from planner.core.records import RepoFile, Selector, Snapshot, Tensor
+from planner.core.records import FileSelection, RepoFile, Selector, Snapshot, Tensor
+from planner.sources import pipeline
 from planner.sources.formats.safetensors import MAX_HEADER_BYTES, SAFE_INDEX, SAFE_SINGLE, header_length, parse_header
 
 MAX_CONFIG_BYTES = 4_000_000  # as in hub.py
@@ -54,6 +55,8 @@ def read_folder(folder: Path, *, model_id: str, select: Selector, source: str = 
         found, summary = gguf_files.read_local(folder, model_id, ws)
         return Snapshot(id=model_id, revision=revision, commit=commit, source=source, config=config or {}, files=files,
                         weight_format="gguf", weight_files=ws.files, tensors=tuple(found), notes=ws.notes, gguf=summary)
+    if ws.format == pipeline.PIPELINE:  # a diffusers pipeline: model_index.json, no root config.json
+        return read_pipeline(folder, ws, files, model_id=model_id, source=source, revision=revision, commit=commit)
     if config_error is not None or config is None:
         raise config_error or BadConfig(f"config.json of {model_id}: missing")
 
@@ -93,6 +96,19 @@ def read_folder(folder: Path, *, model_id: str, select: Selector, source: str = 
         tensors=tuple(tensors),
         notes=tuple(notes),
     )
+
+
+def read_pipeline(folder: Path, ws: FileSelection, files: tuple[RepoFile, ...], *, model_id: str, source: str = "local",
+                  revision: str = "local", commit: str | None = None) -> Snapshot:
+    """The snapshot of the diffusers pipeline in ``folder``: the JSON files and weight headers
+    ``ws`` names (:mod:`planner.sources.pipeline`)."""
+    sizes = {f.path: f.size for f in files}
+    config, tensors = pipeline.read(
+        ws, sizes, where=model_id,
+        read_json=lambda p: _read_json(folder / p, f"{p} of {model_id}", MAX_INDEX_BYTES, BadConfig),
+        read_header=lambda p: read_header(folder / p, file=p, where=f"{p} of {model_id}"))
+    return Snapshot(id=model_id, revision=revision, commit=commit, source=source, config=config, files=files,
+                    weight_format=pipeline.PIPELINE, weight_files=ws.weight_files, tensors=tuple(tensors), notes=ws.notes)
 
 
 def read_header(path: Path, *, file: str, where: str) -> list[Tensor]:

@@ -221,7 +221,7 @@ def _from_hf_cache(repo: str, rev: str, select: Selector) -> Snapshot | None:
         if not ids.COMMIT.match(commit):
             return None
     folder = root / "snapshots" / commit
-    if not (folder / "config.json").is_file():
+    if not any((folder / name).is_file() for name in ("config.json", "model_index.json")):  # a model, or a diffusers pipeline
         return None
     try:
         snap = read_folder(folder, model_id=repo, select=select, source="cache", revision=rev, commit=commit)

@@ -26,6 +26,7 @@ GROUPS: tuple[str, ...] = (
     "planner.cli.options.vllm",
     "planner.cli.options.training",
     "planner.cli.options.gguf",
+    "planner.cli.options.diffusers",
 )
 
 

@@ -33,6 +33,20 @@ def _folded() -> dict[str, str]:
     return {name.lower(): name for name in _index()}
 
 
+def _pipelines() -> dict[str, str]:
+    """Diffusers pipelines (``pipelines/*.json``, written by benchmarks/build_pipeline_catalog.py):
+    looked up like the rest, but not among :func:`names`, whose entries are transformers models."""
+    folder = resources.files(__name__).joinpath("pipelines")
+    if not folder.is_dir():
+        return {}
+    return {e.name[: -len(".json")].replace("__", "/"): f"pipelines/{e.name}" for e in folder.iterdir() if e.name.endswith(".json")}
+
+
+def pipeline_names() -> tuple[str, ...]:
+    """Repo ids of the diffusers pipelines in the catalog."""
+    return tuple(sorted(_pipelines()))
+
+
 def names() -> tuple[str, ...]:
     """Repo ids in the catalog."""
     return tuple(sorted(_index()))
@@ -61,6 +75,10 @@ def near(repo: str, n: int = 3) -> list[str]:
 def raw(repo: str) -> dict[str, Any] | None:
     """The catalog entry as stored (with provenance), or None; ``repo`` matches case-insensitively."""
     name = canonical(repo)
+    path = _index()[name] if name is not None else _pipelines().get(repo)
+    if path is None:
+        return None
+    return json.loads(resources.files(__name__).joinpath(path).read_text())
     if name is None:
         return None
     return json.loads(resources.files(__name__).joinpath(_index()[name]).read_text())

@@ -1,0 +1,1 @@
+"""The diffusers runtime: pipelines planned per phase (see docs/diffusers.md)."""
