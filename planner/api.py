@@ -20,8 +20,9 @@ from typing import Any
 from planner.core.errors import FitcheckError, NoFeasiblePlan, NoWeights, UsageError
 from planner.core.records import Constraints, FileSelection, Hardware, ModelFacts, Plan, RepoFile, Report, Snapshot
 from planner.core.units import fmt_bytes
+from planner.hardware import cluster
 from planner.hardware.probe import apply_overrides, probe
-from planner.hardware.profiles import list_profiles, load_profile
+from planner.hardware.profiles import list_profiles
 from planner.report.verify import Verification, verify_plan_file, verify_plan_text
 from planner.runtimes import registry
 from planner.runtimes.base import Artifacts, Runtime
@@ -34,12 +35,13 @@ __all__ = ["Constraints", "Report", "emit", "max_context", "plan", "plan_each", 
 
 
 def resolve_hardware(*, hardware: str | None = None, gpus: tuple[int, ...] | None = None, ram: int | None = None,
-                     disk: int | None = None, offload_dir: str | None = None) -> Hardware:
-    """This machine (probed) or a named profile, with overrides applied."""
-    hw = load_profile(hardware) if hardware else probe(offload_dir=offload_dir)
+                     disk: int | None = None, offload_dir: str | None = None, nodes: int | None = None) -> Hardware:
+    """This machine (probed) or a named machine or cluster profile, with overrides applied; with
+    ``nodes``, that many copies of the machine as one cluster (planner.hardware.cluster)."""
+    hw = cluster.load(hardware, nodes=None) if hardware else probe(offload_dir=offload_dir)
     if gpus is not None or ram is not None or disk is not None:
         hw = apply_overrides(hw, gpus=gpus, ram=ram, disk=disk)
-    return hw
+    return cluster.replicate(hw, nodes) if nodes is not None else hw
 
 
 class _Selector:
@@ -98,6 +100,8 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     if snapshot is not None:
         rt = registry.get(runtime) if runtime != registry.AUTO else registry.chosen()[0]
         snap = snapshot
+        if callable(hardware):
+            hardware = hardware()
     elif callable(hardware):
         with ThreadPoolExecutor(max_workers=1) as pool:
             probing = pool.submit(hardware)
@@ -130,6 +134,15 @@ def _also(model: str, first: Snapshot, first_rt: Runtime, kw: dict[str, Any],
 
 def _solved(read: Sequence[tuple[Snapshot, Runtime, ModelFacts]], hw: Hardware, c: Constraints) -> Report:
     """Rank the plans of every runtime in ``read`` together; the report is the chosen plan's runtime's."""
+    if hw.nodes:  # a cluster: only the runtimes that plan across machines
+        read = [x for x in read if getattr(x[1], "multi_node", False)]
+        if not read:
+            raise UsageError(f"{hw.name} is a cluster of {len(hw.nodes)} nodes; this runtime plans one machine",
+                             hint="use --runtime vllm for a cluster, or plan one node")
+    # the context within the model's limit (the same model, so the first runtime's facts tell)
+    limited = [(*_within_limit(snap, facts, c), rt, facts) for snap, rt, facts in read]
+    c = limited[0][1]
+    read = [(snap, rt, facts) for snap, _, rt, facts in limited]
     plans = [p for _, rt, facts in read for p in rt.plans(facts, hw, c)]
     views = [Report(snap, facts, hw, c, None, runtime=rt.name) for snap, rt, facts in read]
     try:
@@ -141,6 +154,25 @@ def _solved(read: Sequence[tuple[Snapshot, Runtime, ModelFacts]], hw: Hardware, 
     owner = registry.owner(solution.chosen).name
     main = next((v for v in views if v.runtime == owner), views[0])
     return replace(main, solution=solution, rejected=solution.rejected, others=tuple(v for v in views if v is not main))
+
+
+def _within_limit(snap: Snapshot, facts: ModelFacts, c: Constraints) -> tuple[Snapshot, Constraints]:
+    """The default context lowered to the model's trained limit; a warning when the asked one is beyond it."""
+    limit = getattr(facts, "max_context", None)
+    if not isinstance(limit, int) or limit < 1:
+        return snap, c
+    note = None
+    if c.context_is_default and c.context + c.new_tokens > limit:
+        c = replace(c, context=max(1, limit - c.new_tokens))
+        note = (f"context {c.context}: the model's limit is {limit} tokens (max_position_embeddings), "
+                f"{c.new_tokens} of them kept for the answer")
+    elif c.context + c.new_tokens > limit:
+        note = (f"warning: context {c.context} + {c.new_tokens} new tokens is beyond the model's limit of {limit} tokens "
+                f"(max_position_embeddings): it was not trained that long and its output past {limit} tokens is unreliable; "
+                f"--context {max(1, limit - c.new_tokens)} is the most it supports")
+    if note is not None:
+        snap = replace(snap, notes=(*snap.notes, note))
+    return snap, c
 
 
 def smallest_fit(facts: ModelFacts, rt: Runtime, c: Constraints) -> str | None:
@@ -199,7 +231,7 @@ def emit(report: Report, plan: Plan | None = None, **options: Any) -> Artifacts:
     """What runs ``plan`` (default: the chosen one): files and command lines, from its runtime."""
     chosen = plan or (report.solution.chosen if report.solution else None)
     if chosen is None:
-        raise UsageError("nothing fits, so there is nothing to emit")
+        raise NoFeasiblePlan("nothing fits, so there is nothing to emit", rejections=report.rejected)
     runtime, view = registry.view(report, chosen)
     return runtime.emit(view, chosen, options)
 
@@ -207,7 +239,7 @@ def emit(report: Report, plan: Plan | None = None, **options: Any) -> Artifacts:
 def max_context(report: Report) -> context.MaxContext:
     """The largest context that still fits ``report``'s chosen plan (its runtime prices each step)."""
     if report.solution is None:
-        raise UsageError("nothing fits, so there is no largest context")
+        raise NoFeasiblePlan("nothing fits, so there is no largest context", rejections=report.rejected)
     rt, view = registry.view(report, report.solution.chosen)
     return context.max_context(report, lambda c, p: rt.reprice(view.footprint, report.hardware, c, p))
 

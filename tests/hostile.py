@@ -421,15 +421,15 @@ BAD_REVISIONS = [
 ]
 
 BAD_SIZES = [
-    ("--gpu", "12XB", "is not a size"), ("--gpu", "-4GiB", "is not a size"), ("--gpu", "0", "larger than zero"),
+    ("--gpu", "12XB", "is not a size"), ("--gpu", "-4GiB", "is not a size"), ("--gpu", "0", "has no unit"),
     ("--gpu", "0GiB", "larger than zero"), ("--gpu", "24GiB,", "not a comma-separated list"), ("--gpu", ",24GiB", "not a comma-separated list"),
     ("--gpu", "24GiB,,24GiB", "not a comma-separated list"), ("--gpu", "1e9", "is not a size"), ("--gpu", "nan", "is not a size"),
     ("--gpu", "inf", "is not a size"), ("--gpu", "0x10GB", "is not a size"), ("--gpu", "24 GiB GiB", "is not a size"),
     ("--gpu", "1.5.5GB", "is not a size"), ("--gpu", "٣GB", "is not a size"), ("--gpu", "2EiB", "is not a size"),
     ("--gpu", "2000PiB", "larger than any machine"), ("--gpu", "24GiB;rm -rf /", "is not a size"), ("--ram", "-1", "is not a size"),
-    ("--ram", "0.1", "larger than zero"), ("--ram", "lots", "is not a size"), ("--ram", "", "is empty"), ("--disk", "12XB", "is not a size"),
+    ("--ram", "0.1", "has no unit"), ("--ram", "0.1B", "larger than zero"), ("--ram", "lots", "is not a size"), ("--ram", "", "is empty"), ("--disk", "12XB", "is not a size"),
     ("--disk", "-1TB", "is not a size"), ("--gpu", "", "is empty"), ("--gpu", " ", "is empty"),
-    ("--gpu", "1" + "0" * 400, "larger than any machine"), ("--ram", "9" * 400 + "PiB", "larger than any machine"),
+    ("--gpu", "1" + "0" * 400, "has no unit"), ("--gpu", "1" + "0" * 400 + "B", "larger than any machine"), ("--ram", "9" * 400 + "PiB", "larger than any machine"),
 ]
 
 BAD_OPTIONS = [

@@ -51,7 +51,8 @@ def test_check_exit_codes(tiny_models, hub: FakeHub, repo_id: str) -> None:
     [
         (["plan", "org/m", "--gpu", "12XB"], "is not a size"),
         (["plan", "org/m", "--gpu", "-4GiB"], "is not a size"),
-        (["plan", "org/m", "--ram", "0"], "larger than zero"),
+        (["plan", "org/m", "--ram", "0B"], "larger than zero"),
+        (["plan", "org/m", "--ram", "0"], "has no unit"),
         (["plan", "org/m", "--hardware", "rtx-9999"], "rtx-9999"),
         (["plan", "bad repo; rm -rf /"], "not a Hub repo id"),
         (["plan", "org/m", "--revision", "../../etc"], "revision"),

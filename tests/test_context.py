@@ -12,7 +12,7 @@ from planner import api
 from planner.sources import catalog
 from planner.api import max_context
 from planner.solve.context import render_table
-from planner.core.errors import UsageError
+from planner.core.errors import NoFeasiblePlan
 from planner.runtimes.transformers.memory import kv
 from planner.hardware.profiles import load_profile
 from planner.core.records import Hardware, Snapshot, Tensor
@@ -124,5 +124,5 @@ def test_json_and_text() -> None:
 def test_needs_a_plan_that_fits() -> None:
     r = _report(ram=300 * MiB)
     assert r.solution is None
-    with pytest.raises(UsageError):
+    with pytest.raises(NoFeasiblePlan):  # a state of the model and machine, not a usage error (exit 1)
         max_context(r)

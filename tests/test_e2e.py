@@ -60,7 +60,7 @@ def test_nf4(served: str, hub: FakeHub, tmp_path: Path) -> None:
 def test_ram_budget_forces_disk_offload(served: str, hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     ram = ram_forcing_disk(served, context=64)
-    plan, out = _plan_and_run(hub, tmp_path, served, "--ram", str(ram), "--dtype", "bfloat16", "--quantization", "none")
+    plan, out = _plan_and_run(hub, tmp_path, served, "--ram", f"{ram}B", "--dtype", "bfloat16", "--quantization", "none")
     placed = set(plan["load"]["device_map"].values())
     assert placed == {"cpu", "disk"}, plan["load"]["device_map"]
     assert plan["load"]["offload_folder"] == str(tmp_path / "offload")

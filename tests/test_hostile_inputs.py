@@ -36,7 +36,7 @@ def test_bad_repo_ids_are_refused_before_any_request(bad: str, hub: FakeHub, cap
 @pytest.mark.parametrize("bad", BAD_PATHS)
 def test_path_like_ids_are_folders_that_do_not_exist(bad: str, hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
     r = run_inprocess(capsys, "plan", bad, *HW)
-    check_one_line(r.code, r.stderr, "folder not found")
+    check_one_line(r.code, r.stderr, "no such folder")
     assert hub.requests == []
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-
 from machines import cpu_only
+
 from planner import api
 from planner.core.errors import NoFeasiblePlan, NoWeights, UsageError, VerifyError
 from planner.core.records import Constraints, DeviceMemory, Plan, RepoFile, Settings, Speed
@@ -47,7 +47,8 @@ def test_plans_carry_their_runtime_and_the_json_keeps_the_transformers_block(tin
     assert plan["runtime"] == "transformers"
     assert {"label", "dtype", "quantization", "placement", "strategy", "device_map", "memory", "tokens_per_s",
             "quality_bits", "offloaded_bytes", "disk_bytes", "notes", "load"} <= set(plan)
-    assert "speed" not in plan  # transformers estimates tokens/s only
+    # a CPU plan also estimates its load and first token (benchmarks/speed, issue 13 item 3)
+    assert set(plan["speed"]) >= {"load_s", "first_token_s"} and plan["speed"]["load_s"] > 0
     # the optional memory parts of other runtimes are absent while 0
     assert not {"compute", "gradients", "optimizer"} & set(plan["memory"]["cpu"])
     json.dumps(doc)
@@ -70,7 +71,8 @@ def _plan(n: int, *, fits: bool = True, acc: bool = False, quality: int = 16, tp
 
 def test_the_solver_ranks_plans_of_any_runtime_by_generic_fields() -> None:
     plans = [_plan(1, tps=5.0), _plan(2, acc=True, quality=4, tps=1.0), _plan(3, fits=False), _plan(4, quality=32, tps=2.0)]
-    assert solve(plans, "speed", where="m").chosen.settings == _Toy(2)
+    # "speed" is the fastest estimate, on accelerators or not (issue 13 item 2)
+    assert solve(plans, "speed", where="m").chosen.settings == _Toy(1)
     assert solve(plans, "quality", where="m").chosen.settings == _Toy(4)
     assert [p.settings for p in solve(plans, "speed", where="m").rejected] == [_Toy(3)]
     # seconds per image rank as a speed too: fewer seconds first
@@ -200,7 +202,7 @@ def test_auto_ranks_the_plans_of_every_runtime_that_runs_the_repo_in_one_table(t
 
 
 def test_runtimes_that_plan_only_when_asked_stay_out_of_auto(tiny_models, with_toy_runtime, monkeypatch) -> None:
-    monkeypatch.setattr(registry, "ASKED_ONLY", frozenset({"toy"}))
+    monkeypatch.setattr(registry, "ASKED_ONLY", registry.ASKED_ONLY | {"toy"})
     r = api.plan(str(tiny_models["llama"]), hardware=HW, constraints=Constraints(context=64))
     assert r.runtime == "transformers" and r.others == ()
     asked = api.plan(str(tiny_models["llama"]), hardware=HW, constraints=Constraints(context=64), runtime="toy")

@@ -81,6 +81,8 @@ def test_solver_case(path: Path) -> None:
         assert p.settings.scheme.quantization in want["quantization_in"], p.label
     if "placement" in want:
         assert p.settings.placement == want["placement"], p.label
+    if "strategy" in want:
+        assert p.settings.strategy == want["strategy"], p.label
     if "placement_in" in want:
         assert p.settings.placement in want["placement_in"], p.label
     if "devices" in want:

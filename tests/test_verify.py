@@ -74,7 +74,7 @@ def test_verify_plan_file_nf4(served: str, tmp_path: Path) -> None:
 
 def test_plan_verify_disk_offload(served: str, tmp_path: Path, hub: FakeHub) -> None:
     ram = ram_forcing_disk(served, context=256)
-    r = _run("plan", served, "--ram", str(ram), "--dtype", "bfloat16", "--quantization", "none", "--context", "256",
+    r = _run("plan", served, "--ram", f"{ram}B", "--dtype", "bfloat16", "--quantization", "none", "--context", "256",
              "--offload-dir", str(tmp_path / "offload"), "--verify", "--json", tmp=tmp_path)
     doc = json.loads(r.stdout)
     assert set(doc["plan"]["device_map"].values()) == {"cpu", "disk"}

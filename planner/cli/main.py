@@ -1,7 +1,7 @@
 """The ``fitcheck`` command: a thin click layer over :mod:`planner.api`.
 
 Exit codes: 0 success (``check``: a plan fits); 1 ``check``: nothing fits, or the download does not
-fit on the disk of the HF cache; 2 any error. Errors are one line on stderr (a traceback only with
+fit on the disk of the HF cache (also ``plan --config/--script`` when nothing fits); 2 any error. Errors are one line on stderr (a traceback only with
 FITCHECK_DEBUG=1).
 """
 
@@ -21,7 +21,7 @@ import click
 
 from planner import __version__
 from planner.cli import options as runtime_options
-from planner.core.errors import FitcheckError, UsageError, printable
+from planner.core.errors import FitcheckError, NoFeasiblePlan, UsageError, printable
 from planner.core.secrets import redact, register
 
 
@@ -90,7 +90,8 @@ def cli() -> None:
 def _hardware_options(f):
     for opt in reversed([
         click.option("--hardware", "hardware", metavar="NAME", help="Plan for a bundled hardware profile (see `fitcheck profiles`) instead of this machine."),
-        click.option("--gpu", "gpu", metavar="SIZE[,SIZE...]", help="GPU memory per device, e.g. 24GiB or 24GiB,24GiB; overrides the probe or profile."),
+        click.option("--gpu", "gpu", metavar="SIZE[,SIZE...]",
+                     help="FREE GPU memory per device (not the card's total), e.g. 23GiB or 23GiB,23GiB; overrides the probe or profile."),
         click.option("--ram", metavar="SIZE", help="Free CPU RAM to plan with, e.g. 64GiB."),
         click.option("--disk", metavar="SIZE", help="Free disk for offload and the download, e.g. 200GB."),
     ]):
@@ -113,7 +114,7 @@ def _plan_options(f):
         click.argument("models", nargs=-1),
         click.option("--models-file", type=click.Path(dir_okay=False), help="Read model ids, one per line, and compare them."),
         click.option("--revision", help="Branch, tag or commit to read (default main)."),
-        click.option("--context", default=4096, show_default=True, type=click.IntRange(1, 10_000_000), help="Prompt tokens per sequence."),
+        click.option("--context", type=click.IntRange(1, 10_000_000), help="Prompt tokens per sequence (default 4096, or less to stay within the model's limit)."),
         click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 100_000), help="Sequences generated together."),
         click.option("--new-tokens", default=32, show_default=True, type=click.IntRange(0, 1_000_000), help="Tokens generated after the prompt."),
         click.option("--prefer", type=click.Choice(["speed", "quality", "memory"]), default="speed", show_default=True, help="What to optimise."),
@@ -126,7 +127,7 @@ def _plan_options(f):
         click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Seconds for all Hub requests together."),
         click.option("--runtime", default="auto", show_default=True, metavar="NAME",
                      help="The runtime to plan for (transformers, ...); auto: every runtime that finds files it runs in the repo."),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in README)."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in docs/json-schema.md)."),
     ]):
         f = opt(f)
     return _hardware_options(runtime_options.apply(f))
@@ -142,6 +143,10 @@ def _plan_options(f):
 @click.option("--verify", is_flag=True, help="Run the plan's load and a generate in a child process and compare memory.")
 def plan(**o: Any) -> None:
     """Plan how to load MODEL(S): a Hub id (org/name), a Hub URL or a local folder.
+
+    \b
+    The plan table, per device: weights + KV cache + activ. + overhead = needs (what must fit);
+    usable = free less the margin; spare = usable - needs (the margin is kept besides it).
 
     With several models: one row each; --config/--script write one file per model, named by the
     model (plan.json -> plan-org__name.json); a model that cannot be read gets a row with its
@@ -327,7 +332,7 @@ def verify(plan_file: str, as_json: bool, timeout: float, trust_remote_code: boo
 
 def _run_plans(o: dict[str, Any]) -> list[Any]:
     from planner import api
-    from planner.core.records import Constraints
+    from planner.core.records import DEFAULT_CONTEXT, Constraints
     from planner.core.units import parse_size, parse_size_list
 
     models = list(o["models"])
@@ -346,11 +351,16 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
     for name in ("hardware", "gpu", "ram", "disk"):
         if o.get(name) is not None and not o[name].strip():
             raise UsageError(f"--{name} is empty", hint="give a value, or leave the option out")
-    sizes = dict(
+    sizes: dict[str, Any] = dict(
         gpus=parse_size_list(o["gpu"], what="--gpu") if o["gpu"] is not None else None,
         ram=parse_size(o["ram"], what="--ram") if o["ram"] is not None else None,
         disk=parse_size(o["disk"], what="--disk") if o["disk"] is not None else None,
+        nodes=o.get("nodes"),  # --nodes (planner/cli/options/vllm.py): that many copies of the machine
     )
+    from planner.hardware.profiles import override_warnings
+
+    for warning in override_warnings(sizes["gpus"] or ()):
+        click.echo(f"fitcheck: warning: {warning}", err=True)
     if o["hardware"] is not None:
         hw: Any = api.resolve_hardware(hardware=o["hardware"], **sizes)
     else:
@@ -365,8 +375,9 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
         if runtime not in ("auto", implied):
             raise UsageError(f"--runtime {runtime} does not take the options of the {implied} runtime")
         runtime = implied
-    c = Constraints(context=o["context"], batch=o["batch"], new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"],
-                    quantization=o["quantization"], offload=not o["no_offload"], options=tuple(sorted(extra.items())), **kw)
+    c = Constraints(context=o["context"] or DEFAULT_CONTEXT, context_is_default=o["context"] is None, batch=o["batch"],
+                    new_tokens=o["new_tokens"], prefer=o["prefer"], dtype=o["dtype"], quantization=o["quantization"],
+                    offload=not o["no_offload"], options=tuple(sorted(extra.items())), **kw)
     common = dict(hardware=hw, constraints=c, revision=o["revision"], token=o.get("token"), timeout=o["timeout"],
                   runtime=runtime)
     if len(models) == 1:
@@ -394,7 +405,7 @@ def _write_outputs(r: Any, o: dict[str, Any], *, suffix: str | None = None) -> l
 
     if r.solution is None:
         if (o.get("config_path") or o.get("script_path")) and suffix is None:
-            raise UsageError("nothing fits, so no plan file or script was written")
+            raise NoFeasiblePlan("nothing fits, so no plan file or script was written", rejections=r.rejected)
         return []
     if not (o.get("config_path") or o.get("script_path")):
         return []

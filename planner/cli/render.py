@@ -9,6 +9,7 @@ from planner.core.errors import printable
 from planner.core.records import DeviceMemory, Hardware, Plan, Report
 from planner.core.units import fmt_bytes, fmt_count
 from planner.runtimes import registry
+from planner.solve.solver import POLICY_KEYS, is_slow, memory_needed
 
 BAR_WIDTH = 40
 # How many alternatives and rejections a plain `fitcheck plan` lists (--json has them all).
@@ -34,7 +35,10 @@ def _report(r: Report) -> str:
         lines.append(f"Smallest bundled hardware that fits: {r.suggestion}" if r.suggestion else "No bundled hardware profile fits it either.")
         return "\n".join(lines)
     p = r.solution.chosen
-    lines.append(f"✔ Fits: {p.label}, about {_speed(p)}")
+    if is_slow(p):
+        lines.append(f"✔ Fits, but slow: {p.label}, about {_speed(p)} (see the note below for what would be faster)")
+    else:
+        lines.append(f"✔ Fits: {p.label}, about {_speed(p)}")
     lines += [*memory_table(p), ""]
     lines += [f"  {d:<7} {bar(m)}" for d, m in p.memory.items() if d != "disk"]
     lines.append("          █ weights  ▓ KV cache  ▒ activations + overhead  ░ free   | margin")
@@ -43,7 +47,7 @@ def _report(r: Report) -> str:
     if not r.download_fits:
         lines.append(f"  ! the download ({fmt_bytes(r.footprint.download_bytes)}) does not fit the {fmt_bytes(r.hardware.cache_disk_free)} free where the HF cache lives")
     if r.solution.alternatives:
-        lines += ["", "Alternatives (best first)"]
+        lines += ["", f"Alternatives (--prefer {r.constraints.prefer}: ranked by {POLICY_KEYS[r.constraints.prefer]})"]
         lines += alternatives_table(r.solution.alternatives[:SHOW_ALTERNATIVES])
         more = len(r.solution.alternatives) - SHOW_ALTERNATIVES
         if more > 0:
@@ -107,22 +111,57 @@ def _hardware_line(hw: Hardware) -> str:
     return f"Machine  {hw.name} [{hw.source}]: {gpus}; RAM {fmt_bytes(hw.ram_free)} free of {fmt_bytes(hw.ram_total)}; disk {fmt_bytes(hw.disk_free)} free"
 
 
-def memory_table(p: Plan) -> list[str]:
-    """Per device: the parts, what must fit ("needs"), the usable capacity and the margin left.
+# The plan table's columns, defined once (README "Reading the plan table" says the same):
+COLUMNS = (
+    ("weights", "weights resident on the device after the load"),
+    ("KV cache", "the KV cache of the layers the device runs, at the planned context, batch and new tokens"),
+    ("activ.", "transient working memory at the device's peak: prefill activations and logits, an offloaded layer "
+               "being streamed in, or the load's conversion buffers when the load peaks higher"),
+    ("overhead", "fixed costs: the CUDA context and allocator slack, or the Python process with torch imported"),
+    ("needs", "what must fit: the four parts before it add up to it (page cache the kernel can drop is left out)"),
+    ("usable", "free memory less the margin (5 % of free, at least 128 MiB; --margin)"),
+    ("spare", "usable less needs: what the plan leaves unused besides the margin"),
+)
 
-    The overhead column leaves out the checkpoint pages kept mapped after a load (page cache the
-    kernel can drop, in the JSON's ``overhead`` and ``total``); the line below the table names them.
-    """
-    head = (f"  {'device':<7} {'weights':>10} {'KV cache':>10} {'activ.':>10} {'overhead':>10} {'needs':>10} {'usable':>10} "
-            f"{'headroom':>10}")
+
+def table_parts(m: DeviceMemory) -> tuple[int, int, int, int]:
+    """(weights, KV cache, activations, overhead) of a device as the plan table shows them: they
+    add up to ``m.required``. The parts of the run phase hold reclaimable page cache (checkpoint
+    pages kept mapped, a streamed layer's pages) that ``required`` leaves out: it is taken out of
+    the overhead (mapped pages) and the activations (streamed pages). When the load phase needs
+    more than the run, the difference is the load's transient memory, shown as activations."""
+    if m.device.rsplit(":", 1)[-1] == "disk":
+        return m.required, 0, 0, 0  # what the load writes there; weights read in place need no room
+    weights, kv, act, overhead = m.weights, m.kv_cache, m.activations, m.overhead - m.mapped
+    excess = weights + kv + act + overhead - m.required
+    if excess > 0:
+        cut = min(act, excess)
+        act, excess = act - cut, excess - cut
+        cut = min(overhead, excess)
+        overhead, excess = overhead - cut, excess - cut
+        kv, weights = max(0, kv - excess), weights - max(0, excess - kv)
+    elif excess < 0:
+        act -= excess
+    return weights, kv, act, overhead
+
+
+def peak_rss(m: DeviceMemory) -> int:
+    """The predicted peak resident memory: ``total``, but never more than the device has free
+    (page cache beyond it is dropped as the load reads on)."""
+    return min(m.total, max(m.required, m.free))
+
+
+def memory_table(p: Plan) -> list[str]:
+    """Per device: the parts, what must fit ("needs"), the usable capacity and what is spare
+    (columns: :data:`COLUMNS`); the parts add up to "needs"."""
+    head = "  " + f"{'device':<7}" + "".join(f" {name:>10}" for name, _ in COLUMNS)
     rows = [head]
     for d, m in p.memory.items():
-        overhead = m.overhead - m.mapped
-        rows.append(f"  {d:<7} {fmt_bytes(m.weights):>10} {fmt_bytes(m.kv_cache):>10} {fmt_bytes(m.activations):>10} "
-                    f"{fmt_bytes(overhead):>10} {fmt_bytes(m.required):>10} {fmt_bytes(m.capacity):>10} "
-                    f"{fmt_bytes(m.free - m.required):>10}")
-    notes = [f"  {d}: the peak RSS, {fmt_bytes(m.total)}, also holds {fmt_bytes(m.reclaimable)} of page cache the kernel can drop"
-             for d, m in p.memory.items() if m.reclaimable and m.total > m.required]
+        parts = table_parts(m)
+        figures = (*parts, m.required, m.capacity, m.capacity - m.required)
+        rows.append(f"  {d:<7}" + "".join(f" {fmt_bytes(x):>10}" for x in figures))
+    notes = [f"  {d}: the peak RSS, {fmt_bytes(peak_rss(m))}, also holds {fmt_bytes(peak_rss(m) - m.required)} of page cache the "
+             "kernel can drop" for d, m in p.memory.items() if d != "disk" and peak_rss(m) > m.required]
     disk = p.memory.get("disk")
     if disk is not None:
         notes.append(f"  disk: {fmt_bytes(disk.weights)} of weights offloaded; {fmt_bytes(disk.total)} written to the offload folder"
@@ -148,10 +187,14 @@ def bar(m: DeviceMemory, width: int = BAR_WIDTH) -> str:
 
 
 def alternatives_table(plans: tuple[Plan, ...]) -> list[str]:
-    rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8}  memory per device"]
+    """One row per plan with every figure a policy sorts by: tok/s and the first token's seconds
+    (the load included, where estimated), precision bits, and the memory
+    needed on GPUs + RAM (the sum of the plan's "needs" column), then that memory per device."""
+    rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8} {'1st tok':>8} {'bits':>4} {'needs':>10}  per device"]
     for i, p in enumerate(plans, 1):
         mem = ", ".join(f"{d} {fmt_bytes(m.required)}" for d, m in p.memory.items() if m.required)
-        rows.append(f"  {i:>2}  {p.label:<34} {_rate(p):>8.1f}  {mem}")
+        first = f"{p.speed.first_token_s:.1f}s" if p.speed.first_token_s is not None else "-"
+        rows.append(f"  {i:>2}  {p.label:<34} {_rate(p):>8.1f} {first:>8} {p.quality:>4} {fmt_bytes(memory_needed(p)):>10}  {mem}")
     return rows
 
 

@@ -12,6 +12,7 @@ one line on stderr and an exit code; the full traceback is shown only with ``FIT
     │   ├── GatedRepo                  the repo is gated and the licence is not accepted / no token
     │   ├── HubUnavailable             network down, retries exhausted, deadline passed
     │   └── OfflineCacheMiss           HF_HUB_OFFLINE=1 and nothing cached for the repo
+    ├── FolderNotFound                 a local model path (./x, /x, ~/x) that is not a folder: no Hub involved
     ├── ModelFormatError               what was read is not a model we can size
     │   ├── NoWeights                  neither safetensors nor pytorch_model.bin files
     │   ├── BadHeader                  a safetensors header is malformed (names file and field)
@@ -67,6 +68,10 @@ class HubUnavailable(HubError):
 
 class OfflineCacheMiss(HubError):
     """Offline mode and no cached metadata for the repo."""
+
+
+class FolderNotFound(FitcheckError):
+    """A model given as a local path names no folder (the Hub is not asked)."""
 
 
 class ModelFormatError(FitcheckError):

@@ -31,7 +31,8 @@ class _ToDict:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of this record (tuples become lists)."""
-        return _plain(self)
+        out: dict[str, Any] = _plain(self)
+        return out
 
 
 def from_plain(cls: type, data: Any) -> Any:
@@ -75,7 +76,7 @@ def _coerce(tp: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
         return _coerce(options[0], value) if len(options) == 1 else value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_plain(tp, value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -149,6 +150,10 @@ class Hardware(_ToDict):
         cpu_count: logical CPUs, None when unknown.
         description: one line for people.
         sources: figure name -> where the figure comes from (profiles), or "probe".
+        link_bandwidth: GPU-to-GPU bandwidth inside the machine (NVLink), bytes/s, None when unknown.
+        nodes: for a cluster, its machines in node order (``gpus`` then lists theirs in that order);
+            empty for one machine.
+        network_bandwidth: for a cluster, bytes/s between two nodes (one direction), None when unknown.
     """
 
     name: str
@@ -163,6 +168,9 @@ class Hardware(_ToDict):
     cpu_count: int | None = None
     description: str = ""
     sources: dict[str, str] = field(default_factory=dict)
+    link_bandwidth: int | None = None
+    nodes: tuple[Hardware, ...] = ()
+    network_bandwidth: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +308,9 @@ DEFAULT_MARGIN_FRACTION = 0.05
 DEFAULT_MARGIN_FLOOR = 128 * 1024**2
 # Tokens the emitted script generates after the prefill, planned into the KV cache.
 DEFAULT_NEW_TOKENS = 32
+# The prompt planned when none is asked for (a long chat or a short document); a model trained on
+# fewer tokens is planned at its limit instead (Constraints.context_is_default).
+DEFAULT_CONTEXT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,13 +326,15 @@ class Constraints:
         quantization: force this quantization (the runtime says which it knows).
         offload: allow CPU and disk offload.
         margin_fraction, margin_floor: headroom kept free on every device.
+        context_is_default: ``context`` was not asked for: the planner lowers it to the model's
+            limit (less ``new_tokens``) when that is shorter.
         options: runtime-specific requests as sorted ``(name, value)`` pairs (e.g.
             ``("train", "qlora")``, ``("quant", "Q4_K_M")``, ``("resolution", (1024, 1024))``);
             each runtime reads its own with :meth:`option` and ignores the rest. The CLI builds
             them from the option groups in ``planner/cli/options/``.
     """
 
-    context: int = 4096
+    context: int = DEFAULT_CONTEXT
     batch: int = 1
     new_tokens: int = DEFAULT_NEW_TOKENS
     prefer: str = "speed"
@@ -331,6 +344,7 @@ class Constraints:
     margin_fraction: float = DEFAULT_MARGIN_FRACTION
     margin_floor: int = DEFAULT_MARGIN_FLOOR
     options: tuple[tuple[str, Any], ...] = ()
+    context_is_default: bool = False
 
     def __post_init__(self) -> None:
         if self.context < 1 or self.batch < 1 or self.new_tokens < 0:
@@ -411,7 +425,7 @@ class DeviceMemory(_ToDict):
     optimizer: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        out = _plain(self)
+        out: dict[str, Any] = _plain(self)
         for part in _OPTIONAL_PARTS:
             if not out[part]:
                 del out[part]

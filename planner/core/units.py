@@ -77,10 +77,10 @@ def tensor_nbytes(dtype: str, numel: int) -> int:
 
 
 def parse_size(text: str, *, what: str = "size") -> int:
-    """Parse a human size such as ``24GiB``, ``24GB``, ``1.5 TiB`` or ``1024`` (bytes) into bytes.
+    """Parse a human size such as ``24GiB``, ``24GB``, ``1.5 TiB`` or ``1024B`` into bytes.
 
     Decimal suffixes (GB) are powers of 1000 and binary ones (GiB) powers of 1024, as in the IEC
-    standard; a bare number is bytes.
+    standard; bytes are written ``B``. A bare number is refused: ``--gpu 12`` is never 12 bytes.
 
     Raises:
         UsageError: for anything else, including negative or zero sizes.
@@ -89,9 +89,12 @@ def parse_size(text: str, *, what: str = "size") -> int:
     if not match:
         raise UsageError(
             f"{what} {text!r} is not a size",
-            hint="write it like 24GiB, 24GB, 512MiB or a number of bytes",
+            hint="write it like 24GiB, 24GB, 512MiB or 1024B",
         )
     number, unit = match.groups()
+    if not unit:
+        # "--gpu 12" meant 12 GiB, not 12 bytes: a size always carries its unit (issue 13 item 8)
+        raise UsageError(f"{what} {text!r} has no unit", hint=f"give a unit, e.g. {number}GiB ({number}B for bytes)")
     factor = _FACTORS.get(unit.upper())
     if factor is None:
         raise UsageError(f"{what} {text!r} has an unknown unit {unit!r}", hint="use B, KB, MB, GB, TB or KiB, MiB, GiB, TiB")
@@ -114,13 +117,21 @@ def parse_size_list(text: str, *, what: str = "size") -> tuple[int, ...]:
     return tuple(parse_size(p, what=what) for p in parts)
 
 
-def fmt_bytes(n: int, *, precision: int = 1) -> str:
-    """Render bytes for people: ``17.9 GiB``, ``512.0 MiB``, ``900 B``."""
+def fmt_bytes(n: int, *, precision: int = 1, up: bool = False) -> str:
+    """Render bytes for people: ``17.9 GiB``, ``512.0 MiB``, ``900 B``.
+
+    ``up`` rounds up instead of to nearest: a figure someone must provide ("needs 6.9 GiB") is
+    never shown below what it is.
+    """
     sign = "-" if n < 0 else ""
     n = abs(n)
     for unit, factor in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if n >= factor:
-            return f"{sign}{n / factor:.{precision}f} {unit}"
+            value = n / factor
+            if up and not sign:
+                scale = 10**precision
+                value = math.ceil(n * scale / factor) / scale
+            return f"{sign}{value:.{precision}f} {unit}"
     return f"{sign}{n} B"
 
 

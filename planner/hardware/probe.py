@@ -161,7 +161,7 @@ def apply_overrides(
     sources = dict(hw.sources)
     if gpus is not None:
         if len(gpus) == len(hw.gpus):
-            new_gpus = tuple(dataclasses.replace(g, total_bytes=m, free_bytes=m) for g, m in zip(hw.gpus, gpus))
+            new_gpus = tuple(dataclasses.replace(g, total_bytes=m, free_bytes=m) for g, m in zip(hw.gpus, gpus, strict=True))
             sources["gpu.total_bytes"] = sources["gpu.free_bytes"] = "override: --gpu (model data kept)"
         else:
             new_gpus = tuple(

@@ -20,6 +20,7 @@ The file stem is the profile name (lowercase-with-dashes). The format, field by 
     ram_bandwidth = 89_600_000_000               # optional, bytes/s
     disk_bandwidth = 7_000_000_000               # optional, bytes/s
     cpu_count = 32                               # optional, logical CPUs
+    link_bandwidth = 450_000_000_000             # optional, bytes/s GPU to GPU inside the machine (NVLink)
     gpus = []                                    # required; [] for a CPU-only machine
 
     [[gpus]]                                     # one table per kind of GPU
@@ -69,6 +70,7 @@ _MACHINE_FIELDS: dict[str, tuple[type, bool]] = {
     "ram_bandwidth": (int, False),
     "disk_bandwidth": (int, False),
     "cpu_count": (int, False),
+    "link_bandwidth": (int, False),
     "gpus": (list, True),
     "sources": (dict, False),
 }
@@ -105,6 +107,25 @@ def list_profiles() -> tuple[Hardware, ...]:
             or ``FITCHECK_PROFILES_DIR`` is set but is not a folder.
     """
     return tuple(_load_file(name, path) for name, path in sorted(_profile_paths().items()))
+
+
+def override_warnings(gpus: tuple[int, ...]) -> list[str]:
+    """Warnings for ``--gpu`` sizes that look like a card's total rather than its free memory.
+
+    A bundled card's nominal total (NVML's ``memory.total`` rounded to whole GiB, in GiB or GB)
+    is never all free: the driver reserves 250-320 MiB and a display more (the profiles' sources,
+    e.g. rtx-4090.toml ``gpu.free_bytes``), so a plan made for it may not load.
+    """
+    totals = sorted({g.total_bytes for hw in list_profiles() for g in hw.gpus})
+    nominal = {round(t / 1024**3) for t in totals}
+    out = []
+    for size in gpus:
+        # within 1 % of a card's exact total, or exactly its whole-GiB figure in GiB or GB
+        exact = any(abs(size - t) <= t // 100 for t in totals)
+        if exact or any(size in (n * 1024**3, n * 10**9) for n in nominal):
+            out.append(f"--gpu {size / 1024**3:.1f} GiB is a card's total memory, not what is free on it (the driver "
+                       "and a display take some): give the free figure (nvidia-smi's memory.free, or `fitcheck probe`)")
+    return out
 
 
 def load_profile(name: str) -> Hardware:
@@ -221,7 +242,7 @@ def _load_file(name: str, path: Path) -> Hardware:
         raise UsageError(f"hardware profile {path} cannot be read: {e}") from e
 
     check.fields(data, _MACHINE_FIELDS, "")
-    for key in ("ram_total", "ram_bandwidth", "disk_bandwidth", "cpu_count"):
+    for key in ("ram_total", "ram_bandwidth", "disk_bandwidth", "cpu_count", "link_bandwidth"):
         check.at_least(data, key, 1)
     for key in ("ram_free", "disk_free", "cache_disk_free"):
         check.at_least(data, key, 0)
@@ -256,6 +277,7 @@ def _load_file(name: str, path: Path) -> Hardware:
         cpu_count=data.get("cpu_count"),
         description=data["description"],
         sources=dict(sources),
+        link_bandwidth=data.get("link_bandwidth"),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from planner.core.errors import BadConfig, UnsupportedModel
 from planner.core.records import _ToDict
@@ -384,6 +384,10 @@ def _pick(config: Mapping[str, Any], name: str, aliases: tuple[str, ...] | None)
     return name, None
 
 
+@overload
+def _int(config: Mapping[str, Any], name: str, where: str, *, required: Literal[True] = ..., aliases: tuple[str, ...] | None = None) -> int: ...
+@overload
+def _int(config: Mapping[str, Any], name: str, where: str, *, required: bool, aliases: tuple[str, ...] | None = None) -> int | None: ...
 def _int(config: Mapping[str, Any], name: str, where: str, *, required: bool = True, aliases: tuple[str, ...] | None = None) -> int | None:
     key, value = _pick(config, name, aliases)
     if value is None:

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from functools import lru_cache
-from operator import itemgetter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
-from planner.model import naming
-from planner.model import prequant
-from planner.model import templates
-from planner.model.arch import Arch, read_arch
 from planner.core.errors import UnsupportedModel
 from planner.core.records import Snapshot, Tensor, _ToDict, from_plain
 from planner.core.units import DTYPE_BITS, SAFETENSORS_TO_TORCH
+from planner.model import naming, prequant, templates
+from planner.model.arch import Arch, read_arch
 
 ROLES = ("linear", "embed", "head", "expert", "float", "packed", "qaux", "int")
 
@@ -170,6 +167,11 @@ class Footprint(_ToDict):
         """The model's trained context (caps the largest-context search)."""
         return self.arch.max_position_embeddings
 
+    @property
+    def max_context(self) -> int | None:
+        """Tokens (prompt + answer) the model supports: the planner's generic name for the limit."""
+        return self.arch.max_position_embeddings
+
     def unit_index(self) -> dict[str, Unit]:
         """Every unit and split part by name."""
         out: dict[str, Unit] = {}
@@ -221,7 +223,7 @@ def estimate(snapshot: Snapshot, cached: Mapping[str, Any] | None = None) -> Foo
     names_in_order = list(map(itemgetter(0), tensors)) if rename is naming.identity else [rename(t.name) for t in tensors]
     names = set(names_in_order)
     tied = arch.tie_word_embeddings and any(_EMBED.search(n) for n in names)
-    grouped = list(templates.groups(zip(names_in_order, tensors), by_template=quant is None or quant.method != "bitsandbytes"))
+    grouped = list(templates.groups(zip(names_in_order, tensors, strict=True), by_template=quant is None or quant.method != "bitsandbytes"))
     decoder = _decoder_prefix(grouped, arch)
     packed = quant.packed_modules(names) if quant is not None else frozenset()
 
@@ -295,7 +297,7 @@ def estimate(snapshot: Snapshot, cached: Mapping[str, Any] | None = None) -> Foo
     if arch.is_moe and expert_params and arch.num_experts_per_tok:
         active = parameters - expert_params + expert_params * arch.num_experts_per_tok // arch.num_experts
     stored = sum(u.stored_bytes for u in units)
-    dominant = max(float_bytes, key=float_bytes.get) if float_bytes else None
+    dominant = max(float_bytes, key=float_bytes.__getitem__) if float_bytes else None
     stored_dtype = SAFETENSORS_TO_TORCH.get(dominant or "", arch.torch_dtype or "bfloat16")
     return Footprint(
         arch=arch,

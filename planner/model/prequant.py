@@ -161,7 +161,7 @@ def detect(config: Mapping[str, Any] | None, *, where: str) -> PreQuant | None:
         group = config.get("group_size", config.get("q_group_size"))
         detail = f"{method.upper()} {bits}-bit" + (f", group {group}" if isinstance(group, int) and not isinstance(group, bool) else "")
     elif method in ("fp8", "fbgemm_fp8"):
-        block = config.get("weight_block_size")
+        block: Any = config.get("weight_block_size")  # checked just below
         blocked = isinstance(block, (list, tuple)) and len(block) == 2 and all(isinstance(b, int) for b in block)
         detail = "FP8 e4m3" + (f", {block[0]}x{block[1]} block scales" if blocked else ", per-tensor or per-channel scales")
     elif method == "mxfp4":
@@ -188,7 +188,7 @@ def dequantize_blockers(quant: PreQuant | None, tensors: Iterable[Tensor]) -> tu
     scales = [t for t in tensors if t.name.endswith(".weight_scale_inv") and len(t.shape) == 2]
     if not scales:
         return ()
-    shapes = dict(zip(map(itemgetter(0), tensors), map(itemgetter(2), tensors)))  # name -> shape, in C
+    shapes = dict(zip(map(itemgetter(0), tensors), map(itemgetter(2), tensors), strict=True))  # name -> shape, in C
     out = []
     for t in scales:
         weight = shapes.get(t.name[: -len("_scale_inv")])
@@ -226,5 +226,5 @@ def _ct_groups(config: Mapping[str, Any]) -> tuple[int, int, bool, str]:
             continue
         all_float = False
         int_bits.append(n)
-    fmt = config.get("format") if isinstance(config.get("format"), str) else ""
+    fmt = f if isinstance(f := config.get("format"), str) else ""
     return (min(bits) if bits else 4), (min(int_bits) if int_bits else 4), bool(bits) and all_float, fmt[:40]

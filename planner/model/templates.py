@@ -52,21 +52,20 @@ class Filler:
 
     def __init__(self, name: str, unit: str, layer: int | None, experts: str | None, module: str) -> None:
         template = NUM.sub("{}", name)
-        self.rep = (unit, layer, experts, module)
+        self.rep: tuple[str, int | None, str | None, str | None] = (unit, layer, experts, module)
 
-        def part(prefix: str | None) -> tuple[str | None, int]:
-            if prefix is None:
-                return None, 0
+        def part(prefix: str) -> tuple[str, int]:
             t = ".".join(template.split(".")[: prefix.count(".") + 1])
             return t, t.count("{}")
 
         self.unit, self.unit_n = part(unit)
-        self.experts, self.experts_n = part(experts)
+        self.experts: str | None
+        self.experts, self.experts_n = part(experts) if experts is not None else (None, 0)
         self.module, self.module_n = part(module)
         # how many of a member's leading numbers decide its names
         self.width = max(self.unit_n, self.experts_n if experts is not None else self.module_n)
 
-    def __call__(self, nums: tuple[str, ...] | None) -> tuple[str, int | None, str | None, str]:
+    def __call__(self, nums: tuple[str, ...] | None) -> tuple[str, int | None, str | None, str | None]:
         if nums is None:
             return self.rep
         unit = self.unit.format(*nums[: self.unit_n])

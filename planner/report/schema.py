@@ -1,4 +1,4 @@
-"""The JSON form of a plan report (``fitcheck plan --json``), documented in README's "JSON schema".
+"""The JSON form of a plan report (``fitcheck plan --json``), documented in docs/json-schema.md.
 
 Bytes are integers; nothing here is rounded for people. The dict is built only from records and
 what the report's runtime says of them (``describe_model``, ``describe_plan``, the settings
@@ -21,7 +21,7 @@ def report_dict(r: Report) -> dict[str, Any]:
     """The whole report as JSON-ready data."""
     snap = r.snapshot
     runtime = registry.get(r.runtime)
-    out = {
+    out: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "fitcheck_version": __version__,
         "model": {

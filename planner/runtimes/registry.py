@@ -24,6 +24,8 @@ AUTO = "auto"
 # name -> "module:Class"; one line per runtime, in the order "auto" tries them.
 RUNTIMES: dict[str, str] = {
     "transformers": "planner.runtimes.transformers.runtime:TransformersRuntime",
+    "vllm": "planner.runtimes.vllm.runtime:VllmRuntime",
+    "training": "planner.runtimes.training.runtime:TrainingRuntime",
 }
 
 # Runtimes that plan only when asked (``--runtime NAME``, or an option of theirs such as

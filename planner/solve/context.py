@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from planner.core.errors import UsageError
+from planner.core.errors import NoFeasiblePlan
 from planner.core.records import Constraints, Plan, Report, _ToDict
 from planner.core.units import fmt_bytes
 
@@ -66,7 +66,8 @@ class MaxContext(_ToDict):
         max_position_embeddings: the model's trained context, when its config gives one.
         kv_bytes_per_token: KV bytes one token of one sequence adds while no layer is past its
             sliding window.
-        headroom: device -> capacity less what must fit, at ``max_context``.
+        headroom: device -> capacity less what must fit, at ``max_context``: the plan table's
+            "spare" (the margin is kept besides it).
         table: the plan priced at 1k, 2k, 4k, ... tokens up to the maximum, the maximum itself,
             and the first power of two past it.
     """
@@ -88,13 +89,13 @@ def max_context(report: Report, price: Price) -> MaxContext:
     prices the plan at another context (its runtime's ``reprice``).
 
     Raises:
-        UsageError: the report has no plan that fits.
+        NoFeasiblePlan: the report has no plan that fits, or not one token of context fits its plan.
     """
     # A search step prices the whole plan (placement included): ~1 ms for a 30-unit model, so the
     # ~40 steps of a 128k-token search stay well under a second even for 160-unit models.
     if report.solution is None:
-        raise UsageError("nothing fits at the given context, so there is no largest context to report",
-                         hint="try a smaller --context or --batch")
+        raise NoFeasiblePlan("nothing fits at the given context, so there is no largest context to report",
+                             hint="try a smaller --context or --batch", rejections=report.rejected)
     c, chosen = report.constraints, report.solution.chosen
     trained = _trained_context(report)
     cache: dict[int, Plan] = {}
@@ -128,7 +129,7 @@ def max_context(report: Report, price: Price) -> MaxContext:
             else:
                 hi = mid
     if lo == 0:
-        raise UsageError(f"not even one token of context fits {chosen.label}", hint="try a smaller --batch")
+        raise NoFeasiblePlan(f"not even one token of context fits {chosen.label}", hint="try a smaller --batch")
     best = at(lo)
     limit = "memory" if hi is not None else "max_position_embeddings"
     limiting = _limiting_device(at(hi)) if hi is not None else ""
@@ -186,18 +187,20 @@ def render_table(mc: MaxContext) -> str:
         why = f"memory: one more token does not fit on {mc.limiting_device}"
     else:
         why = f"the model's max_position_embeddings ({mc.max_position_embeddings:,}) less {mc.new_tokens} new tokens"
-    headroom = ", ".join(f"{d} {fmt_bytes(h)}" for d, h in mc.headroom.items())
+    spare = ", ".join(f"{d} {fmt_bytes(h)}" for d, h in mc.headroom.items())
     lines = [f"Largest context for {mc.plan} at batch {mc.batch}: {mc.max_context:,} tokens (+{mc.new_tokens} new); "
              f"limited by {why}.",
-             f"  headroom left there: {headroom}; KV cache {fmt_bytes(mc.kv_bytes_per_token)} per token per sequence"]
+             f"  spare at the maximum (usable less needs; the margin is kept besides): {spare}; KV cache {fmt_bytes(mc.kv_bytes_per_token)} per token per sequence"]
     devices = list(mc.table[0].required) if mc.table else []
     head = f"  {'context':>10} {'KV cache':>11} " + " ".join(f"{'needs ' + d:>14}" for d in devices) + "   fits"
     lines.append(head)
     for r in mc.table:
-        needs = " ".join(f"{fmt_bytes(r.required.get(d, 0)):>14}" for d in devices)
+        # a row whose units found no device shows no partial figures: they would read as less
+        # than the maximum's need (issue 13 item 9)
+        needs = " ".join(f"{fmt_bytes(r.required.get(d, 0)) if r.placed else '-':>14}" for d in devices)
         mark = "yes" if r.fits else ("no" if r.placed else "no*")
         star = "  <- max" if r.context == mc.max_context else ""
         lines.append(f"  {r.context:>10,} {fmt_bytes(r.kv_cache):>11} {needs}   {mark:>4}{star}")
     if any(not r.placed for r in mc.table):
-        lines.append("  * some layers fit on no device: the need is more than shown")
+        lines.append("  * some layers fit on no device: it needs more than these devices have")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from planner.core.errors import GatedRepo, HubError, HubUnavailable, RepoNotFound, UsageError
 from planner.core.secrets import register
@@ -110,6 +110,13 @@ class Session:
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
+
+    @overload
+    def get(self, url: str, *, what: str, limit: int, byte_range: tuple[int, int] | None = None,
+            method: str = "GET", ok_missing: Literal[False] = False, attempts: int | None = None) -> Response: ...
+    @overload
+    def get(self, url: str, *, what: str, limit: int, byte_range: tuple[int, int] | None = None,
+            method: str = "GET", ok_missing: bool, attempts: int | None = None) -> Response | None: ...
 
     def get(self, url: str, *, what: str, limit: int, byte_range: tuple[int, int] | None = None,
             method: str = "GET", ok_missing: bool = False, attempts: int | None = None) -> Response | None:

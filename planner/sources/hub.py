@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
 from planner.core import ids
-from planner.core.errors import BadConfig, BadHeader, FitcheckError, HubError, HubUnavailable, UnsupportedModel, printable
-from planner.sources.formats.safetensors import header_length, parse_header
-from planner.sources.http import Response, Session, json_body
+from planner.core.errors import BadConfig, BadHeader, FitcheckError, HubError, HubUnavailable, UnsupportedModel
 from planner.core.records import Fetch, RepoFile, Selector, Snapshot, Tensor
-from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE, is_safe_shard
+from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE, header_length, is_safe_shard, parse_header
+from planner.sources.http import Response, Session, json_body
 
 # First read of a lone model.safetensors when its header size is unknown: huggingface_hub reads
 # the first 100,000 bytes because 97 % of headers on the Hub are smaller
@@ -178,7 +178,7 @@ class _Speculative:
 
     def __init__(self, pool: ThreadPoolExecutor, session: Session, url: str, *, eager: bool = True, **kw: Any) -> None:
         self._session, self._url, self._kw = session, url, kw
-        self.future = pool.submit(session.get, url, attempts=1, **kw) if eager else None
+        self.future: Future[Response | None] | None = pool.submit(lambda: session.get(url, attempts=1, **kw)) if eager else None
 
     def result(self) -> Response | None:
         if self.future is None:  # not sent ahead: ask now, with retries
@@ -276,7 +276,7 @@ def _optional_all_headers(all_f: _Speculative, repo_id: str, listing: dict[str, 
     at the end of the file -- only a range read of the shard checks.
     """
     try:
-        resp = all_f.future.result()
+        resp = all_f.future.result() if all_f.future is not None else None
         if resp is None or not _commit_ok(resp, commit):
             return None
         return _from_all_headers(resp, repo_id, listing)
@@ -351,7 +351,7 @@ def _check_unique(tensors: list[Tensor], repo_id: str) -> None:
         seen[t.name] = t.file
 
 
-def _drain(futures: list[Future | _Speculative | None]) -> None:
+def _drain(futures: Sequence[Future[Any] | _Speculative | None]) -> None:
     """Wait for speculative requests we will not use, swallowing their errors."""
     for f in futures:
         fut = _future(f) if f is not None else None
@@ -363,7 +363,7 @@ def _drain(futures: list[Future | _Speculative | None]) -> None:
             pass
 
 
-def _future(f: Future | _Speculative) -> Future | None:
+def _future(f: Future[Any] | _Speculative) -> Future[Any] | None:
     return f.future if isinstance(f, _Speculative) else f
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from planner.core import ids
-from planner.core.errors import BadConfig, BadHeader, NoWeights, RepoNotFound, UnsupportedModel
-from planner.sources.formats.safetensors import MAX_HEADER_BYTES, header_length, parse_header
+from planner.core.errors import BadConfig, BadHeader, FolderNotFound, NoWeights, UnsupportedModel
 from planner.core.records import RepoFile, Selector, Snapshot, Tensor
-from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE
+from planner.sources.formats.safetensors import MAX_HEADER_BYTES, SAFE_INDEX, SAFE_SINGLE, header_length, parse_header
 
 MAX_CONFIG_BYTES = 4_000_000  # as in hub.py
 MAX_INDEX_BYTES = 64_000_000
@@ -35,7 +34,8 @@ def read_folder(folder: Path, *, model_id: str, select: Selector, source: str = 
         source: "local" or "cache".
     """
     if not folder.is_dir():
-        raise RepoNotFound(f"{model_id}: folder not found")
+        raise FolderNotFound(f"{model_id}: no such folder" if not folder.exists() else f"{model_id}: is a file, not a model folder",
+                             hint="a local model is a folder with config.json; a Hub repo id is org/name, without ./ or /")
     files = _listing(folder, model_id)
     sizes = {f.path: f.size for f in files}
     try:

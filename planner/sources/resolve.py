@@ -19,13 +19,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from planner.sources import cache
-from planner.sources import catalog
 from planner.core import ids
 from planner.core.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound, UsageError
-from planner.sources.local import read_folder
 from planner.core.paths import hf_cache_dir
 from planner.core.records import Selector, Snapshot
+from planner.sources import cache, catalog
+from planner.sources.local import read_folder
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Above this many tensors the full tensor list is not cached: encoding DeepSeek-V3's 91,991 tensors
@@ -68,6 +67,7 @@ def read_model(ref: str, *, select: Selector, revision: str | None = None, token
 
     Raises:
         UsageError: an invalid repo id or revision.
+        FolderNotFound: a local path that is no folder.
         RepoNotFound, GatedRepo, HubUnavailable, OfflineCacheMiss, HubError, ModelFormatError.
     """
     return read(ref, select=select, revision=revision, token=token, endpoint=endpoint, timeout=timeout, ttl=ttl,

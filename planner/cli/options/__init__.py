@@ -23,6 +23,8 @@ from planner.core.errors import UsageError
 
 # one line per runtime that has options of its own
 GROUPS: tuple[str, ...] = (
+    "planner.cli.options.vllm",
+    "planner.cli.options.training",
 )
 
 

@@ -23,6 +23,7 @@ from planner.model.footprint import Footprint
 from planner.runtimes.transformers import files
 from planner.runtimes.transformers import quantizers as formats
 from planner.runtimes.transformers.memory import kv
+from planner.runtimes.transformers.placement import kv_device
 from planner.runtimes.transformers.settings import TransformersSettings
 
 DEFAULT_OFFLOAD_DIR = "fitcheck-offload"
@@ -104,13 +105,19 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
     packages = ["torch", "transformers", "accelerate"]
     if bnb is not None:
         packages.append("bitsandbytes")
+    main = next((f"cuda:{v}" for v in device_map.values() if isinstance(v, int)), None)
+    if ps.scheme.quantization == "nf4" and main is None and "mps" not in device_map.values():
+        # bnb's fast CPU 4-bit matmul comes from the Hub kernel kernels-community/quantization-
+        # bitsandbytes through the `kernels` package >= 0.11.1 (bitsandbytes backends/cpu/ops.py
+        # 243-255: "Please make sure you already `pip install kernels`"); without it bnb falls back
+        # to its own GEMV, which the speed estimate assumes (benchmarks/speed).
+        packages.append(CPU_NF4_FAST_PATH)
     prequantized = _prequantized(r, p)
     if prequantized is not None:
         packages += [pip for pip, _ in prequantized["requires"] if pip not in packages]
     tokenizer = _tokenizer(r)
     if tokenizer == [files.SENTENCEPIECE] and "sentencepiece" not in packages:
         packages.append("sentencepiece")  # transformers converts tokenizer.model with it (convert_slow_tokenizer.py:97-98)
-    main = next((f"cuda:{v}" for v in device_map.values() if isinstance(v, int)), None)
     if main is None:
         main = "mps" if "mps" in device_map.values() else "cpu"
     return {
@@ -142,14 +149,19 @@ def _tokenizer(r: Report) -> list[str] | None:
     return found
 
 
+# The package bitsandbytes' fast CPU nf4 path needs (see load_settings).
+CPU_NF4_FAST_PATH = "kernels>=0.11.1"
+
+
 def _prequantized(r: Report, p: Plan) -> dict[str, Any] | None:
     """How the plan loads a pre-quantized checkpoint: as stored or dequantized, the quantization
     config the script passes for that (planner.runtimes.transformers.quantizers), and the packages it needs."""
-    fp = r.footprint
+    fp, _ = _parts(r, p)
     if fp.prequant is None:
         return None
     gpus = tuple(g for g in r.hardware.gpus if g.device in p.memory)
     d = formats.for_footprint(fp, gpus)
+    assert d is not None  # pre-quantized weights always get a decision
     config = formats.script_config(d, fp.prequant.config) if d.action == formats.DEQUANTIZE or d.rule.config else None
     return {
         "method": fp.prequant.method,
@@ -173,14 +185,15 @@ def kv_after_prefill(r: Report, p: Plan, device: str) -> int:
     fp, ps = _parts(r, p)
     c = r.constraints
     exec_device = load_settings(r, p)["exec_device"]
+    # the devices that run layers: the accelerators of the map, or the CPU when none is in it
+    executing = {f"cuda:{v}" if isinstance(v, int) else v for v in ps.device_map.values() if v not in ("cpu", "disk")} | {exec_device}
     total = 0
     for u in fp.units:
         if u.kind != "layer" or u.layer is None:
             continue
         where = _layer_device(ps.device_map, u.name)
         where = f"cuda:{where}" if isinstance(where, int) else where
-        holder = where if where in ("cpu", "mps") or str(where).startswith("cuda") else exec_device
-        if holder == device:
+        if kv_device(str(where), executing, exec_device) == device:
             total += kv.layer_bytes(fp.arch, u.layer, context=c.context, new_tokens=0, batch=c.batch, dtype_bytes=ps.scheme.dtype_bytes)
     return total
 

@@ -18,7 +18,18 @@ modules one by one, so that the map stays flat and disjoint as accelerate's disp
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+
+
+def kv_device(device: str, executing: Collection[str], main: str) -> str:
+    """The device that holds the KV cache of a unit placed on ``device``: the one that runs it.
+
+    An offloaded unit ("cpu" or "disk" while an accelerator runs the model) runs on ``main``, so its
+    K and V are made there. The one rule for the placement, the budget and the plan file's
+    ``kv_after_prefill``.
+    """
+    return device if device in executing else main
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +129,7 @@ def _walk(costs: list[Cost], slots: list[Slot], main: str, reserve: int, caps: d
         room = {d: min(r, caps.get(d, r)) for d, r in room.items()}
     used = {s.device: 0 for s in slots}
     kv_on = {s.device: 0 for s in slots}
+    executing = {s.device for s in slots if s.executes}
     device_of: dict[str, str] = {}
     unplaced: list[str] = []
     i = 0
@@ -136,10 +148,7 @@ def _walk(costs: list[Cost], slots: list[Slot], main: str, reserve: int, caps: d
             if used[s.device] + cost <= room[s.device]:
                 device_of[c.name] = s.device
                 used[s.device] += cost
-                if s.executes:
-                    kv_on[s.device] += c.kv
-                else:
-                    kv_on[main] += c.kv
+                kv_on[kv_device(s.device, executing, main)] += c.kv
                 break
             i += 1
         if c.name not in device_of:

@@ -13,17 +13,17 @@ equal and the faster (bf16) wins.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner.core.errors import UsageError
-from planner.core.records import Constraints, Gpu, Hardware, Plan, Speed
+from planner.core.records import Constraints, DeviceMemory, Gpu, Hardware, Plan, Speed
 from planner.core.units import LOAD_DTYPE_BYTES, fmt_bytes
 from planner.model.footprint import Footprint, Unit, input_embedding
 from planner.runtimes.transformers import quantizers as formats
 from planner.runtimes.transformers.memory import activations, budget, kv, weights
 from planner.runtimes.transformers.placement import Assignment, Cost, Slot, assign, balanced_caps, flat_device_map, split_groups
 from planner.runtimes.transformers.settings import QUANTS, Scheme, TransformersSettings
-from planner.runtimes.transformers.speed import tokens_per_second
+from planner.runtimes.transformers.speed import PREFILL_TOKEN_SHARE, cpu_load_seconds, tokens_per_second
 
 RUNTIME = "transformers"
 DTYPES = tuple(LOAD_DTYPE_BYTES)
@@ -125,8 +125,9 @@ def _gpu_candidates(scheme: Scheme, hw: Hardware, c: Constraints) -> Iterator[_C
             yield _Candidate(scheme, placement, strategy, used)
 
 
-def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> Plan:
-    """Place and price one candidate; a plan that does not fit says why."""
+def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, *, roomy: bool = False) -> Plan:
+    """Place and price one candidate; a plan that does not fit says why (``roomy``: this is the
+    candidate priced with room to spare on its one device, to learn what it needs)."""
     scheme = cand.scheme
     reasons = _static_rejections(fp, hw, cand) + formats.rejections(fp, cand.scheme, cand.placement, cand.gpus)
     arch = fp.arch
@@ -166,25 +167,36 @@ def evaluate(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate) -> P
     executing = {s.device for s in slots if s.executes}
     memory = budget.account(costs, result, devices=devices, executing=executing, scheme=scheme, t=t)
 
-    if result.unplaced:
-        reasons.append(_shortfall(cand, costs, slots, devices, t))
+    if result.unplaced and len(slots) == 1 and not roomy:
+        # What the plan needs is what it holds once everything is placed: price it again with room
+        # to spare on its one device, and compare every device's need with what is usable here
+        # (so that "needs N" is the amount that makes it fit, issue 13 item 7).
+        big_hw, big_cand = _roomy(hw, cand, slots[0].device)
+        big_plan = evaluate(fp, big_hw, c, big_cand, roomy=True)
+        big = big_plan.memory
+        # the plan's memory is then what it needs, against what this machine has
+        memory = {d: replace(big[d], capacity=m.capacity, free=m.free, margin=m.margin) if d in big else m for d, m in memory.items()}
+        reasons += _needs(scheme.label, memory)
+    elif result.unplaced:
+        reasons.append(_shortfall(cand, slots, devices))
     else:
-        for d, m in memory.items():
-            if m.required > m.capacity:
-                reasons.append(f"{scheme.label} needs {fmt_bytes(m.required)} on {d}, {_usable(m.free, m.margin)}")
+        reasons += _needs(scheme.label, memory)
 
+    speed = big_plan.speed if result.unplaced and len(slots) == 1 and not roomy else _speed_record(fp, hw, c, cand, costs, result)
     device_map = {name: _map_value(dev) for name, dev in flat_device_map(costs, result.device_of).items()}
     settings = TransformersSettings(scheme=scheme, placement=cand.placement, strategy=cand.strategy, device_map=device_map)
+    kept_experts = _kept_experts(fp, scheme, memory)
     return Plan(
         runtime=RUNTIME,
-        label=settings.label,
+        label=_label(settings, kept_experts, sum(m.weights for m in memory.values())),
         settings=settings,
         memory=memory,
-        speed=Speed(tokens_per_s=_speed(fp, hw, cand, costs, result)),
+        speed=speed,
         quality=_quality(fp, scheme),
         fits=not reasons,
         reasons=tuple(reasons),
-        notes=tuple(_notes(fp, cand, result) + formats.notes(fp, cand.scheme, cand.gpus) + _split_notes(cand, costs, result)),
+        notes=tuple(_notes(fp, cand, result) + formats.notes(fp, cand.scheme, cand.gpus) + _split_notes(cand, costs, result)
+                    + _expert_notes(scheme, kept_experts, memory)),
         on_accelerators=cand.placement in ("gpu", "mps"),
         offloaded_bytes=sum(memory[d].weights for d in ("cpu", "disk") if d in memory and cand.gpus),
         disk_bytes=memory["disk"].total if "disk" in memory else 0,
@@ -268,19 +280,33 @@ def _costs(fp: Footprint, c: Constraints, scheme: Scheme, *, offload_possible: b
     return out + experts
 
 
-def _shortfall(cand: _Candidate, costs: list[Cost], slots: list[Slot], devices: dict[str, tuple[int, int]],
-               t: budget.Transients) -> str:
-    label = cand.scheme.label
-    if len(slots) == 1:
-        d = slots[0].device
-        free, margin = devices[d]
-        slot = slots[0]
-        units = sum(int((c.on_exec - c.kv) * slot.weight_scale + c.kv * slot.transient_scale) for c in costs if c.tied_to is None)
-        need = units + (free - margin - slot.room)
-        return f"{label} needs {fmt_bytes(need)} on {d}, {_usable(free, margin)}"
+def _needs(label: str, memory: dict[str, DeviceMemory]) -> list[str]:
+    """A reason per device whose need exceeds its usable memory; the need is shown rounded up."""
+    return [f"{label} needs {fmt_bytes(m.required, up=True)} on {d}, {_usable(m.free, m.margin)}"
+            for d, m in memory.items() if m.required > m.capacity]
+
+
+# Free memory that holds any model: what a device is given to price a plan that did not fit it.
+_ROOMY = 1 << 50  # 1 PiB
+
+
+def _roomy(hw: Hardware, cand: _Candidate, device: str) -> tuple[Hardware, _Candidate]:
+    """``hw`` and ``cand`` with ``device`` given room for any model."""
+    if device == "cpu":
+        return replace(hw, ram_free=_ROOMY, ram_total=max(hw.ram_total, _ROOMY)), cand
+
+    def big(g: Gpu) -> Gpu:
+        return replace(g, free_bytes=_ROOMY, total_bytes=max(g.total_bytes, _ROOMY)) if g.device == device else g
+
+    return replace(hw, gpus=tuple(big(g) for g in hw.gpus)), replace(cand, gpus=tuple(big(g) for g in cand.gpus))
+
+
+def _shortfall(cand: _Candidate, slots: list[Slot], devices: dict[str, tuple[int, int]]) -> str:
+    """Why a plan over several devices (GPUs, RAM, disk) does not fit: no single amount fixes it."""
     where = " and ".join(s.device for s in slots)
     usable = ", ".join(f"{s.device} {fmt_bytes(max(0, devices[s.device][0] - devices[s.device][1]))}" for s in slots)
-    return f"{label} does not fit once {where} are full (usable: {usable})"
+    return f"{cand.scheme.label} does not fit once {where} are full (usable: {usable})"
+
 
 
 def _usable(free: int, margin: int) -> str:
@@ -321,6 +347,18 @@ def _quality(fp: Footprint, s: Scheme) -> int:
     return min(_BITS[s.dtype], stored)
 
 
+def _speed_record(fp: Footprint, hw: Hardware, c: Constraints, cand: _Candidate, costs: list[Cost], result: Assignment) -> Speed:
+    """Decode tokens/s; on a CPU-only plan also the load and the first token (calibrated there,
+    benchmarks/speed): a bnb load quantizes for minutes where a bf16 one maps the checkpoint."""
+    rate = _speed(fp, hw, cand, costs, result)
+    if cand.gpus or not rate or rate == float("inf"):
+        return Speed(tokens_per_s=rate)
+    load = cpu_load_seconds(params=_cpu_params(fp), quantization=cand.scheme.quantization, dtype=cand.scheme.dtype,
+                            stored_dtype=fp.stored_dtype, cpu_count=hw.cpu_count)
+    first = load + (1 + c.context * c.batch * PREFILL_TOKEN_SHARE) / rate
+    return Speed(tokens_per_s=rate, load_s=round(load, 3), first_token_s=round(first, 3))
+
+
 def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], result: Assignment) -> float:
     units = fp.unit_index()
     by_name = {x.name: x for x in costs}
@@ -333,6 +371,8 @@ def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], res
             continue
         per_token = _active_fraction(fp, units[name], cost.on_exec - cost.kv) + cost.kv
         if dev in gpu_bw:
+            if cand.scheme.bnb:  # bnb's speed is a ratio to the 16-bit plan's (speed.BNB_GPU_SPEED)
+                per_token = _active_fraction(fp, units[name], units[name].params * cand.scheme.dtype_bytes) + cost.kv
             reads.setdefault(dev, [0])[0] += per_token
         elif dev == "cpu" and not cand.gpus:
             cpu_exec += per_token
@@ -345,12 +385,33 @@ def _speed(fp: Footprint, hw: Hardware, cand: _Candidate, costs: list[Cost], res
             if not cand.gpus:
                 cpu_exec += per_token
     pcie_bw = min((g.pcie_bandwidth for g in cand.gpus if g.pcie_bandwidth), default=None)
+    cpu_params = _cpu_params(fp) if not cand.gpus else None
     return tokens_per_second(
         gpu_reads={d: (r[0], gpu_bw[d]) for d, r in reads.items()},
         cpu_exec_bytes=cpu_exec, ram_bandwidth=hw.ram_bandwidth,
         pcie_bytes=pcie, pcie_bandwidth=pcie_bw, disk_bytes=disk, disk_bandwidth=hw.disk_bandwidth,
-        quantization=cand.scheme.quantization, dtype=cand.scheme.dtype,
+        quantization=cand.scheme.quantization, dtype=cand.scheme.dtype, cpu_params=cpu_params, cpu_count=hw.cpu_count,
     )
+
+
+def _cpu_params(fp: Footprint) -> dict[str, int]:
+    """Parameters a CPU run computes with per token: "layer" (decoder layers and every other
+    module but the embeddings and the head, MoE experts at their routed share), "head" (the output
+    head, or the embedding tied to it), "linear" (of the layers, the linears bnb quantizes) and
+    "embed" (looked up, not computed) and "cast" (every stored parameter once: what a load in
+    another dtype converts)."""
+    out = {"layer": 0, "head": 0, "linear": 0, "embed": 0, "cast": sum(u.params for u in fp.units)}
+    by_name = {u.name: u for u in fp.units}
+    for u in fp.units:
+        if u.kind == "head":
+            tied = by_name.get(u.tied_to) if u.tied_to else None
+            out["head"] += u.params or (tied.params if tied is not None else 0)
+        elif u.kind in ("embed", "tied"):
+            out["embed"] += u.params
+        else:
+            out["layer"] += _active_fraction(fp, u, u.params)
+            out["linear"] += u.role("linear").params
+    return out
 
 
 def _active_fraction(fp: Footprint, unit: Unit, resident: int) -> int:
@@ -366,6 +427,9 @@ def _active_fraction(fp: Footprint, unit: Unit, resident: int) -> int:
 
 def _notes(fp: Footprint, cand: _Candidate, result: Assignment) -> list[str]:
     notes = []
+    if cand.scheme.quantization == "nf4" and not cand.gpus:
+        notes.append("bitsandbytes' fast CPU 4-bit matmul needs the `kernels` package (pip install 'kernels>=0.11.1'; it fetches "
+                     "kernels-community/quantization-bitsandbytes from the Hub); the speed estimate is without it (benchmarks/speed)")
     if cand.scheme.bnb and any(v in ("cpu", "disk") for v in result.device_of.values()) and cand.gpus:
         notes.append("offloaded modules stay unquantized (llm_int8_enable_fp32_cpu_offload)")
     return notes
@@ -378,6 +442,41 @@ def _split_notes(cand: _Candidate, costs: list[Cost], result: Assignment) -> lis
     where = cand.gpus[0].device if cand.gpus else "cpu"
     return [f"experts of {len(split)} MoE layers offloaded before any dense layer; attention and routers stay on {where}; "
             "each offloaded experts module is streamed whole per forward"]
+
+
+def _kept_experts(fp: Footprint, scheme: Scheme, memory: dict[str, DeviceMemory]) -> int:
+    """Bytes of MoE experts a bnb plan leaves in the load dtype: transformers fuses them into 3-D
+    parameters (conversion_mapping.py), which are not ``nn.Linear``, and bitsandbytes replaces
+    only ``nn.Linear`` (integrations/bitsandbytes.py ``replace_with_bnb_linear``)."""
+    if not scheme.bnb:
+        return 0
+    return sum(u.role("expert").params for u in fp.units) * scheme.dtype_bytes
+
+
+# A bnb plan whose unquantized experts are at least this share of its weights is labelled by what
+# is really quantized ("nf4 dense, bf16 experts"): a plain "nf4" would promise 4-bit experts.
+KEPT_EXPERTS_LABEL_SHARE = 0.2
+
+
+def _label(settings: TransformersSettings, kept: int, weights: int) -> str:
+    if not kept or kept < KEPT_EXPERTS_LABEL_SHARE * weights:
+        return settings.label
+    s = settings.scheme
+    where = settings.label.partition(" on ")[2]
+    return f"{s.quantization} dense, {_short(s.dtype)} experts on {where}"
+
+
+def _short(dtype: str) -> str:
+    return Scheme(dtype, "none").label
+
+
+def _expert_notes(scheme: Scheme, kept: int, memory: dict[str, DeviceMemory]) -> list[str]:
+    if not kept:
+        return []
+    weights = sum(m.weights for d, m in memory.items()) or 1
+    return [f"{scheme.quantization} quantizes the dense layers only: the fused MoE experts, {fmt_bytes(kept)} "
+            f"({min(100, round(100 * kept / weights))} % of the weights), stay in {_short(scheme.dtype)} "
+            "(bitsandbytes replaces nn.Linear modules; transformers fuses experts into 3-D parameters)"]
 
 
 def _map_value(device: str) -> int | str:

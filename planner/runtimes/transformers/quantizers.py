@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from planner.core.records import Gpu, _ToDict
-from planner.runtimes.transformers.settings import Scheme
 from planner.core.units import fmt_bytes
+from planner.runtimes.transformers.settings import Scheme
 
 if TYPE_CHECKING:
     from planner.model.footprint import Footprint
@@ -242,7 +242,7 @@ def script_config(decision: Decision, checkpoint_config: dict[str, Any]) -> tupl
     name, kwargs = decision.rule.config
     out = dict(kwargs)
     for key in decision.rule.keep:
-        value = checkpoint_config.get(key)
+        value: Any = checkpoint_config.get(key)  # checked below
         if value is None and key == "modules_to_not_convert":
             value = checkpoint_config.get("ignored_layers")  # FineGrainedFP8Config's alias
         # a list of module names, as transformers expects; anything else is not passed along
@@ -293,6 +293,7 @@ def notes(fp: Footprint, scheme: Scheme, gpus: Iterable[Gpu]) -> list[str]:
     d = for_footprint(fp, gpus)
     if d is None or d.action == REFUSE:
         return []
+    assert fp.prequant is not None  # a decision exists only for pre-quantized weights
     if d.action == DEQUANTIZE:
         packed = sum(u.packed_params for u in fp.units)
         out = [f"{fp.prequant.detail} weights are dequantized to {scheme.dtype} at load "

@@ -8,27 +8,54 @@ bytes over PCIe, or over the disk. These are estimates for ranking, stated as su
 
 from __future__ import annotations
 
-# Fraction of a GPU's peak memory bandwidth a decode step achieves, per byte of weights read, per
-# kernel family. These are leads until benchmarks/gpu_calibration.py runs on a lent GPU:
+# Fraction of a GPU's peak memory bandwidth a decode step achieves per byte of weights read:
 # none: memory-bound GEMV in bf16/fp16 reaches 70-80 % of peak (vLLM and llama.cpp decode
 #   benchmarks on A100/H100); 0.75.
-# int8: bitsandbytes LLM.int8() decomposes outliers; at batch 1 it runs about half as fast as fp16
-#   per token (HF blog "A Gentle Introduction to 8-bit Matrix Multiplication", speed section)
-#   while reading half the bytes: per byte 0.75 x 0.5 x 0.5 ~ 0.2.
-# nf4: bnb's 4-bit GEMV at batch 1 runs about 1.2x fp16 per token while reading ~0.28x the bytes
-#   (bitsandbytes 0.41 release notes, 4-bit inference): per byte ~0.3.
 # prequantized: GPTQ/AWQ Marlin/Exllama kernels come near fp16 efficiency per byte; 0.6.
-GPU_EFFICIENCY = {"none": 0.75, "int8": 0.2, "nf4": 0.3, "prequantized": 0.6}
-# On CPU, per byte of weights read, for (quantization, dtype). bf16 reaches about half of RAM
-# bandwidth (a lead: 97M bf16 model at 86.6 tok/s reads 16.8 GB/s on this 2-vCPU CI machine).
-# The others come from decode speed measured against bf16 on the same model (research notes Q8:
-# fp32 0.6x, int8 1.0x, nf4 1.8x per token) divided by their byte ratio to bf16 for an 8B model
-# (fp32 2.0, int8 0.57, nf4 0.36): fp32 0.6, int8 0.28, nf4 0.32. bnb's fast CPU 4-bit path needs
-# AVX512-BF16; other CPUs are slower.
-CPU_EFFICIENCY = {("none", "bfloat16"): 0.5, ("none", "float16"): 0.5, ("none", "float32"): 0.6,
-                  ("int8", "bfloat16"): 0.28, ("int8", "float16"): 0.28, ("int8", "float32"): 0.2,
-                  ("nf4", "bfloat16"): 0.32, ("nf4", "float16"): 0.32, ("nf4", "float32"): 0.25,
-                  ("prequantized", "bfloat16"): 0.2, ("prequantized", "float16"): 0.2, ("prequantized", "float32"): 0.2}
+GPU_EFFICIENCY = {"none": 0.75, "prequantized": 0.6}
+# bitsandbytes on a GPU is not bandwidth-bound at batch 1: it dequantizes (nf4) or decomposes
+# outliers (int8) in every matmul, and decodes *slower* than the same model in 16-bit although it
+# reads fewer bytes. So its speed is the 16-bit plan's, times its measured ratio to it (whole
+# model, batch 1, the same GPU):
+# nf4: 0.75 (Mistral-7B, 36.5 vs 48.6 tok/s, bitsandbytes issue #611), 0.64 (Qwen2.5-0.5B on a
+#   T4, 7.92 vs 5.05 ms per step, earino.github.io "Your int8 Quantization Is 2.5x Slower Than
+#   fp16"), 0.5 (falcon-7b on an A10G, "2x increased latency", text-generation-inference PR #586):
+#   0.6.
+# int8: 0.15 (LLaMA-7B on an A100, "LLM.int8 is 15% of FP16", bitsandbytes issue #181), 0.26
+#   (Qwen2.5-0.5B on a T4, 6.3 vs 24.4 tok/s, github dohu012/llm-quantization-benchmark), 0.40
+#   (the same earino post, 12.65 vs 5.05 ms): the median, 0.26.
+BNB_GPU_SPEED = {"nf4": 0.6, "int8": 0.26}
+# On a CPU, decode is bound by compute (at the few cores a desktop or a VM gives torch) or by RAM
+# bandwidth, whichever is slower. Compute: CPU-seconds per parameter per token, measured by
+# benchmarks/speed/cpu_speed.py on a Llama-3.2-1B-shaped model (AMD EPYC with AVX-512 BF16, torch
+# 2.13, bitsandbytes 0.50 without the `kernels` package; benchmarks/speed/RESULTS.md): the slope
+# between 1 and 4 decoder layers is a layer's cost (its linears, attention, norms, framework
+# overhead), the rest is the output head. CPU time is the work, which a shared machine does not
+# inflate the way it inflates wall time; divided by the threads torch runs, it is the time on an
+# idle machine. bnb's schemes are no faster than bf16 per layer although they read 4x and 2x
+# fewer bytes: without `kernels` they run bitsandbytes' own CPU GEMV (nf4) or int8 matmul with
+# dequantization (int8); fp32 is the fastest here (torch's bf16 GEMV on this CPU is slower).
+CPU_LAYER_S_PER_PARAM = {("none", "bfloat16"): 0.918e-9, ("none", "float32"): 0.455e-9,
+                         ("nf4", "bfloat16"): 0.833e-9, ("int8", "bfloat16"): 1.318e-9}
+# The output head is one large GEMV in the load dtype under every scheme (bnb skips lm_head): per
+# dtype, the mean of the intercepts of the schemes computing in it (bf16: 0.380, 0.335 and
+# 0.232e-9 from bf16, nf4 and int8).
+CPU_HEAD_S_PER_PARAM = {"bfloat16": 0.316e-9, "float32": 0.328e-9}
+# Bandwidth: fraction of RAM bandwidth a decode step reaches per byte read (a lead: a 97M bf16
+# model at 86.6 tok/s read 16.8 GB/s on a 2-vCPU CI machine, about half its bandwidth).
+CPU_BANDWIDTH_EFFICIENCY = 0.5
+# Load, CPU-seconds: a fixed part (from_pretrained's setup; bnb's import and replacement of the
+# linears) and a part per parameter converted (a dtype cast, or bnb quantizing a linear), from the
+# same benchmark (load_cpu_s, medians, 1 -> 4 layers): bf16 as stored 1.99 -> 2.22 s; fp32 3.69 ->
+# 4.05 s (a cast of 0.32 G and 0.51 G parameters: 5.2 and 4.1 ns each); nf4 6.57 -> 15.59 s (49.5 ns
+# per linear quantized, 3.6 s fixed); int8 4.65 -> 7.95 s (18.1 ns, 3.5 s fixed). Llama-3.2-1B in
+# nf4 is then 52 s against 2 s in bf16 (issue 13 measured 48 s and 1.3 s on a like machine).
+CPU_LOAD_FIXED_S = {"none": 2.0, "nf4": 3.6, "int8": 3.5, "prequantized": 2.0}
+CPU_LOAD_S_PER_CAST_PARAM = 4.5e-9
+CPU_LOAD_S_PER_QUANTIZED_PARAM = {"nf4": 49.5e-9, "int8": 18.1e-9}
+# A prompt token costs this fraction of a decode step (prefill runs as matrix-matrix products):
+# 16-token prompts took 1.0-1.5 decode steps in the benchmark (first_token_cpu_s).
+PREFILL_TOKEN_SHARE = 1 / 16
 # Defaults when a device's bandwidth is unknown (a --gpu override with no model, an unknown CPU):
 # PCIe 4.0 x16 effective 25 GB/s (PCI-SIG 4.0 spec: 31.5 GB/s raw, ~80 % achieved with pinned
 # memory), dual-channel DDR4-3200 51.2 GB/s, a consumer NVMe at 3 GB/s, and a GPU at 500 GB/s
@@ -37,26 +64,81 @@ DEFAULT_PCIE = 25_000_000_000
 DEFAULT_RAM_BANDWIDTH = 51_200_000_000
 DEFAULT_DISK_BANDWIDTH = 3_000_000_000
 DEFAULT_GPU_BANDWIDTH = 500_000_000_000
+# Threads when the machine's CPU count is unknown: a 4-core laptop.
+DEFAULT_CPU_THREADS = 4
+
+
+def cpu_threads(cpu_count: int | None) -> int:
+    """Threads torch computes with: its intra-op pool takes the physical cores, half the logical
+    CPUs of an SMT machine (the profiles count logical CPUs); a 2-vCPU VM runs 2 (measured here)."""
+    if not cpu_count:
+        return DEFAULT_CPU_THREADS
+    return cpu_count if cpu_count <= 2 else max(1, cpu_count // 2)
+
+
+def cpu_decode_seconds(*, params: dict[str, int], quantization: str, dtype: str, cpu_count: int | None,
+                       ram_bandwidth: int | None, read_bytes: int = 0) -> float:
+    """Seconds per decoded token on the CPU: the slower of compute and RAM bandwidth.
+
+    Args:
+        params: parameters run per token: "layer" (decoder layers, the routed experts only) and
+            "head" (the output head).
+    """
+    if quantization in ("nf4", "int8"):
+        # bnb's CPU kernels compute in bf16 whatever the load dtype (backends/cpu/ops.py casts A)
+        layer = CPU_LAYER_S_PER_PARAM[(quantization, "bfloat16")]
+    else:
+        layer = CPU_LAYER_S_PER_PARAM[("none", _cpu_dtype(dtype))]
+    head = CPU_HEAD_S_PER_PARAM[_cpu_dtype(dtype)]
+    compute = (params.get("layer", 0) * layer + params.get("head", 0) * head) / cpu_threads(cpu_count)
+    memory = read_bytes / ((ram_bandwidth or DEFAULT_RAM_BANDWIDTH) * CPU_BANDWIDTH_EFFICIENCY)
+    return max(compute, memory)
+
+
+def cpu_load_seconds(*, params: dict[str, int], quantization: str, dtype: str, stored_dtype: str,
+                     cpu_count: int | None = None) -> float:
+    """Seconds ``from_pretrained`` takes on the CPU (the checkpoint in the page cache): fixed
+    setup, plus casting every parameter when the load dtype differs from the stored one, plus bnb
+    quantizing the decoder layers' linears. ``cpu_count`` is unused: the load ran on one core."""
+    total = params.get("cast", params.get("layer", 0) + params.get("head", 0) + params.get("embed", 0))
+    seconds = CPU_LOAD_FIXED_S.get(quantization, CPU_LOAD_FIXED_S["none"])
+    if dtype != stored_dtype:
+        seconds += total * CPU_LOAD_S_PER_CAST_PARAM
+    if quantization in CPU_LOAD_S_PER_QUANTIZED_PARAM:
+        seconds += params.get("linear", params.get("layer", 0)) * CPU_LOAD_S_PER_QUANTIZED_PARAM[quantization]
+    return seconds
+
+
+def _cpu_dtype(dtype: str) -> str:
+    return "float32" if dtype == "float32" else "bfloat16"
 
 
 def tokens_per_second(*, gpu_reads: dict[str, tuple[int, int | None]], cpu_exec_bytes: int, ram_bandwidth: int | None,
                       pcie_bytes: int, pcie_bandwidth: int | None, disk_bytes: int, disk_bandwidth: int | None,
-                      quantization: str, dtype: str = "bfloat16") -> float:
+                      quantization: str, dtype: str = "bfloat16", cpu_params: dict[str, int] | None = None,
+                      cpu_count: int | None = None) -> float:
     """Estimated decode tokens/s of one sequence.
 
     Args:
-        gpu_reads: device -> (bytes read per token on it, its bandwidth or None).
+        gpu_reads: device -> (bytes read per token on it, its bandwidth or None); for a bnb
+            quantization, the bytes those weights would have in the 16-bit compute dtype.
         cpu_exec_bytes: bytes read per token by the CPU when it executes layers.
         pcie_bytes: offloaded bytes copied host -> GPU per token.
         disk_bytes: bytes read from the offload disk per token.
         quantization: the plan's quantization, for kernel efficiency.
-        dtype: the plan's dtype (CPU efficiency depends on it).
+        dtype: the plan's dtype (CPU speed depends on it).
+        cpu_params: parameters the CPU runs per token, when it executes layers (see
+            :func:`cpu_decode_seconds`); cpu_count: the machine's logical CPUs.
     """
     seconds = 0.0
     for read, bw in gpu_reads.values():
-        seconds += read / ((bw or DEFAULT_GPU_BANDWIDTH) * GPU_EFFICIENCY[quantization])
-    if cpu_exec_bytes:
-        seconds += cpu_exec_bytes / ((ram_bandwidth or DEFAULT_RAM_BANDWIDTH) * CPU_EFFICIENCY[(quantization, dtype)])
+        if quantization in BNB_GPU_SPEED:  # ``read``: the same weights' bytes in the 16-bit compute dtype
+            seconds += read / ((bw or DEFAULT_GPU_BANDWIDTH) * GPU_EFFICIENCY["none"] * BNB_GPU_SPEED[quantization])
+        else:
+            seconds += read / ((bw or DEFAULT_GPU_BANDWIDTH) * GPU_EFFICIENCY[quantization])
+    if cpu_exec_bytes or cpu_params:
+        seconds += cpu_decode_seconds(params=cpu_params or {}, quantization=quantization, dtype=dtype, cpu_count=cpu_count,
+                                      ram_bandwidth=ram_bandwidth, read_bytes=cpu_exec_bytes)
     if pcie_bytes:
         seconds += pcie_bytes / (pcie_bandwidth or DEFAULT_PCIE)
     if disk_bytes:

@@ -125,7 +125,7 @@ def _resident(model: Any) -> dict[str, int]:
         size = t.numel() * t.element_size()
         for extra in ("SCB", "quant_state"):  # bnb keeps scales beside the weight
             state = getattr(t, extra, None)
-            tensors = [state] if _is_tensor(state) else [v for v in vars(state).values() if _is_tensor(v)] if state is not None else []
+            tensors: list[Any] = [state] if _is_tensor(state) else [v for v in vars(state).values() if _is_tensor(v)] if state is not None else []
             nested = getattr(state, "state2", None)
             if nested is not None:
                 tensors += [v for v in vars(nested).values() if _is_tensor(v)]
@@ -185,6 +185,7 @@ def run(plan_path: Path, out_path: Path) -> None:
             script_path = Path(tmp) / "fitcheck_load.py"
             script_path.write_text(text)
             spec = importlib.util.spec_from_file_location("fitcheck_load", script_path)
+            assert spec is not None and spec.loader is not None  # a .py path always has a source loader
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             model = module.load_model()

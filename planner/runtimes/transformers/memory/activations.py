@@ -30,8 +30,8 @@ Structure (transformers 5.24, torch 2.13 CPU):
 
 from __future__ import annotations
 
-from planner.model.arch import Arch
 from planner.core.units import MiB
+from planner.model.arch import Arch
 
 # CPU, per token, in units of the compute dtype: hidden-sized and intermediate-sized buffers held
 # at the peak of a repeated prefill. Fitted in benchmarks/accuracy to the highest runs of the bf16

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from planner.core.records import DeviceMemory
 from planner.runtimes.transformers.memory import overhead
 from planner.runtimes.transformers.placement import Assignment, Cost
-from planner.core.records import DeviceMemory
 from planner.runtimes.transformers.settings import Scheme
 
 
@@ -69,7 +69,7 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
     by_name = {c.name: c for c in costs}
     main = next((d for d in devices if d in executing), "cpu")
     w = dict.fromkeys(devices, 0)
-    kv = dict.fromkeys(devices, 0)
+    kv = {d: result.kv_on.get(d, 0) for d in devices}  # placed with the units (placement.kv_device)
     converted_w = dict.fromkeys(devices, 0)
     through_cache = 0  # stored bytes read through the CPU page cache during the load (reclaimable)
     kept_mapped = 0  # of those, pages that stay mapped after the load (CPU execution)
@@ -83,11 +83,9 @@ def account(costs: list[Cost], result: Assignment, *, devices: dict[str, tuple[i
             continue
         if dev in executing:
             resident = c.on_exec - c.kv
-            kv[dev] += c.kv
             unread += c.unread
         else:
             resident = c.offloaded
-            kv[main] += c.kv
             streamed = max(streamed, c.streamed)
             streamed_pages = max(streamed_pages, c.stored)
             stream_kept += c.stream_retained

@@ -8,8 +8,8 @@ torch 2.13.0 CPU, transformers 5.24, bitsandbytes 0.50.2) in fresh processes, re
 
 from __future__ import annotations
 
-from planner.runtimes.transformers.settings import Scheme
 from planner.core.units import MiB
+from planner.runtimes.transformers.settings import Scheme
 
 # --- CPU (measured) -------------------------------------------------------------------------
 # Every CPU figure is from benchmarks/accuracy (RESULTS.md, results.csv): fitcheck verify's child

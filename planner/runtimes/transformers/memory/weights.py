@@ -13,28 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from planner.model.bnb import nf4_bytes
 from planner.model.footprint import Unit
+from planner.model.prequant import PreQuant
 from planner.runtimes.transformers.memory import overhead
 from planner.runtimes.transformers.settings import Scheme
-from planner.model.prequant import PreQuant
 
 # bnb LLM.int8: int8 weight (1 byte/param) plus one fp32 absmax per output row, SCB
 # (bitsandbytes/nn/modules.py Int8Params._quantize -> functional.int8_vectorwise_quant).
 INT8_BYTES_PER_PARAM = 1
 INT8_SCALE_BYTES_PER_ROW = 4
-# bnb 4-bit: two values per byte, blocks of 64 (Params4bit default blocksize, nn/modules.py), one
-# absmax per block. With double quantization (compress_statistics) the absmax is uint8 and a
-# second level keeps one fp32 absmax per 256 first-level blocks (functional.quantize_4bit).
-NF4_BLOCK = 64
-NF4_NESTED_BLOCK = 256
-# Per quantized tensor: the 16-entry 4-bit code (fp32) and the 256-entry dynamic map of the second
-# level (fp32) plus the offset scalar: 64 + 1024 + 4 bytes (functional.QuantState).
-NF4_PER_TENSOR_BYTES = 64 + 1024 + 4
-# On CPUs with AVX512-BF16, bnb repacks each 4-bit weight at its first forward and undoes double
-# quantization: absmax becomes bf16, 2 bytes per block, plus the 64-byte code (functional.
-# _convert_weight_packed_for_cpu; measured n/2 + 2n/64 + 64 exactly, research notes Q4).
-NF4_CPU_ABSMAX_BYTES = 2
-NF4_CPU_PER_TENSOR_BYTES = 64
+# bnb 4-bit storage is a fact of the format, shared with the training runtime: planner/model/bnb.py.
 
 
 def unit_bytes(unit: Unit, scheme: Scheme, *, offloaded: bool, prequant: PreQuant | None = None, dequantize: bool = False,
@@ -69,11 +58,7 @@ def unit_bytes(unit: Unit, scheme: Scheme, *, offloaded: bool, prequant: PreQuan
 def _bnb_linear(quant: str, params: int, rows: int, tensors: int, *, cpu: bool) -> int:
     if quant == "int8":
         return params * INT8_BYTES_PER_PARAM + rows * INT8_SCALE_BYTES_PER_ROW
-    blocks = -(-params // NF4_BLOCK)
-    if cpu:
-        return -(-params // 2) + blocks * NF4_CPU_ABSMAX_BYTES + tensors * NF4_CPU_PER_TENSOR_BYTES
-    nested = -(-blocks // NF4_NESTED_BLOCK)
-    return -(-params // 2) + blocks + nested * 4 + tensors * NF4_PER_TENSOR_BYTES
+    return nf4_bytes(params, tensors, cpu=cpu)
 
 
 def converted_stored(unit: Unit, scheme: Scheme, *, offloaded: bool = False, dequantize: bool = False) -> int:

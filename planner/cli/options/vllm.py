@@ -1,0 +1,55 @@
+"""Options of the vLLM runtime (planner/runtimes/vllm): layouts over GPUs and nodes, KV cache, lengths.
+
+Any of them implies ``--runtime vllm``. ``--nodes`` is read by the CLI itself (the hardware becomes
+N copies of the machine, planner.hardware.cluster); the rest become Constraints.options.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from planner.core.errors import UsageError
+
+
+def _max_model_len(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter("give a number of tokens or 'auto'") from None
+    if not 1 <= n <= 1 << 32:
+        raise click.BadParameter("must be from 1 to 2^32 tokens")
+    return n
+
+
+OPTIONS = [
+    click.option("--nodes", type=click.IntRange(1, 1024), help="Plan for N copies of the machine (--hardware or this one) as a cluster (vLLM)."),
+    click.option("--users", type=click.IntRange(1, 1_000_000), help="Concurrent sequences of --context tokens to serve; picks the smallest layout that does (vLLM)."),
+    click.option("--tp", type=click.IntRange(1, 1024), help="vLLM tensor-parallel size (default: every size that fits)."),
+    click.option("--pp", type=click.IntRange(1, 1024), help="vLLM pipeline-parallel size (default: every size that fits)."),
+    click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), help="vLLM KV cache dtype (default: both are priced)."),
+    click.option("--gpu-memory-utilization", type=click.FloatRange(0.05, 1.0), help="vLLM's budget per GPU as a fraction of its memory (default 0.92)."),
+    click.option("--max-model-len", callback=_max_model_len, metavar="TOKENS|auto", help="vLLM max_model_len (default: --context; auto: the largest that fits)."),
+    click.option("--max-num-seqs", type=click.IntRange(1, 1_000_000), help="vLLM max_num_seqs (default: max(--users, vLLM's default))."),
+    click.option("--max-num-batched-tokens", type=click.IntRange(1, 10_000_000), help="vLLM max_num_batched_tokens (default: vLLM's for the GPU)."),
+    click.option("--online-fp8/--no-online-fp8", "online_fp8", default=None, help="vLLM --quantization fp8 of a 16-bit checkpoint (default: both are priced)."),
+]
+
+_KEYS = {"users": "users", "tp": "tp", "pp": "pp", "kv_cache_dtype": "kv_cache_dtype",
+         "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len", "max_num_seqs": "max_num_seqs",
+         "max_num_batched_tokens": "max_num_batched_tokens"}
+
+
+def collect(o: dict[str, Any]) -> dict[str, Any]:
+    """The vLLM requests the user gave (and ``runtime: vllm`` when any was given)."""
+    out = {key: o[name] for name, key in _KEYS.items() if o.get(name) is not None}
+    if o.get("online_fp8") is not None:
+        out["online_fp8"] = bool(o["online_fp8"])
+    if o.get("gpu_memory_utilization") is not None and o["gpu_memory_utilization"] != o["gpu_memory_utilization"]:
+        raise UsageError("--gpu-memory-utilization is not a number")
+    if out or o.get("nodes") is not None:
+        out["runtime"] = "vllm"
+    return out

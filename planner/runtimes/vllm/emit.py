@@ -1,0 +1,167 @@
+"""What runs a vLLM plan: the ``vllm serve`` argv, Ray start commands per node (or the ``--nnodes``
+form), an SGLang command, a short launch README and the plan file. All argv are lists built from
+data; the README quotes them with :func:`shlex.join`, so nothing is ever spliced into a shell line.
+
+Flags (vllm 0.34.0 engine/arg_utils.py): ``--tensor-parallel-size`` :1224, ``--pipeline-parallel-size``,
+``--max-model-len`` :998, ``--quantization`` :999, ``--distributed-executor-backend`` :1182,
+``--master-addr``/``--master-port``/``--nnodes``/``--node-rank`` :1190-1193, ``--kv-cache-dtype`` :1416,
+``--gpu-memory-utilization`` :1406; ``--headless`` entrypoints/common/cli_args.py:446.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from typing import Any
+
+from planner.core.records import Plan, Report
+from planner.runtimes.vllm.settings import VllmSettings
+
+PLAN_FORMAT = 1
+HEAD = "HEAD_IP"  # placeholder the user replaces with the head node's address
+RAY_PORT = 6379  # `ray start --head` default port (Ray docs, "ray start")
+MASTER_PORT = 29501  # ParallelConfig.master_port default (vllm config/parallel.py:338)
+
+
+def settings_of(plan: Plan) -> VllmSettings:
+    s = plan.settings
+    if not isinstance(s, VllmSettings):
+        raise TypeError(f"the vllm runtime emits VllmSettings, not {type(s).__name__}")
+    return s
+
+
+def _model_ref(report: Report) -> list[str]:
+    snap = report.snapshot
+    out = [snap.id]
+    if snap.source != "local" and snap.commit:
+        out += ["--revision", snap.commit]
+    return out
+
+
+def vllm_serve(report: Report, plan: Plan) -> list[str]:
+    """The ``vllm serve`` argv of the plan (run on the head node when it spans nodes)."""
+    s = settings_of(plan)
+    argv = ["vllm", "serve", *_model_ref(report),
+            "--tensor-parallel-size", str(s.parallel.tensor), "--pipeline-parallel-size", str(s.parallel.pipeline),
+            "--max-model-len", str(s.max_model_len), "--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}",
+            "--max-num-seqs", str(s.max_num_seqs), "--max-num-batched-tokens", str(s.max_num_batched_tokens)]
+    if s.kv_cache.dtype != "auto":
+        argv += ["--kv-cache-dtype", s.kv_cache.dtype]
+    if s.quantization:
+        argv += ["--quantization", s.quantization]
+    if s.parallel.nodes > 1:
+        argv += ["--distributed-executor-backend", "ray"]
+    return argv
+
+
+def nnodes_serve(report: Report, plan: Plan, node_rank: int) -> list[str]:
+    """The ``--nnodes`` form (no Ray): the same serve argv on every node with its rank; workers headless."""
+    s = settings_of(plan)
+    argv = [a for a in vllm_serve(report, plan)]
+    if "--distributed-executor-backend" in argv:
+        i = argv.index("--distributed-executor-backend")
+        del argv[i:i + 2]
+    argv += ["--nnodes", str(s.parallel.nodes), "--node-rank", str(node_rank), "--master-addr", HEAD,
+             "--master-port", str(MASTER_PORT)]
+    if node_rank > 0:
+        argv.append("--headless")
+    return argv
+
+
+def mem_fraction_static(plan: Plan) -> float:
+    """SGLang's ``--mem-fraction-static``: the share of a GPU for weights and the KV pool (the rest
+    is its activations and CUDA graphs), so the planned weights + KV of the tightest rank, in
+    hundredths rounded down (sglang 0.5.23 srt/arg_groups/fields/schedule.py:27)."""
+    shares = [(m.weights + m.kv_cache) / m.free for m in plan.memory.values() if m.free]
+    return math.floor(min(shares, default=0.0) * 100) / 100
+
+
+def sglang(report: Report, plan: Plan, node_rank: int = 0) -> list[str]:
+    """The SGLang server argv for the same layout. SGLang 0.5.23 turns its config fields into flags
+    (srt/arg_groups/arg_utils.py:290): model_path, context_length, revision, quantization,
+    kv_cache_dtype (fields/model.py:51-197), tp_size, pp_size, nnodes, node_rank, dist_init_addr
+    (fields/parallel.py:32-59), mem_fraction_static, max_running_requests (fields/schedule.py:27-31)."""
+    s = settings_of(plan)
+    argv = ["python", "-m", "sglang.launch_server", "--model-path", report.snapshot.id,
+            "--tp-size", str(s.parallel.tensor), "--pp-size", str(s.parallel.pipeline),
+            "--context-length", str(s.max_model_len), "--mem-fraction-static", f"{mem_fraction_static(plan):g}",
+            "--max-running-requests", str(s.max_num_seqs)]
+    if report.snapshot.source != "local" and report.snapshot.commit:
+        argv += ["--revision", report.snapshot.commit]
+    if s.kv_cache.dtype == "fp8":
+        argv += ["--kv-cache-dtype", "fp8_e4m3"]
+    if s.quantization:
+        argv += ["--quantization", s.quantization]
+    if s.parallel.nodes > 1:
+        argv += ["--nnodes", str(s.parallel.nodes), "--node-rank", str(node_rank), "--dist-init-addr", f"{HEAD}:5000"]
+    return argv
+
+
+def commands(report: Report, plan: Plan) -> dict[str, tuple[str, ...]]:
+    """Every command of the plan by name."""
+    s = settings_of(plan)
+    out: dict[str, tuple[str, ...]] = {"vllm_serve": tuple(vllm_serve(report, plan))}
+    if s.parallel.nodes > 1:
+        out["ray_head"] = ("ray", "start", "--head", f"--port={RAY_PORT}")
+        out["ray_worker"] = ("ray", "start", f"--address={HEAD}:{RAY_PORT}", "--block")
+        for r in range(s.parallel.nodes):
+            out[f"vllm_serve_nnodes_rank{r}"] = tuple(nnodes_serve(report, plan, r))
+    out["sglang"] = tuple(sglang(report, plan))
+    return out
+
+
+def describe(report: Report, plan: Plan) -> dict[str, Any]:
+    """The plan's JSON entries besides its settings: the commands."""
+    return {"commands": {k: list(v) for k, v in commands(report, plan).items()}}
+
+
+def readme(report: Report, plan: Plan) -> str:
+    """A short launch README for the plan."""
+    s = settings_of(plan)
+    cmds = commands(report, plan)
+    p = s.parallel
+    lines = [f"# Serving {report.snapshot.id} with vLLM", "",
+             (f"Layout: tensor parallel {p.tensor} x pipeline parallel {p.pipeline} = {p.tensor * p.pipeline} GPUs"
+              f" on {p.nodes} node(s), {p.gpus_per_node} GPUs per node."),
+             (f"KV cache (predicted by fitcheck): {s.kv_cache.tokens:,} tokens; {s.kv_cache.max_concurrent_sequences} concurrent"
+              f" sequences of max_model_len {s.max_model_len}; KV dtype {s.kv_cache.dtype}."), ""]
+    if p.nodes > 1:
+        lines += ["## Multi-node with Ray", "",
+                  ("Every node needs the same vLLM version, the model files (or Hub access), and the network between the nodes"
+                   f" open. Replace {HEAD} with the head node's address."), "",
+                  "1. On the head node:", "", "       " + shlex.join(cmds["ray_head"]), "",
+                  f"2. On each of the other {p.nodes - 1} node(s):", "", "       " + shlex.join(cmds["ray_worker"]), "",
+                  "3. Check that `ray status` shows all GPUs, then on the head node:", "",
+                  "       " + shlex.join(cmds["vllm_serve"]), "",
+                  "## Multi-node without Ray (--nnodes)", ""]
+        lines += [f"Node {r}:" + "\n\n       " + shlex.join(cmds[f"vllm_serve_nnodes_rank{r}"]) + "\n" for r in range(p.nodes)]
+    else:
+        lines += ["## Launch", "", "       " + shlex.join(cmds["vllm_serve"]), ""]
+    lines += ["## SGLang (same layout; its memory model differs, check its log)", "", "       " + shlex.join(cmds["sglang"]), "",
+              "vLLM logs 'Available KV cache memory' and 'GPU KV cache size: N tokens' at start-up: compare them with the",
+              "prediction above (`fitcheck plan --runtime vllm --json` shows it per GPU).", ""]
+    return "\n".join(lines)
+
+
+def plan_file(report: Report, plan: Plan) -> str:
+    """The plan file (``--config``): the layout and engine settings, the commands, and what fitcheck
+    predicts per rank. It has the ``load``/``generate``/``predicted`` blocks of every plan file, so
+    ``fitcheck verify`` recognises it (and says that vLLM plans are not run here)."""
+    s = settings_of(plan)
+    doc = {
+        "format": PLAN_FORMAT,
+        "runtime": "vllm",
+        "model": report.snapshot.id,
+        "revision": report.snapshot.revision,
+        "commit": report.snapshot.commit,
+        "hardware": report.hardware.name,
+        "label": plan.label,
+        **s.to_dict(),
+        **describe(report, plan),
+        "load": {"command": list(vllm_serve(report, plan))},
+        "generate": {"max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs, "users": s.users},
+        "predicted": {"memory": {d: m.to_dict() for d, m in plan.memory.items()}, "kv_cache": s.kv_cache.to_dict(),
+                      "tokens_per_s": plan.speed.tokens_per_s},
+    }
+    return json.dumps(doc, indent=2) + "\n"

@@ -1,0 +1,199 @@
+"""Per-rank memory of a vLLM engine, as vLLM 0.34 budgets it (v1/worker/gpu_worker.py:673-790).
+
+vLLM asks for ``requested = ceil(total x gpu_memory_utilization)`` on every GPU
+(v1/worker/utils.py:743) and refuses to start where less is free (utils.py:783-796, when the
+extensible KV cache is off). It loads the weights, runs one profiling forward pass of
+``max_num_batched_tokens`` tokens, estimates the CUDA-graph pool, and gives the KV cache the rest:
+
+    available_kv = requested - non_kv_cache_memory - cudagraph_estimate          (gpu_worker.py:765-769)
+    non_kv_cache_memory = weights + non-torch increase + transient activation peak  (utils/mem_utils.py:327-336)
+
+The pool is then cut into blocks of ``block_size`` tokens across every layer the rank holds
+(``num_blocks = available // bytes_per_block``, v1/core/kv_cache_planning.py:724); all ranks take
+the smallest count, and one block is the null block (v1/core/block_pool.py:164). A request of
+``max_model_len`` tokens needs ``cdiv(max_model_len, block_size)`` blocks (v1/kv_cache_interface.py:654-660);
+when one such request does not fit, vLLM stops with "To serve at least one request with the
+model's max seq len ..." (kv_cache_planning.py:125).
+
+What vLLM measures at start-up (non-torch memory, the activation peak, the CUDA-graph pool) is
+estimated here from the architecture; the constants below say where each estimate comes from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from planner.runtimes.vllm.facts import VllmModel
+
+GiB = 1024**3
+MiB = 1024**2
+
+# CacheConfig.DEFAULT_BLOCK_SIZE = 64 (vllm 0.34.0 config/cache.py:185; 16 before 0.34).
+BLOCK_SIZE = 64
+# CacheConfig.DEFAULT_GPU_MEMORY_UTILIZATION = 0.92 (config/cache.py:186), the budget fitcheck
+# plans unless asked for another (0.34 defaults to 1.0 with the extensible KV cache, which sizes
+# the cache after warm-up; fitcheck always passes the utilisation it planned).
+DEFAULT_UTILIZATION = 0.92
+# Vocabulary rows are padded to a multiple of 64 and split over TP (vocab_parallel_embedding.py:39, :100).
+VOCAB_PADDING = 64
+# The CUDA context and cuBLAS/NCCL handles a worker creates before vLLM takes its memory snapshot:
+# outside vLLM's budget but on the GPU, so ``total x utilisation`` must leave them room.
+# Assumption: 1 GiB (PyTorch contexts take a few hundred MiB on recent GPUs; the margin covers
+# the handles and lazy-loaded kernels).
+CUDA_CONTEXT = 1 * GiB
+# Non-torch memory (NCCL buffers, custom all-reduce IPC buffers, attention workspaces). Published
+# vLLM logs: "non_torch_memory takes 0.16GiB" on one H100 (kubernetes-sigs/gateway-api-inference-extension
+# PR 550); 1.79 GiB at TP 1 and 3.58 GiB at TP 2 in vLLM 0.6.5 (vllm-project/vllm PR 10511).
+# 0.5 GiB alone (above the 0.16 GiB of current releases), plus the 1.79 GiB that TP 2 added in
+# PR 10511 once a rank talks to others.
+NON_TORCH_SINGLE = 512 * MiB
+NON_TORCH_PARALLEL = NON_TORCH_SINGLE + 1833 * MiB
+# CUDA-graph pool (profiled and taken from the budget since v0.21: gpu_worker.py:740-758, :794).
+# Published capture sizes: "Graph capturing finished in 14 secs, took 0.21 GiB" for Llama-3.2-1B
+# (16 layers; vllm PR 11349) and 0.13 GiB for a 1B model (generative-computing/mellea PR 416).
+# Modelled as a fixed 512 MiB plus 16 MiB per layer on the rank: 0.75 GiB for 16 layers, above
+# both published figures.
+CUDAGRAPH_BASE = 512 * MiB
+CUDAGRAPH_PER_LAYER = 16 * MiB
+# The profile run samples max_num_seqs rows of logits twice, the second time through the fp32
+# warm-up pipeline (v1/worker/gpu/model_runner.py:1039-1062, _dummy_sampler_run): fp32 logits and
+# one working copy.
+LOGIT_BYTES = 4
+LOGIT_COPIES = 2
+# The per-token formula of activations() gives 1.24 GiB (TP 1) and 1.20 GiB (TP 2) for Llama-3-8B
+# at 8192 tokens and 256 sequences, where vLLM measured 1.26 GiB for both (PR 10511): 10 % on top
+# keeps it above the measurement (tests/test_vllm_published.py).
+ACTIVATION_SLACK = 1.10
+
+
+@dataclass(frozen=True, slots=True)
+class Rank:
+    """One GPU of a layout: its device name, stage, the GPU's figures."""
+
+    device: str
+    stage: int
+    total: int
+    free: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RankMemory:
+    """What one rank holds: weights, the profile-run activations, non-torch memory and CUDA
+    graphs, the budget, and what is left for the KV cache."""
+
+    weights: int
+    activations: int
+    non_torch: int
+    cudagraphs: int
+    budget: int
+    layers: int
+
+    @property
+    def kv_available(self) -> int:
+        return self.budget - self.weights - self.activations - self.non_torch - self.cudagraphs
+
+
+def pad_vocab(vocab: int) -> int:
+    """vLLM's padded vocabulary (vocab_parallel_embedding.py:100-102)."""
+    return (vocab + VOCAB_PADDING - 1) // VOCAB_PADDING * VOCAB_PADDING
+
+
+def stage_layers(num_layers: int, pp: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each pipeline stage: ``num_layers // pp`` each, the remainder one each to
+    the stages before the last (vllm distributed/utils.py:240-256, get_pp_indices)."""
+    parts = [num_layers // pp] * pp
+    remaining = num_layers % pp
+    for i in range(2, remaining + 2):
+        parts[-i] += 1
+    out, start = [], 0
+    for n in parts:
+        out.append((start, start + n))
+        start += n
+    return out
+
+
+def kv_heads_per_rank(model: VllmModel, tp: int) -> int:
+    """KV heads one rank caches: ``max(1, kv_heads // tp)``; 1 for MLA (config/model.py:1693-1703)."""
+    return 1 if model.mla else max(1, model.num_kv_heads // tp)
+
+
+def kv_bytes_per_token_layer(model: VllmModel, tp: int, kv_dtype_bytes: int) -> int:
+    """KV bytes one token adds to one layer of one rank: heads x (K + V) x dtype; MLA keeps one
+    latent of ``kv_lora_rank + rope`` values and no V (v1/kv_cache_interface.py:597-605, :741-755)."""
+    if model.mla:
+        return (model.mla_rank + model.mla_rope_dim) * kv_dtype_bytes
+    return kv_heads_per_rank(model, tp) * (model.k_head_dim + model.v_head_dim) * kv_dtype_bytes
+
+
+def rank_weights(model: VllmModel, tp: int, pp: int, stage: int, *, online_fp8: bool = False) -> int:
+    """Weight bytes on one rank of ``stage`` (the sharding rules of planner.runtimes.vllm.facts)."""
+    start, end = stage_layers(model.num_layers, pp)[stage]
+    kv_share = kv_heads_per_rank(model, tp) if not model.mla else 0
+    total = 0
+    for layer in model.layers[start:end]:
+        split = math.ceil(layer.split / tp)
+        kv = layer.kv * kv_share // model.num_kv_heads if model.num_kv_heads and not model.mla else math.ceil(layer.kv / tp)
+        if online_fp8 and layer.split + layer.kv:
+            # --quantization fp8 stores each 16-bit Linear weight in one byte (fp8.py, Fp8OnlineLinearMethod)
+            kept = 1 - layer.fp8able / (2 * (layer.split + layer.kv))
+            split, kv = int(split * kept), int(kv * kept)
+        total += split + kv + layer.replicated
+    rows = pad_vocab(model.vocab_size) // tp
+    row_bytes = model.embed_bytes / model.vocab_size if model.vocab_size else 0
+    if stage == 0:
+        total += int(rows * row_bytes) + math.ceil(model.other_bytes / tp)
+    if stage == pp - 1:
+        total += model.final_bytes
+        if model.lm_head_bytes:
+            total += int(rows * model.lm_head_bytes / model.vocab_size)
+        elif model.tie_word_embeddings and pp > 1:
+            total += int(rows * row_bytes)  # the last stage holds its own copy of the tied head
+    return total
+
+
+def activations(model: VllmModel, tp: int, pp: int, stage: int, *, batched_tokens: int, max_num_seqs: int) -> int:
+    """The transient peak of vLLM's profiling forward of ``batched_tokens`` tokens on one rank.
+
+    Per token: the residual and hidden states, the attention projections, and the MLP's
+    gate/up output and activation (or the routed experts' intermediate for ``topk`` experts),
+    in the model dtype; the last stage adds the sampler's fp32 logits of ``max_num_seqs`` rows.
+    The MLP part is not divided by TP: vLLM 0.6.5 measured the same 1.26 GiB peak at TP 1 and
+    TP 2 for Llama-3-8B (PR 10511); see ACTIVATION_SLACK.
+    """
+    d = model.dtype_bytes
+    h = model.hidden_size
+    heads = max(1, model.num_heads // tp)
+    if model.mla:
+        attn = heads * 2 * (model.mla_qk_dim + model.mla_v_dim)  # q and k, v and the attention output
+    else:
+        attn = heads * model.k_head_dim + 2 * kv_heads_per_rank(model, tp) * model.k_head_dim
+    mlp = 3 * model.intermediate_size
+    if model.num_experts:
+        mlp = max(mlp if model.intermediate_size else 0,
+                  model.experts_per_tok * (3 * model.expert_intermediate_size + h) + 4 * model.num_experts // d)
+    per_token = (4 * h + attn + mlp) * d
+    peak = batched_tokens * per_token
+    if stage == pp - 1:
+        peak += max_num_seqs * pad_vocab(model.vocab_size) * LOGIT_BYTES * LOGIT_COPIES
+    return int(peak * ACTIVATION_SLACK)
+
+
+def rank_memory(model: VllmModel, rank: Rank, *, tp: int, pp: int, utilization: float, batched_tokens: int,
+                max_num_seqs: int, online_fp8: bool = False) -> RankMemory:
+    """Everything one rank holds besides the KV cache, and its budget."""
+    start, end = stage_layers(model.num_layers, pp)[rank.stage]
+    layers = end - start
+    # vLLM's total is torch's cudaMemGetInfo total; the profiles' free_bytes is that figure for a
+    # headless GPU (profile sources: "PyTorch ... total capacity of 79.19 GiB"), which is the lower
+    # of the two and so the safe base for the KV budget.
+    budget = math.ceil(rank.free * utilization)
+    return RankMemory(
+        weights=rank_weights(model, tp, pp, rank.stage, online_fp8=online_fp8),
+        activations=activations(model, tp, pp, rank.stage, batched_tokens=batched_tokens, max_num_seqs=max_num_seqs),
+        non_torch=NON_TORCH_PARALLEL if tp * pp > 1 else NON_TORCH_SINGLE,
+        cudagraphs=CUDAGRAPH_BASE + CUDAGRAPH_PER_LAYER * layers,
+        budget=budget,
+        layers=layers,
+    )
