@@ -139,6 +139,10 @@ def load_settings(r: Report, p: Plan, *, offload_dir: str = DEFAULT_OFFLOAD_DIR,
     }
 
 
+# The package bitsandbytes' fast CPU nf4 path needs (see load_settings).
+CPU_NF4_FAST_PATH = "kernels>=0.11.1"
+
+
 def _tokenizer(r: Report) -> list[str] | None:
     """The tokenizer files the script's AutoTokenizer will read; [] when the repo has none (the
     script then generates from token ids); None when the listing is not the repo's (a catalog
@@ -147,10 +151,6 @@ def _tokenizer(r: Report) -> list[str] | None:
     if not found and r.snapshot.source == "catalog":
         return None
     return found
-
-
-# The package bitsandbytes' fast CPU nf4 path needs (see load_settings).
-CPU_NF4_FAST_PATH = "kernels>=0.11.1"
 
 
 def _prequantized(r: Report, p: Plan) -> dict[str, Any] | None:

@@ -286,6 +286,13 @@ def _needs(label: str, memory: dict[str, DeviceMemory]) -> list[str]:
             for d, m in memory.items() if m.required > m.capacity]
 
 
+def _usable(free: int, margin: int) -> str:
+    """What a device offers a plan, in words; a device whose free memory is all margin is too small."""
+    if free <= margin:
+        return f"nothing usable: its {fmt_bytes(free)} free is within the {fmt_bytes(margin)} margin (the machine is too small)"
+    return f"{fmt_bytes(free - margin)} usable"
+
+
 # Free memory that holds any model: what a device is given to price a plan that did not fit it.
 _ROOMY = 1 << 50  # 1 PiB
 
@@ -307,13 +314,6 @@ def _shortfall(cand: _Candidate, slots: list[Slot], devices: dict[str, tuple[int
     usable = ", ".join(f"{s.device} {fmt_bytes(max(0, devices[s.device][0] - devices[s.device][1]))}" for s in slots)
     return f"{cand.scheme.label} does not fit once {where} are full (usable: {usable})"
 
-
-
-def _usable(free: int, margin: int) -> str:
-    """What a device offers a plan, in words; a device whose free memory is all margin is too small."""
-    if free <= margin:
-        return f"nothing usable: its {fmt_bytes(free)} free is within the {fmt_bytes(margin)} margin (the machine is too small)"
-    return f"{fmt_bytes(free - margin)} usable"
 
 def _static_rejections(fp: Footprint, hw: Hardware, cand: _Candidate) -> list[str]:
     s = cand.scheme
