@@ -201,6 +201,40 @@ def target_header_bytes(rng: random.Random, seeds: list[bytes]) -> str:
     return "accepted"
 
 
+def gguf_seeds() -> list[bytes]:
+    """Tiny GGUF files written by the gguf package (tests/gguf_models.py) and the hostile GGUF
+    catalogue of tests/test_gguf_format.py."""
+    import tempfile
+
+    from gguf_models import write_llama
+    from test_gguf_format import HOSTILE
+
+    seeds = [data for data, _, _ in HOSTILE.values()]
+    with tempfile.TemporaryDirectory() as tmp:
+        for q, vocab in (("Q8_0", 300), ("F16", 5000), ("Q4_0", 300)):
+            path = write_llama(Path(tmp) / f"s-{q}.gguf", qtype=q, n_layer=1, n_vocab=vocab)
+            seeds += [path.read_bytes()] * 3
+    return seeds
+
+
+def target_gguf(rng: random.Random, seeds: list[bytes]) -> str:
+    from planner.sources.formats import gguf
+
+    data = mutate_bytes(rng, rng.choice(seeds), seeds)
+    size = rng.choice([None, len(data), len(data) + rng.randint(0, 10**6)])
+    try:
+        h = gguf.parse(lambda off, n: data[off:off + n], file="f.gguf", where="f.gguf of r", file_size=size, chunk=4096)
+    except FitcheckError as e:
+        clean_error(e)
+        return "refused"
+    for t in h.tensors:
+        if (t.offset - h.data_offset) % h.alignment or t.nbytes != gguf.tensor_nbytes(t.dtype, t.shape):
+            raise Finding(f"accepted a misplaced GGUF tensor: {t.name[:40]!r}")
+        if size is not None and t.offset + t.nbytes > size:
+            raise Finding(f"accepted a GGUF tensor past the end of the file: {t.name[:40]!r}")
+    return "accepted"
+
+
 def target_header_json(rng: random.Random, seeds: list[Any]) -> str:
     obj = mutate_json(rng, rng.choice(seeds), ["dtype", "shape", "data_offsets", "__metadata__", "w", "model.norm.weight"])
     try:
@@ -391,7 +425,7 @@ def main() -> int:
             continue
         if isinstance(obj, dict):
             j_seeds.append(obj)
-    c_seeds, k_seeds, i_seeds = config_seeds(), cache_seeds(), index_seeds()
+    c_seeds, k_seeds, i_seeds, g_seeds = config_seeds(), cache_seeds(), index_seeds(), gguf_seeds()
     n_corpus = ["org/model", "meta-llama/Llama-3.1-8B", "main", "refs/pr/1", "a" * 40, "24GiB", "1.5 TB", "512MiB", "0",
                 *[v for v, _ in INDEXES.values() if isinstance(v, str)], "model-00001-of-00002.safetensors"]
     rng = random.Random(args.seed)
@@ -403,6 +437,7 @@ def main() -> int:
         "cache entries": (0.10, lambda: target_cache(rng, k_seeds)),
         "index weight_map": (0.05, lambda: target_index(rng, i_seeds)),
         "ids, revisions, paths, sizes, redaction": (0.10, lambda: target_names(rng, n_corpus)),
+        "gguf header bytes": (0.10, lambda: target_gguf(rng, g_seeds)),
     }
     crashes_dir = Path(__file__).parent / "crashes"
     figures: dict[str, dict[str, Any]] = {}

@@ -47,12 +47,14 @@ def resolve_hardware(*, hardware: str | None = None, gpus: tuple[int, ...] | Non
 class _Selector:
     """The sources layer's ``select``: the first file set a chosen runtime finds; remembers whose."""
 
-    def __init__(self, runtime: str, where: str) -> None:
-        self.runtime_name, self.where = runtime, where
+    def __init__(self, runtime: str, where: str, group: str | None = None) -> None:
+        self.runtime_name, self.where, self.group = runtime, where, group
         self.runtime: Runtime | None = None
 
     def __call__(self, listing: Sequence[RepoFile], config: Mapping[str, Any] | None) -> FileSelection:
-        runtime, selection = registry.select(listing, config, name=self.runtime_name, where=self.where)[0]
+        found = registry.select(listing, config, name=self.runtime_name, where=self.where)
+        # a group the user named (--quant Q4_K_M) is read instead of the runtime's first choice
+        runtime, selection = next((x for x in found if self.group and x[1].group.upper() == self.group.upper()), found[0])
         self.runtime = runtime
         return selection
 
@@ -62,23 +64,26 @@ def read_model(model: str, *, runtime: str = registry.AUTO, **kw: Any) -> Snapsh
     return resolve.read_model(model, select=_Selector(runtime, model), **kw)
 
 
-def _read(model: str, runtime: str, kw: dict[str, Any]) -> tuple[Snapshot, Runtime, Mapping[str, Any] | None]:
-    select = _Selector(runtime, model)
+def _read(model: str, runtime: str, kw: dict[str, Any], group: str | None = None) -> tuple[Snapshot, Runtime, Mapping[str, Any] | None]:
+    select = _Selector(runtime, model, group)
     # the cache holds what an earlier read selected: its facts are reused only for one runtime
     named = registry.get(runtime) if runtime != registry.AUTO else registry.chosen()[0]
-    snap, cached = resolve.read(model, select=select, version=_facts_version(named), **kw)
+    snap, cached = resolve.read(model, select=select, version=_facts_version(named, group), **kw)
     return snap, select.runtime or named, cached
 
 
-def _facts_version(rt: Runtime) -> str:
-    """The key the sources layer caches ``rt``'s model facts under (runtimes never share facts)."""
-    return rt.version if rt.name == "transformers" else f"{rt.name}/{rt.version}"
+def _facts_version(rt: Runtime, group: str | None = None) -> str:
+    """The key the sources layer caches ``rt``'s model facts under: runtimes never share facts, and
+    facts read for a named file group (``--quant Q4_K_M``) differ from another group's."""
+    base = rt.version if rt.name == "transformers" else f"{rt.name}/{rt.version}"
+    return base + (f"#{group.upper()}" if group else "")
 
 
-def _facts(snap: Snapshot, rt: Runtime, cached: Mapping[str, Any] | None, endpoint: str | None, fresh: bool) -> ModelFacts:
+def _facts(snap: Snapshot, rt: Runtime, cached: Mapping[str, Any] | None, endpoint: str | None, fresh: bool,
+           group: str | None = None) -> ModelFacts:
     facts = rt.model(snap, cached)
     if fresh and cached is None:
-        resolve.remember(endpoint, snap, facts.to_dict(), _facts_version(rt))
+        resolve.remember(endpoint, snap, facts.to_dict(), _facts_version(rt, group))
     return facts
 
 
@@ -97,6 +102,7 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     """
     kw: dict[str, Any] = {"revision": revision, "token": token, "endpoint": endpoint, "timeout": timeout}
     cached: Mapping[str, Any] | None = None
+    quant = constraints.option("quant")  # a file group the user named: read it instead of the first choice
     if snapshot is not None:
         rt = registry.get(runtime) if runtime != registry.AUTO else registry.chosen()[0]
         snap = snapshot
@@ -105,18 +111,18 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     elif callable(hardware):
         with ThreadPoolExecutor(max_workers=1) as pool:
             probing = pool.submit(hardware)
-            snap, rt, cached = _read(model, runtime, kw)
+            snap, rt, cached = _read(model, runtime, kw, quant)
             hardware = probing.result()
     else:
-        snap, rt, cached = _read(model, runtime, kw)
-    read = [(snap, rt, _facts(snap, rt, cached, endpoint, snapshot is None))]
+        snap, rt, cached = _read(model, runtime, kw, quant)
+    read = [(snap, rt, _facts(snap, rt, cached, endpoint, snapshot is None, quant))]
     if runtime == registry.AUTO and snapshot is None:
-        read += _also(model, snap, rt, kw, endpoint)
+        read += _also(model, snap, rt, kw, endpoint, quant)
     return _solved(read, hardware, constraints)
 
 
-def _also(model: str, first: Snapshot, first_rt: Runtime, kw: dict[str, Any],
-          endpoint: str | None) -> list[tuple[Snapshot, Runtime, ModelFacts]]:
+def _also(model: str, first: Snapshot, first_rt: Runtime, kw: dict[str, Any], endpoint: str | None,
+          group: str | None) -> list[tuple[Snapshot, Runtime, ModelFacts]]:
     """What the other "auto" runtimes that find files of theirs in the same listing read."""
     out: list[tuple[Snapshot, Runtime, ModelFacts]] = []
     for rt in registry.chosen():
@@ -127,8 +133,8 @@ def _also(model: str, first: Snapshot, first_rt: Runtime, kw: dict[str, Any],
                 continue
         except NoWeights:
             continue
-        snap, got, cached = _read(model, rt.name, kw)
-        out.append((snap, got, _facts(snap, got, cached, endpoint, True)))
+        snap, got, cached = _read(model, rt.name, kw, group)
+        out.append((snap, got, _facts(snap, got, cached, endpoint, True, group)))
     return out
 
 

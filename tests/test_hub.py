@@ -171,8 +171,8 @@ def test_tied_embeddings_count_once(hub: FakeHub, repo_id: str) -> None:
 
 
 def test_repos_without_loadable_weights(hub: FakeHub, repo_id: str) -> None:
-    hub.add_repo(repo_id, {"config.json": b"{}", "model.gguf": b"GGUF"})
-    with pytest.raises(NoWeights, match="model.gguf"):
+    hub.add_repo(repo_id, {"config.json": b"{}", "consolidated.pth": b"PK"})
+    with pytest.raises(NoWeights, match="consolidated.pth"):
         read_model(repo_id)
 
 

@@ -33,9 +33,9 @@ def test_an_unknown_runtime_is_a_usage_error() -> None:
 
 
 def test_auto_names_what_the_repo_holds_when_no_runtime_runs_it() -> None:
-    listing = [RepoFile("model-Q4_K_M.gguf", 10), RepoFile("README.md", 1)]
+    listing = [RepoFile("consolidated.pth", 10), RepoFile("README.md", 1)]
     assert registry.get("transformers").select(listing, None) == ()
-    with pytest.raises(NoWeights, match="model-Q4_K_M.gguf"):
+    with pytest.raises(NoWeights, match="consolidated.pth"):
         registry.select(listing, None, where="org/x")
 
 

@@ -136,3 +136,17 @@ def test_lora_trainable_parameters_match_peft(tiny_models, arch):
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=list(s.lora_targets)))
     assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == s.trainable_parameters
     assert any("cannot target" in n for n in r.solution.chosen.notes) == (arch == "mixtral")
+
+
+def test_gradient_accumulation_keeps_the_gradients_through_the_forward():
+    one = _plan("a100-80gb", "full", optimizer="adamw-8bit", gradient_checkpointing="on")
+    two = _plan("a100-80gb", "full", optimizer="adamw-8bit", gradient_checkpointing="on", grad_accum=4)
+    a, b = (r.solution.chosen.memory["cuda:0"] for r in (one, two))
+    assert b.gradients == a.gradients and b.total > a.total
+    assert two.solution.chosen.settings.grad_accum == 4
+
+
+def test_gpus_zero_trains_on_the_cpu_in_fp32():
+    r = _plan("rtx-4090", "lora", seq=256, gpus=0)
+    p = r.solution.chosen if r.solution else r.rejected[0]
+    assert set(p.memory) == {"cpu"} and p.settings.precision == "fp32" and not p.on_accelerators

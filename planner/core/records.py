@@ -269,12 +269,14 @@ class Snapshot(_ToDict):
         source: "hub", "cache" (HF cache or fitcheck's metadata cache), "catalog" or "local".
         config: the parsed config.json.
         files: the repo listing.
-        weight_format: "safetensors" or "pytorch" (pickled pytorch_model*.bin).
+        weight_format: "safetensors", "pytorch" (pickled pytorch_model*.bin) or "gguf".
         weight_files: the weight files transformers would load, in order.
         tensors: the tensors of those files, from their headers (empty for "pytorch").
         gated: whether the Hub marks the repo gated.
         notes: things the user should know about how it was read (one line each).
         fetch: what reading it cost.
+        gguf: for ``weight_format == "gguf"``: the parsed headers' summary (metadata from shard
+            1, per-file version/alignment/data offset; planner.sources.gguf_files), else None.
     """
 
     id: str
@@ -289,6 +291,7 @@ class Snapshot(_ToDict):
     gated: bool = False
     notes: tuple[str, ...] = ()
     fetch: Fetch = Fetch()
+    gguf: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,6 +495,10 @@ class Plan(_ToDict):
         disk_bytes: bytes written to the offload folder.
         kv_bytes: KV cache of all layers at the planned context, batch and new tokens (0: none).
         kv_bytes_per_token: KV bytes one token of one sequence adds (0: no KV cache).
+        preference: among plans of equal speed and precision, the order in which an expert of the
+            runtime would try them (lower first; e.g. training: no checkpointing before
+            checkpointing, AdamW before an 8-bit optimizer). The solver breaks such ties by it
+            before memory; 0 for runtimes with no such order.
     """
 
     runtime: str
@@ -508,6 +515,7 @@ class Plan(_ToDict):
     disk_bytes: int = 0
     kv_bytes: int = 0
     kv_bytes_per_token: int = 0
+    preference: int = 0
 
     @property
     def what(self) -> str:

@@ -26,6 +26,7 @@ RUNTIMES: dict[str, str] = {
     "transformers": "planner.runtimes.transformers.runtime:TransformersRuntime",
     "vllm": "planner.runtimes.vllm.runtime:VllmRuntime",
     "training": "planner.runtimes.training.runtime:TrainingRuntime",
+    "gguf": "planner.runtimes.gguf.runtime:GgufRuntime",
 }
 
 # Runtimes that plan only when asked (``--runtime NAME``, or an option of theirs such as

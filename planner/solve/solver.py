@@ -9,7 +9,9 @@ sorted by the same key (:data:`POLICY_KEYS` names it for people):
   the first token (which includes the load where the runtime estimates it: a bitsandbytes load
   on a CPU quantizes for minutes) plus the answer at the decode tokens/s; with no load estimate
   this is the tokens/s order. Equal times (within :data:`SAME_SPEED`) go to the higher
-  precision, then to the plan that fills its fullest device less when that is over
+  precision, then to the runtime's own order of preference (``Plan.preference``: training tries
+  AdamW before an 8-bit optimizer, no checkpointing before checkpointing), then to the plan that
+  fills its fullest device less when that is over
   :data:`CROWDED` (a balanced split over a 94 % full first GPU), then to fewer accelerators.
 - "quality": the highest effective weight precision (bits), then as "speed".
 - "memory": the least memory needed, summed over GPUs and RAM (the "needs" column; disk is not
@@ -131,7 +133,7 @@ def rank_key(prefer: str, *, fastest: float = 0.0) -> Callable[[Plan], RankKey]:
 
     def key(p: Plan) -> RankKey:
         speed = _speed_bucket(pace(p))
-        then = (speed, p.quality, -max(CROWDED, round(_fullest(p), 2)), -_accelerators(p), -memory_needed(p))
+        then = (speed, p.quality, -p.preference, -max(CROWDED, round(_fullest(p), 2)), -_accelerators(p), -memory_needed(p))
         if prefer == "quality":
             return (p.quality, *then)
         if prefer == "memory":

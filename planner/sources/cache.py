@@ -31,6 +31,7 @@ from typing import Any
 
 from planner.core.records import RepoFile, Snapshot, Tensor
 from planner.core.units import tensor_nbytes
+from planner.sources.formats.gguf import tensor_nbytes as gguf_nbytes
 
 FORMAT = 1
 # A name component that is a plain number: no leading zero ("01" would come back as "1") and at
@@ -131,6 +132,7 @@ def encode(snap: Snapshot) -> dict[str, Any]:
         "notes": list(snap.notes),
         "tensor_files": list(files),
         "tensors": [[tpl, dtype, list(shape), rows] for (tpl, dtype, shape), rows in groups.items()],
+        **({"gguf": snap.gguf} if snap.gguf is not None else {}),
     }
 
 
@@ -145,7 +147,7 @@ def decode(data: dict[str, Any], *, source: str) -> Snapshot:
         numel = 1
         for d in shape:
             numel *= d
-        nbytes = tensor_nbytes(dtype, numel)
+        nbytes = gguf_nbytes(dtype, shape) if data.get("gguf") is not None else tensor_nbytes(dtype, numel)
         parts = template.split("{}")
         for row in rows:
             *nums, fi = row
@@ -163,6 +165,7 @@ def decode(data: dict[str, Any], *, source: str) -> Snapshot:
         tensors=tuple(tensors),
         gated=bool(data.get("gated", False)),
         notes=tuple(data.get("notes", ())),
+        gguf=data.get("gguf"),
     )
 
 

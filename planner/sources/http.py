@@ -24,7 +24,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
-from planner.core.errors import GatedRepo, HubError, HubUnavailable, RepoNotFound, UsageError
+from planner.core.errors import (
+    GatedRepo,
+    HubError,
+    HubUnavailable,
+    RepoNotFound,
+    UsageError,
+)
 from planner.core.secrets import register
 
 # Statuses worth asking again: rate limits and transient server faults (huggingface_hub's own

@@ -107,6 +107,13 @@ def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, se
     except BaseException:
         _drain(futures)
         raise
+    if ws.format == "gguf":  # GGUF carries its own metadata: a config.json is optional
+        _drain(futures)
+        from planner.sources import gguf_files
+
+        found, summary = gguf_files.read_hub(session, url.file, repo_id, ws, listing, pool)
+        return Snapshot(id=repo_id, revision=requested or "main", commit=commit, source="hub", config=config or {}, files=files,
+                        weight_format="gguf", weight_files=ws.files, tensors=tuple(found), gated=gated, notes=ws.notes, gguf=summary)
     if config_resp is None:
         _drain(futures)
         raise BadConfig(f"{repo_id}: has no config.json", hint="fitcheck needs the model's config.json to size its cache and layers")

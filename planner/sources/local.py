@@ -33,10 +33,14 @@ def read_folder(folder: Path, *, model_id: str, select: Selector, source: str = 
         model_id: the id to report (the path given, or the repo id for cache snapshots).
         source: "local" or "cache".
     """
-    if not folder.is_dir():
-        raise FolderNotFound(f"{model_id}: no such folder" if not folder.exists() else f"{model_id}: is a file, not a model folder",
-                             hint="a local model is a folder with config.json; a Hub repo id is org/name, without ./ or /")
-    files = _listing(folder, model_id)
+    if folder.suffix == ".gguf" and folder.is_file():  # a path to one GGUF file (or shard 1 of a split set)
+        files = _gguf_siblings(folder)
+        folder = folder.parent
+    else:
+        if not folder.is_dir():
+            raise FolderNotFound(f"{model_id}: no such folder" if not folder.exists() else f"{model_id}: is a file, not a model folder",
+                                 hint="a local model is a folder with config.json; a Hub repo id is org/name, without ./ or /")
+        files = _listing(folder, model_id)
     sizes = {f.path: f.size for f in files}
     try:
         config: dict[str, Any] | None = _read_json(folder / "config.json", f"config.json of {model_id}", MAX_CONFIG_BYTES, BadConfig)
@@ -44,6 +48,12 @@ def read_folder(folder: Path, *, model_id: str, select: Selector, source: str = 
     except BadConfig as e:
         config, config_error = None, e
     ws = select(files, config)
+    if ws.format == "gguf":  # GGUF carries its own metadata: a config.json is optional
+        from planner.sources import gguf_files
+
+        found, summary = gguf_files.read_local(folder, model_id, ws)
+        return Snapshot(id=model_id, revision=revision, commit=commit, source=source, config=config or {}, files=files,
+                        weight_format="gguf", weight_files=ws.files, tensors=tuple(found), notes=ws.notes, gguf=summary)
     if config_error is not None or config is None:
         raise config_error or BadConfig(f"config.json of {model_id}: missing")
 
@@ -101,6 +111,24 @@ def read_header(path: Path, *, file: str, where: str) -> list[Tensor]:
         raise BadHeader(f"{where}: header is {n} bytes but the file ends after {len(raw)}")
     tensors, _ = parse_header(raw, file=file, where=where, file_size=size)
     return tensors
+
+
+def _gguf_siblings(path: Path) -> tuple[RepoFile, ...]:
+    """The listing for a path to one .gguf file: that file, or every shard of its split set."""
+    from planner.sources.formats.gguf import split_info
+
+    split = split_info(path.name)
+    names = [path.name]
+    if split is not None:
+        prefix, _, count = split
+        names = [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    out = []
+    for name in names:
+        try:
+            out.append(RepoFile(path=name, size=(path.parent / name).stat().st_size))
+        except OSError:
+            continue  # a missing shard: the split check names it
+    return tuple(out)
 
 
 def _listing(folder: Path, model_id: str) -> tuple[RepoFile, ...]:

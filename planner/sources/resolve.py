@@ -54,7 +54,7 @@ def is_local(ref: str) -> bool:
     """
     if not ref.strip():
         return False
-    return ref.startswith((".", "/", "~")) or Path(ref).is_dir()
+    return ref.startswith((".", "/", "~")) or Path(ref).is_dir() or (ref.endswith(".gguf") and Path(ref).is_file())
 
 
 def read_model(ref: str, *, select: Selector, revision: str | None = None, token: str | bool | None = None,
@@ -113,7 +113,8 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
             raise HubUnavailable(f"{e.message}; fitcheck's bundled catalog has no {repo}@{rev} either", hint=_catalog_hint(repo, e.hint)) from None
         return fallback, None
     if use_cache and snap.commit:
-        if len(snap.tensors) <= FULL_ENTRY_MAX_TENSORS:
+        # a GGUF snapshot holds one quant group of several: its facts (summaries) are cached instead
+        if len(snap.tensors) <= FULL_ENTRY_MAX_TENSORS and snap.weight_format != "gguf":
             cache.store(endpoint, snap)
         if rev != snap.commit:
             cache.store_ref(endpoint, repo, rev, snap.commit)

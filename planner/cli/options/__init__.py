@@ -25,6 +25,7 @@ from planner.core.errors import UsageError
 GROUPS: tuple[str, ...] = (
     "planner.cli.options.vllm",
     "planner.cli.options.training",
+    "planner.cli.options.gguf",
 )
 
 

@@ -9,7 +9,8 @@ from the rest). The fits were exact to the byte for every configuration tried; s
 docs/training.md ("Where the numbers come from"). Bytes per token of one sequence:
 
     layer = A_h*h + A_kv*kv + A_I*I + A_r*r*targets + 4*(heads + 2)
-    rest  = 4*V + R_h*h + R_hd*head_dim + 20
+    rest  = 4*V + R_h*h + 20 (8 under LoRA), and R_hd*head_dim per position (rotary cos/sin,
+            shared by the sequences of a batch)
 
 ``4*(heads + 2)`` is SDPA's fp32 log-sum-exp per head and RMSNorm's two fp32 rsqrt; ``4*V`` is the
 fp32 log_softmax the loss saves (transformers' ForCausalLMLoss upcasts the logits).
@@ -56,8 +57,10 @@ _COEFFS: dict[tuple[str, str], Coeffs] = {
     ("lora", "fp32"): Coeffs(24, 8, 16, 4, 0, 8, 0, 4),
     ("lora", "mixed"): Coeffs(24, 4, 8, 2, 0, 4, 2, 2),
 }
-# Constant bytes per token: token ids and labels (int64) and the final norm's rsqrt (measured 20).
+# Constant bytes per token: token ids and labels (int64) and the final norm's rsqrt (measured 20;
+# 8 under LoRA, where the frozen embedding and norm save less).
 _REST_FIXED = 20
+_REST_FIXED_LORA = 8
 # Cross-entropy's backward holds two more fp32 tensors of the logits' size at once (the gradient
 # of log_softmax's output and of its input; torch's log_softmax_backward) while the saved
 # activations are all still alive; with 16-bit logits the gradient is cast back (2 B more).
@@ -70,10 +73,14 @@ BNB_BLOCK = 256
 
 
 def kind(s: TrainingSettings) -> tuple[str, str]:
+    """(method family, precision family) of the activation coefficients."""
     method = "full" if s.method == "full" else "lora"
     if s.precision == "fp32":
         return method, "fp32"
-    if s.precision == "bf16":
+    # DeepSpeed's bf16/fp16 modes convert the module to 16 bits (master weights live in the
+    # optimizer) and FSDP's MixedPrecision casts each gathered unit: the forward runs like pure
+    # 16-bit weights, without autocast and its cache
+    if s.precision == "bf16" or (method == "full" and s.strategy not in ("single", "ddp")):
         return method, "bf16" if method == "full" else "mixed"
     return method, "mixed"
 
@@ -89,7 +96,12 @@ def per_token_layer(arch: Arch, s: TrainingSettings) -> int:
 def per_token_rest(arch: Arch, s: TrainingSettings) -> int:
     """Saved bytes per token outside the decoder layers (embedding, final norm, LM head input, loss)."""
     c = _COEFFS[kind(s)]
-    return 4 * arch.vocab_size + c.r_h * arch.hidden_size + c.r_hd * arch.k_head_dim + _REST_FIXED
+    return 4 * arch.vocab_size + c.r_h * arch.hidden_size + (_REST_FIXED if s.method == "full" else _REST_FIXED_LORA)
+
+
+def rotary(arch: Arch, s: TrainingSettings, seq: int) -> int:
+    """The rotary cos and sin tables every layer saves: one per position, shared by the batch."""
+    return _COEFFS[kind(s)].r_hd * arch.k_head_dim * seq
 
 
 def _mlp_width(arch: Arch) -> int:
@@ -106,14 +118,14 @@ def activations(arch: Arch, s: TrainingSettings, *, seq: int, batch: int) -> int
     tokens = seq * batch
     layer = per_token_layer(arch, s)
     loss = tokens * arch.vocab_size * (4 * LOSS_BACKWARD_FP32 + (0 if s.precision == "fp32" else 2))
-    rest = tokens * per_token_rest(arch, s) + loss
+    rest = tokens * per_token_rest(arch, s) + rotary(arch, s, seq) + loss
     if s.gradient_checkpointing:
         # each layer keeps only its input (the residual stream); the backward recomputes one layer
         # at a time, whose saved set is alive while its gradient is taken -- after the loss's
         # backward has freed its transients, so the two do not add up (llama-20m, seq 1024 x 2:
         # measured 208 MiB above the states at the backward's peak; keep + rest + loss = 221)
         keep = arch.num_layers * tokens * arch.hidden_size * _COEFFS[kind(s)].residual
-        return keep + tokens * per_token_rest(arch, s) + max(loss, tokens * layer)
+        return keep + tokens * per_token_rest(arch, s) + rotary(arch, s, seq) + max(loss, tokens * layer)
     return arch.num_layers * tokens * layer + rest
 
 

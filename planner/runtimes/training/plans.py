@@ -41,10 +41,17 @@ DEFAULT_SEQ = 2048
 # emitted script's process besides the parts priced. Full fine-tuning of llama-20m: 271 MiB after
 # the load besides the weights (torch + transformers imports 220 MiB, the loader, the tokenizer),
 # and 100 MiB more that the first forward and backward leave for good (601 MiB from the first step
-# on against 348 + 154 MiB of optimizer states, in-process, /proc/self/status): 375 MiB. LoRA and
-# QLoRA also import peft, which imports bitsandbytes (+150 MiB).
-CPU_FIXED = {"full": 375 * MiB, "lora": 450 * MiB, "qlora": 470 * MiB}
-CPU_BNB_OPTIMIZER = 150 * MiB  # importing bitsandbytes for an 8-bit optimizer without peft
+# on against 348 + 154 MiB of optimizer states, in-process, /proc/self/status): 375 MiB. LoRA also
+# imports peft, which imports bitsandbytes: its load phase peaked at 406 MiB against 348 (+58 MiB:
+# 433, rounded up to 435). QLoRA's load quantizes through full-precision copies: 459 MiB at the
+# load of llama-20m; 470 leaves the QLoRA scenarios 1-3 % over.
+CPU_FIXED = {"full": 375 * MiB, "lora": 435 * MiB, "qlora": 470 * MiB}
+# importing bitsandbytes for an 8-bit optimizer without peft: the load phase of
+# llama-full-8bit-s1024-b1 peaked at 393.2 MiB against 348.6 MiB with AdamW (benchmarks/training)
+CPU_BNB_OPTIMIZER = 48 * MiB
+# importing transformers.optimization for Adafactor: the load phase of llama-full-adafactor-s512-b1
+# peaked at 401.7 MiB against 348.6 MiB with AdamW
+CPU_ADAFACTOR_IMPORT = 54 * MiB
 # GPU (leads from peers until benchmarks/gpu_calibration.py measures training): CUDA context and
 # cuBLAS handles of a torch process, 400-600 MiB on Ampere/Hopper (Ollama: 457 MiB; gpu_poor:
 # 650 MB); the caching allocator's slack, 2 MiB segment rounding and fragmentation over the
@@ -118,8 +125,12 @@ def candidates(fp: Footprint, hw: Hardware, request: Constraints) -> Iterator[Tr
     for precision in precisions:
         for strategy in strategies:
             for opt in optimizers:
-                if "8bit" in str(opt) and strategy not in ("single", "ddp"):
-                    continue  # bitsandbytes' optimizers step whole tensors: not with ZeRO's or FSDP's flat shards
+                if ("8bit" in str(opt) or precision == "bf16") and strategy not in ("single", "ddp"):
+                    # bitsandbytes' optimizers step whole tensors, not ZeRO's or FSDP's flat shards;
+                    # DeepSpeed's bf16 keeps fp32 master weights anyway (its BF16_Optimizer)
+                    continue
+                if strategy.endswith("-offload") and opt != "adamw":
+                    continue  # an offloaded optimizer is DeepSpeed's own CPU Adam (emit.ds_config)
                 for ckpt in ckpts:
                     s = TrainingSettings(method=method, optimizer=str(opt), gradient_checkpointing=ckpt, precision=precision,
                                          seq=int(r["seq"]), batch=int(r["batch"]), grad_accum=int(r["grad_accum"]),  # type: ignore[call-overload]
@@ -147,7 +158,8 @@ def peaks(fp: Footprint, hw: Hardware, s: TrainingSettings, *, seq: int | None =
     head_grad = shapes.largest_tensor(fp) * (4 if s.precision in ("fp32", "bf16-mixed", "fp16-mixed") else 2) if s.method == "full" else 0
     accumulated = p.gradients if s.grad_accum > 1 else 0
     if cpu_run:
-        fixed = CPU_FIXED[s.method] + (CPU_BNB_OPTIMIZER if s.method == "full" and "8bit" in s.optimizer else 0)
+        fixed = (CPU_FIXED[s.method] + (CPU_BNB_OPTIMIZER if s.method == "full" and "8bit" in s.optimizer else 0)
+                 + (CPU_ADAFACTOR_IMPORT if s.optimizer == "adafactor" else 0))
         backward = p.weights + p.optimizer + p.activations + p.cache + max(head_grad, accumulated)
         step = p.weights + p.gradients + p.optimizer + p.step
         return {"cpu": {"weights": p.weights, "gradients": p.gradients, "optimizer": p.optimizer, "activations": p.activations + p.cache,

@@ -11,6 +11,7 @@ is not a request to train it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from planner.core.records import (
@@ -50,7 +51,9 @@ class TrainingRuntime:
         return estimate(snapshot, cached)
 
     def plans(self, model: Any, hardware: Hardware, request: Constraints) -> list[Plan]:
-        return plans.plans(_footprint(model), hardware, request)
+        # the candidates come cheapest first, the order an expert tries them in (plans.py): the
+        # solver keeps that order among plans of equal speed and precision
+        return [replace(p, preference=i) for i, p in enumerate(plans.plans(_footprint(model), hardware, request))]
 
     def reprice(self, model: Any, hardware: Hardware, request: Constraints, plan: Plan) -> Plan:
         return plans.reprice(_footprint(model), hardware, request, plan)

@@ -1,0 +1,23 @@
+"""Options of the GGUF runtime (llama.cpp, llama-cpp-python, Ollama): planner.runtimes.gguf."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+OPTIONS = [
+    click.option("--quant", metavar="TYPE", help="GGUF: plan this quant file only (e.g. Q4_K_M); its header is read."),
+    click.option("--n-gpu-layers", "n_gpu_layers", type=click.IntRange(0, 100_000), metavar="N",
+                 help="GGUF: offload exactly N layers (llama.cpp -ngl; the output layer counts) instead of the most that fit."),
+    click.option("--kv-type", "kv_type", type=click.Choice(["f16", "q8_0", "q4_0"]), help="GGUF: KV cache type (-ctk/-ctv)."),
+    click.option("--engine", "engine", type=click.Choice(["llama.cpp", "llama-cpp-python", "ollama"]),
+                 help="GGUF: the program the plan is for (default llama.cpp)."),
+]
+
+
+def collect(o: dict[str, Any]) -> dict[str, Any]:
+    out = {k: o[k] for k in ("quant", "n_gpu_layers", "kv_type", "engine") if o.get(k) is not None}
+    if out:
+        out["runtime"] = "gguf"
+    return out

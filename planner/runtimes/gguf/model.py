@@ -1,0 +1,255 @@
+"""The GGUF runtime's model facts: what llama.cpp's memory model needs, from one GGUF header.
+
+Hyperparameters come from the ``{arch}.*`` keys llama.cpp reads (src/llama-arch.cpp LLM_KV_*
+names, src/llama-model.cpp ``load_hparams``); tensor bytes per layer from the tensor infos
+(``blk.{i}.*`` is layer i; ``output.weight``/``output_norm.weight`` the output layer; the rest,
+``token_embd.weight`` above all, the input layer that llama.cpp keeps on the CPU).
+
+Only the selected group's headers are read (planner.sources.gguf_files); the other quant groups
+of the repo are sized from their listed file sizes, each layer scaled by the ratio of the file
+sizes (:meth:`GgufModel.group_layers`); plans from them say so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from planner.core.errors import UnsupportedModel
+from planner.core.records import Snapshot, _ToDict, from_plain
+from planner.runtimes.gguf.files import groups
+
+FACTS_VERSION = "gguf-3"
+_BLK = re.compile(r"^blk\.(\d+)\.")
+# Types the ggml CPU backend repacks into its CPU_REPACK buffer, a second copy beside the mapped
+# file (ggml/src/ggml-cpu/repack.cpp: q4_0 4x4/4x8/8x8, q4_K 8x8, iq4_nl 4x4/8x8, q2_K 8x8,
+# mxfp4). Measured here: both copies are resident: a 6-layer Q4_0 model (44.6 MB file) peaked at
+# 164.4 MiB RSS against 128.1 MiB for its Q4_1 twin (49.5 MB, not repacked), the difference being
+# the 41.89 MiB "CPU_REPACK model buffer"; MXFP4 repacks too (0.73 + 0.73 MiB). Q8_0, Q4_1,
+# Q5_0, Q5_1 and F16 are not repacked by this build. token_embd never is (get_rows reads it).
+REPACKED = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "Q2_K", "MXFP4"})
+_EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down|gate_up)_exps\.")
+# src/llama-model.cpp load_hparams: the sliding-window pattern llama.cpp sets per architecture
+# when the file does not carry one (hparams.set_swa_pattern(n): layer il is SWA unless
+# il % n == n - 1; src/llama-hparams.cpp set_swa_pattern).
+SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4}
+# Architectures whose cache is not the plain per-layer K/V this model prices (recurrent state,
+# MLA latent caches, hybrids): refused rather than guessed.
+RECURRENT_PREFIXES = ("mamba", "rwkv", "jamba", "falcon-h1", "granitehybrid", "lfm2", "plamo2", "nemotron_h", "qwen3next")
+
+
+@dataclass(frozen=True, slots=True)
+class Layer(_ToDict):
+    """One repeating layer: its tensor bytes, of which ``experts`` are the routed experts
+    (``ffn_*_exps``), its KV heads, whether it is a sliding-window layer, and the bytes of its
+    matrices the CPU backend repacks into a second copy when the layer runs on the CPU."""
+
+    bytes: int
+    experts: int
+    n_head_kv: int
+    swa: bool = False
+    repack: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Group(_ToDict):
+    """One quant file (or split set) of the repo: its files and listed bytes."""
+
+    quant: str
+    files: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class GgufModel(_ToDict):
+    """What the GGUF runtime plans from.
+
+    Attributes:
+        repo: the repo id or local path.
+        arch: ``general.architecture``.
+        quant: the quant group read (e.g. "Q4_K_M").
+        files: its files (shard 1 first).
+        n_embd, n_head, head_dim_k, head_dim_v, n_vocab, n_ctx_train, n_swa, n_expert,
+            n_expert_used, n_ff: llama.cpp's hparams of the same names.
+        layers: the repeating layers 0..n_layer-1.
+        input_bytes: tensors outside the layers and the output layer (token_embd), kept on the CPU.
+        output_bytes: the output layer (output.weight, output_norm); when tied, the token
+            embedding llama.cpp duplicates onto the output layer's device.
+        embd_bytes: token_embd.weight alone.
+        tied: no output.weight (llama.cpp loads token_embd again as the output, TENSOR_DUPLICATED).
+        weight_bytes: all tensor bytes of the files read.
+        parameters: elements of all tensors.
+        groups: every quant group of the repo.
+    """
+
+    repo: str
+    arch: str
+    quant: str
+    files: tuple[str, ...]
+    n_embd: int
+    n_head: int
+    head_dim_k: int
+    head_dim_v: int
+    n_vocab: int
+    n_ctx_train: int
+    n_ff: int
+    layers: tuple[Layer, ...]
+    input_bytes: int
+    output_bytes: int
+    embd_bytes: int
+    tied: bool
+    weight_bytes: int
+    params: int
+    n_swa: int = 0
+    n_expert: int = 0
+    n_expert_used: int = 0
+    groups: tuple[Group, ...] = field(default_factory=tuple)
+    name: str = ""
+    output_repack: int = 0
+    attn_softcap: bool = False
+
+    @property
+    def parameters(self) -> int:
+        return self.params
+
+    @property
+    def download_bytes(self) -> int:
+        for g in self.groups:
+            if g.quant == self.quant:
+                return g.size
+        return self.weight_bytes
+
+    @property
+    def max_position_embeddings(self) -> int | None:
+        """The trained context (``{arch}.context_length``): the largest-context search stops there."""
+        return self.n_ctx_train or None
+
+    @property
+    def n_layer(self) -> int:
+        return len(self.layers)
+
+    def group(self, quant: str) -> Group | None:
+        for g in self.groups:
+            if g.quant == quant:
+                return g
+        return None
+
+    def scaled(self, quant: str) -> GgufModel:
+        """This model as another quant group of the repo: every tensor scaled by the ratio of the
+        groups' listed sizes (their headers were not read)."""
+        if quant == self.quant:
+            return self
+        g = self.group(quant)
+        if g is None or not g.size:
+            raise UnsupportedModel(f"{self.repo}: has no quant {quant!r}")
+        f = g.size / max(1, self.weight_bytes)
+        layers = tuple(replace(la, bytes=int(la.bytes * f), experts=int(la.experts * f), repack=int(la.repack * f)) for la in self.layers)
+        return replace(self, quant=quant, files=g.files, layers=layers, input_bytes=int(self.input_bytes * f),
+                       output_bytes=int(self.output_bytes * f), embd_bytes=int(self.embd_bytes * f), weight_bytes=g.size,
+                       output_repack=int(self.output_repack * f))
+
+
+def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
+    """The facts from a snapshot read with a "gguf" selection (or from their cached ``to_dict()``)."""
+    if cached is not None:
+        try:
+            return from_plain(GgufModel, dict(cached))
+        except (TypeError, KeyError, ValueError):
+            pass
+    if snap.weight_format != "gguf" or not snap.gguf or not snap.gguf.get("headers"):
+        raise UnsupportedModel(f"{snap.id}: no GGUF headers were read")
+    md = snap.gguf["headers"][0]["metadata"]
+    arch = md.get("general.architecture")
+    if not isinstance(arch, str):
+        raise UnsupportedModel(f"{snap.id}: GGUF has no general.architecture")
+    if arch.startswith(RECURRENT_PREFIXES) or f"{arch}.attention.kv_lora_rank" in md or f"{arch}.ssm.state_size" in md:
+        raise UnsupportedModel(f"{snap.id}: GGUF architecture {arch!r} (recurrent or MLA cache) is not sized by fitcheck yet")
+
+    def key(name: str, default: Any = None) -> Any:
+        return md.get(f"{arch}.{name}", default)
+
+    n_layer = _int(key("block_count"), snap.id, "block_count")
+    n_embd = _int(key("embedding_length"), snap.id, "embedding_length")
+    n_head = _per_layer(key("attention.head_count"), n_layer, snap.id, "attention.head_count")
+    n_head_kv = _per_layer(key("attention.head_count_kv", n_head), n_layer, snap.id, "attention.head_count_kv")
+    head0 = max(n_head) or 1
+    head_dim_k = _int(key("attention.key_length", n_embd // head0), snap.id, "attention.key_length")
+    head_dim_v = _int(key("attention.value_length", n_embd // head0), snap.id, "attention.value_length")
+    tokens = md.get("tokenizer.ggml.tokens")
+    n_vocab = key("vocab_size") or (tokens["length"] if isinstance(tokens, dict) else len(tokens) if isinstance(tokens, list) else 0)
+    n_swa = int(key("attention.sliding_window", 0) or 0)
+    pattern = key("attention.sliding_window_pattern")
+    swa = [False] * n_layer
+    if n_swa:
+        if isinstance(pattern, list) and len(pattern) == n_layer:
+            swa = [bool(p) for p in pattern]
+        else:
+            n = pattern if isinstance(pattern, int) and pattern > 0 else SWA_PATTERN.get(arch, 0)
+            # no pattern known: every layer uses the window (mistral-style, llama.cpp's default n_pattern 0)
+            swa = [n == 0 or il % n < n - 1 for il in range(n_layer)]
+
+    per: list[list[int]] = [[0, 0, 0] for _ in range(n_layer)]
+    input_bytes = output_bytes = output_repack = params = 0
+    names = set()
+    embd = 0
+    for t in snap.tensors:
+        names.add(t.name)
+        n = 1
+        for d in t.shape:
+            n *= d
+        params += n
+        m = _BLK.match(t.name)
+        if m and int(m.group(1)) < n_layer:
+            i = int(m.group(1))
+            per[i][0] += t.nbytes
+            if _EXPS.match(t.name):
+                per[i][1] += t.nbytes
+            if t.dtype in REPACKED and len(t.shape) >= 2:
+                per[i][2] += t.nbytes
+        elif t.name.startswith(("output.", "output_norm.")):
+            output_bytes += t.nbytes
+            if t.dtype in REPACKED and len(t.shape) >= 2:
+                output_repack += t.nbytes
+        else:
+            input_bytes += t.nbytes
+            if t.name == "token_embd.weight":
+                embd = t.nbytes
+    tied = "output.weight" not in names
+    if tied:
+        output_bytes += embd
+    weight = sum(t.nbytes for t in snap.tensors)
+    layers = tuple(Layer(bytes=b, experts=e, n_head_kv=n_head_kv[i], swa=swa[i], repack=rp) for i, (b, e, rp) in enumerate(per))
+    listing = groups(snap.files)
+    gs = tuple(Group(quant=q, files=tuple(f.path for f in fs), size=sum(f.size or 0 for f in fs)) for q, fs in listing.items())
+    read_files = tuple(snap.weight_files)
+    quant = next((g.quant for g in gs if g.files == read_files), "")
+    if not quant:
+        from planner.runtimes.gguf.files import quant_of
+
+        quant = quant_of(read_files[0]) if read_files else "?"
+        gs = (*gs, Group(quant=quant, files=read_files, size=weight))
+    ff = key("feed_forward_length", 0)
+    n_ff = max(ff) if isinstance(ff, list) else int(ff or 0)
+    return GgufModel(repo=snap.id, arch=arch, quant=quant, files=read_files, n_embd=n_embd, n_head=head0, head_dim_k=head_dim_k,
+                     head_dim_v=head_dim_v, n_vocab=int(n_vocab), n_ctx_train=int(key("context_length", 0) or 0), n_ff=n_ff,
+                     layers=layers, input_bytes=input_bytes, output_bytes=output_bytes, embd_bytes=embd, tied=tied, weight_bytes=weight,
+                     params=params, n_swa=n_swa, n_expert=int(key("expert_count", 0) or 0),
+                     n_expert_used=int(key("expert_used_count", 0) or 0), groups=gs, output_repack=output_repack,
+                     attn_softcap=bool(key("attn_logit_softcapping", 0)),
+                     name=str(md.get("general.name", "")))
+
+
+def _int(v: Any, repo: str, what: str) -> int:
+    if type(v) is not int or v <= 0 or v > 1 << 24:
+        raise UnsupportedModel(f"{repo}: GGUF {what} is {str(v)[:40]!r}, not a positive count")
+    return v
+
+
+def _per_layer(v: Any, n_layer: int, repo: str, what: str) -> list[int]:
+    if isinstance(v, list):
+        if len(v) != n_layer or not all(type(x) is int and 0 <= x <= 1 << 16 for x in v):
+            raise UnsupportedModel(f"{repo}: GGUF {what} is not one count per layer")
+        return list(v)
+    return [_int(v, repo, what)] * n_layer
