@@ -197,11 +197,15 @@ def test_one_failing_model_shows_a_row_and_the_others_go_on(capsys, tiny_models,
 
     code, out, _ = cli(capsys, "plan", repo_id, "tests/not-on-the-hub-xyz", *ROOM, "--json")
     assert code == 2
-    doc = json.loads(out)
-    assert doc["schema"] == 1 and doc["failed"] == 1
-    assert [m["input"] for m in doc["models"]] == [repo_id, "tests/not-on-the-hub-xyz"]
-    assert doc["models"][0]["model"]["id"] == repo_id and doc["models"][0]["fits"] is True
-    assert doc["models"][1]["error"]["error"] == "RepoNotFound"
+    docs = json.loads(out)  # docs/json-schema.md: an array, one object per model in the order given
+    assert [m["input"] for m in docs] == [repo_id, "tests/not-on-the-hub-xyz"]
+    assert docs[0]["schema"] == 1 and docs[0]["model"]["id"] == repo_id and docs[0]["fits"] is True
+    assert docs[1]["error"]["error"] == "RepoNotFound" and "not found" in docs[1]["error"]["message"]
+
+    code, out, _ = cli(capsys, "check", repo_id, "tests/not-on-the-hub-xyz", *ROOM, "--json")
+    assert code == 2
+    rows = json.loads(out)
+    assert rows[0]["fits"] is True and rows[1]["error"]["error"] == "RepoNotFound"
 
     code, out, _ = cli(capsys, "check", repo_id, "tests/not-on-the-hub-xyz", *ROOM)
     assert code == 2

@@ -276,9 +276,14 @@ def test_cli_names_the_failing_request(hub: FakeHub, repo_id: str) -> None:
     add_sharded(hub, repo_id)
     hub.sharded_metadata_endpoint = False
     hub.inject(faults.status(503), path_contains=SHARD2, times=None)
-    r = run_cli("plan", repo_id, "--hardware", "rtx-4090", "--timeout", "3", "--json")  # 3 s: see above
+    r = run_cli("plan", repo_id, "--hardware", "rtx-4090", "--timeout", "3")  # 3 s: see above
     check_one_line(r.code, r.stderr, f"header of {SHARD2} of {repo_id}", "HTTP 503", "3 s deadline")
     assert r.stdout == ""
+    # under --json the same error is one JSON object on stdout, with the same exit code
+    r = run_cli("plan", repo_id, "--hardware", "rtx-4090", "--timeout", "3", "--json")
+    doc = json.loads(r.stdout)
+    assert r.code == 2 == doc["exit_code"] and doc["error"] == "HubUnavailable" and r.stderr == ""
+    assert all(s in doc["message"] for s in (f"header of {SHARD2} of {repo_id}", "HTTP 503", "3 s deadline"))
 
 
 def test_hub_down_falls_back_to_the_catalog_and_says_so(hub: FakeHub, quick: None) -> None:

@@ -213,10 +213,8 @@ def _plan_several(results: list[Any], o: dict[str, Any]) -> None:
             written += paths
         docs.append(doc)
     failed = sum(1 for _, r in results if isinstance(r, FitcheckError))
-    if o["as_json"]:
-        from planner.report.schema import SCHEMA_VERSION
-
-        click.echo(json.dumps({"schema": SCHEMA_VERSION, "models": docs, "failed": failed}, indent=2))
+    if o["as_json"]:  # docs/json-schema.md: an array, one object per model in the order given
+        click.echo(json.dumps(docs, indent=2))
     else:
         click.echo(render.comparison(results))
         for mc in contexts:
@@ -254,11 +252,9 @@ def check(**o: Any) -> None:
     ok = all(r.fits and r.download_fits for r in reports)
     if o["as_json"]:
         if several:
-            from planner.report.schema import SCHEMA_VERSION
-
             rows = [{"input": m, "error": r.to_dict()} if isinstance(r, FitcheckError) else {"input": m, **_check_dict(r)}
                     for m, r in pairs]
-            click.echo(json.dumps({"schema": SCHEMA_VERSION, "models": rows, "failed": failed}, indent=2))
+            click.echo(json.dumps(rows, indent=2))
         else:
             click.echo(json.dumps(_check_dict(reports[0]), indent=2))
     else:

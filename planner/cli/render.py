@@ -264,14 +264,18 @@ def _run_notes(r: Report) -> tuple[str, ...]:
 
 def catalog_table(rows: list[dict[str, Any]]) -> str:
     """The bundled catalog for people (``fitcheck catalog``), one model a line."""
-    return _safe(catalog_markdown(rows))
+    out = [f"{'model':<40} {'type':<12} {'parameters':>10} {'bf16 weights':>13} {'files':>5}  gated"]
+    for r in rows:
+        out.append(f"{r['id']:<40} {str(r['model_type']):<12} {fmt_count(r['parameters'] or 0):>10} "
+                   f"{fmt_bytes(r['weights_bytes'] or 0):>13} {r['weight_files']:>5}  {'yes' if r['gated'] else 'no'}")
+    return _safe("\n".join(out))
 
 
 def catalog_markdown(rows: list[dict[str, Any]]) -> str:
-    """The catalog as a Markdown table: what ``fitcheck catalog`` prints and docs/catalog.md holds."""
+    """The catalog as the Markdown table docs/catalog.md holds (and the README's catalog section takes)."""
     out = ["| model | type | parameters | bf16 weights | weight files | gated |", "|---|---|---:|---:|---:|---|"]
     for r in rows:
-        out.append(f"| {r['id']} | {r['model_type']} | {fmt_count(r['parameters'] or 0)} | {fmt_bytes(r['weights_bytes'] or 0)} "
+        out.append(f"| `{r['id']}` | {r['model_type']} | {fmt_count(r['parameters'] or 0)} | {fmt_bytes(r['weights_bytes'] or 0)} "
                    f"| {r['weight_files']} | {'yes' if r['gated'] else 'no'} |")
     return "\n".join(out)
 
