@@ -38,7 +38,7 @@ def _report(r: Report) -> str:
     if is_slow(p):
         lines.append(f"✔ Fits, but slow: {p.label}, about {_speed(p)} (see the note below for what would be faster)")
     else:
-        lines.append(f"✔ Fits: {p.label}, about {_speed(p)}")
+        lines.append(f"✔ Fits: {p.label}" + (f", about {_speed(p)}" if _estimated(p) else " (speed not estimated)"))
     lines += [*memory_table(p), ""]
     lines += [f"  {d:<7} {bar(m)}" for d, m in p.memory.items() if d != "disk"]
     lines.append("          █ weights  ▓ KV cache  ▒ activations + overhead  ░ free   | margin")
@@ -83,6 +83,10 @@ def model_lines(r: Report) -> list[str]:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
+
+
+def _estimated(p: Plan) -> bool:
+    return p.speed.tokens_per_s is not None or p.speed.image_s is not None
 
 
 def _speed(p: Plan) -> str:
