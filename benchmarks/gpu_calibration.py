@@ -22,6 +22,16 @@ be copied into planner/memory/overhead.py with their provenance). It stops start
 
 ``--dry-run`` exercises everything on the CPU with scaled-down configs (no GPU needed): it is how
 the script is tested in CI-less sessions without a GPU.
+
+The other runtimes' GPU cases run after the transformers ones, each as a child process with its
+share of the budget (``--runtimes``, default all that are installed), writing under ``--out/NAME``:
+
+- diffusers: ``benchmarks/diffusers/gpu_calibration.py`` (offload modes, VAE, quantized components);
+- training: ``benchmarks/training/measure.py --gpu`` (full / LoRA / QLoRA steps; not in a dry run);
+- vllm: ``benchmarks/vllm_calibration.py`` (``vllm serve --load-format dummy``'s logged KV size;
+  only where vllm is installed, never in a dry run).
+
+GGUF plans have no GPU case yet (docs/gguf.md).
 """
 
 from __future__ import annotations
@@ -173,7 +183,12 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=480.0, help="stop starting runs after this many seconds")
     ap.add_argument("--context", type=int, default=4096)
     ap.add_argument("--only", help="run only this model, with its first scheme (for a quick check)")
+    ap.add_argument("--runtimes", default="transformers,diffusers,training,vllm",
+                    help="comma-separated runtimes whose GPU cases run (in this order)")
     args = ap.parse_args()
+    wanted = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    # the transformers cases take this share of the budget; the other runtimes split the rest
+    share = args.budget_s * (0.5 if len(wanted) > 1 else 1.0)
     started = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
@@ -191,12 +206,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="fitcheck-cal-"))
     rows: list[dict] = []
     try:
-        for name, spec, schemes in MODELS:
+        for name, spec, schemes in MODELS if "transformers" in wanted else ():
             if args.only:
                 if name != args.only:
                     continue
                 schemes = schemes[:1]
-            if time.monotonic() - started > args.budget_s:
+            if time.monotonic() - started > share:
                 rows.append({"model": name, "skipped": "time budget spent"})
                 continue
             folder = work / name
@@ -207,7 +222,7 @@ def main() -> None:
                 if quant in ("int8", "nf4") and not have_bnb:
                     rows.append({"model": name, "scheme": quant, "skipped": "bitsandbytes not installed"})
                     continue
-                if time.monotonic() - started > args.budget_s:
+                if time.monotonic() - started > share:
                     rows.append({"model": name, "scheme": quant, "skipped": "time budget spent"})
                     continue
                 row = run_one(name, folder, quant, hw, context, args.out)
@@ -217,7 +232,10 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    others = [r for r in wanted if r != "transformers"]
+    runtimes = {name: run_runtime(name, args, started, n_left=len(others) - i) for i, name in enumerate(others)}
     meta = {
+        "runtimes": runtimes,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "device": [g.name for g in hw.gpus] or ["cpu (dry run)"],
         "driver": driver_version(),
@@ -230,6 +248,41 @@ def main() -> None:
     (args.out / "constants.json").write_text(json.dumps({"meta": meta, **fit(rows)}, indent=1))
     (args.out / "RESULTS.md").write_text(report(meta, rows))
     print(f"wrote {args.out} in {meta['seconds']} s")
+
+
+def run_runtime(name: str, args: argparse.Namespace, started: float, *, n_left: int) -> dict:
+    """Run another runtime's prepared GPU cases as a child process with its share of what is left
+    of the budget; what it did, for raw.json."""
+    import importlib.util
+    import subprocess
+
+    left = args.budget_s - (time.monotonic() - started)
+    budget = left / max(1, n_left)
+    out = args.out / name
+    out.mkdir(parents=True, exist_ok=True)
+    if name == "diffusers":
+        argv = [sys.executable, str(ROOT / "benchmarks" / "diffusers" / "gpu_calibration.py"), "--out", str(out),
+                "--budget-s", str(int(budget))] + (["--dry-run"] if args.dry_run else [])
+    elif name == "training":
+        if args.dry_run:
+            return {"skipped": "no dry run: its CPU scenarios are benchmarks/training/measure.py"}
+        argv = [sys.executable, str(ROOT / "benchmarks" / "training" / "measure.py"), "--gpu", "--out", str(out / "results.csv")]
+    elif name == "vllm":
+        if args.dry_run or importlib.util.find_spec("vllm") is None:
+            return {"skipped": "vllm is not installed" if not args.dry_run else "no dry run"}
+        argv = [sys.executable, str(ROOT / "benchmarks" / "vllm_calibration.py"), "--out", str(out / "vllm-calibration.json")]
+    else:
+        return {"skipped": f"no GPU cases for {name}"}
+    if budget < 30:
+        return {"skipped": "time budget spent"}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=budget)
+    except subprocess.TimeoutExpired:
+        return {"argv": argv[1:], "error": f"stopped after its {budget:.0f} s share of the budget"}
+    (out / "log.txt").write_text(proc.stdout + proc.stderr)
+    return {"argv": argv[1:], "returncode": proc.returncode, "seconds": round(time.monotonic() - t0, 1)}
 
 
 def report(meta: dict, rows: list[dict]) -> str:
@@ -247,6 +300,9 @@ def report(meta: dict, rows: list[dict]) -> str:
             lines.append(f"| {row['model']} | {row['scheme']} | {dev} | {d['predicted_peak'] / 2**20:.0f} MiB | {d['measured_peak'] / 2**20:.0f} MiB "
                          f"| {d['peak_error_pct']:+.1f}% | {w.get('predicted', 0) / 2**20:.0f}/{w.get('measured', 0) / 2**20:.0f} MiB "
                          f"| {k.get('predicted', 0) / 2**20:.0f}/{k.get('measured', 0) / 2**20:.0f} MiB |")
+    for name, ran in meta.get("runtimes", {}).items():
+        lines.append(f"\n{name}: " + (ran.get("skipped") or ran.get("error") or f"exit {ran.get('returncode')} in {ran.get('seconds')} s; "
+                                       f"its results are in {name}/"))
     return "\n".join(lines) + "\n"
 
 
