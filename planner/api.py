@@ -105,6 +105,8 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     kw: dict[str, Any] = {"revision": revision, "token": token, "endpoint": endpoint, "timeout": timeout}
     cached: Mapping[str, Any] | None = None
     quant = constraints.option("quant")  # a file group the user named: read it instead of the first choice
+    if runtime != registry.AUTO and constraints.option(f"{runtime}_repo"):
+        model = constraints.option(f"{runtime}_repo")  # e.g. --gguf-repo with --runtime gguf: plan that repo
     if snapshot is not None:
         rt = registry.get(runtime) if runtime != registry.AUTO else registry.chosen()[0]
         snap = snapshot
@@ -120,6 +122,7 @@ def plan(model: str, *, hardware: Hardware | Callable[[], Hardware], constraints
     read = [(snap, rt, _facts(snap, rt, cached, endpoint, snapshot is None, quant))]
     if runtime == registry.AUTO and snapshot is None:
         read += _also(model, snap, rt, kw, endpoint, quant)
+        read += _derived(model, snap, read, constraints, kw, endpoint, quant)
     return _solved(read, hardware, constraints)
 
 
@@ -137,6 +140,33 @@ def _also(model: str, first: Snapshot, first_rt: Runtime, kw: dict[str, Any], en
             continue
         snap, got, cached = _read(model, rt.name, kw, group)
         out.append((snap, got, _facts(snap, got, cached, endpoint, True, group)))
+    return out
+
+
+def _derived(model: str, first: Snapshot, read: list[tuple[Snapshot, Runtime, ModelFacts]], c: Constraints,
+             kw: dict[str, Any], endpoint: str | None, group: str | None) -> list[tuple[Snapshot, Runtime, ModelFacts]]:
+    """For each "auto" runtime that runs quantized derivatives (``derivative_tag``, e.g. GGUF repos)
+    and found nothing in the repo itself: the repo the user named for it (``--gguf-repo``), else
+    the most downloaded derivative the Hub's model tree lists, read and planned too."""
+    out: list[tuple[Snapshot, Runtime, ModelFacts]] = []
+    have = {rt.name for _, rt, _ in read}
+    for rt in registry.chosen():
+        tag = getattr(rt, "derivative_tag", None)
+        if tag is None or rt.name in have:
+            continue
+        named = c.option(f"{rt.name}_repo")
+        if named is None and first.source != "hub":
+            continue  # derivatives are looked up on the Hub only when the model itself came from it
+        found, trouble = ([named], None) if named else resolve.derivatives(model, library=tag, token=kw["token"], endpoint=endpoint,
+                                                                           timeout=kw["timeout"])
+        for repo in found:
+            snap, got, cached = _read(repo, rt.name, kw, group)
+            why = "named by --" + f"{rt.name}-repo" if named else f"a {tag} derivative of {model} in the Hub's model tree"
+            snap = replace(snap, notes=(*snap.notes, f"{got.name} plans from {repo} ({why})"))
+            out.append((snap, got, _facts(snap, got, cached, endpoint, True, group)))
+        if trouble is not None:
+            first_snap, first_rt, first_facts = read[0]
+            read[0] = (replace(first_snap, notes=(*first_snap.notes, trouble)), first_rt, first_facts)
     return out
 
 

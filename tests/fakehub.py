@@ -6,6 +6,7 @@ inspect and download a model, closely enough that the real client takes its real
     GET  /api/models/{repo_id}[/revision/{rev}]          model info (?blobs=true, ?expand=...)
     GET  /api/models/{repo_id}/tree/{rev}[/{path}]        file listing (?recursive=true), paginated
     GET  /api/models/{repo_id}/safetensors-metadata/{f}   every shard header in one answer (main only)
+    GET  /api/models?filter=TAG[&filter=TAG...]           search: public repos carrying every tag, by downloads
     HEAD/GET /{repo_id}/resolve/{rev}/{path}              file bytes, with Range support
 
 Errors carry the Hub's ``X-Error-Code`` / ``X-Error-Message`` headers, which is what
@@ -236,6 +237,8 @@ class Repo:
     private: bool = False
     tokens: frozenset[str] = frozenset()
     revisions: dict[str, _Revision] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    downloads: int = 0
 
     def resolve(self, revision: str) -> _Revision | None:
         """Find a revision by branch name or by full commit sha."""
@@ -529,6 +532,8 @@ class FakeHub:
         private: bool = False,
         tokens: tuple[str, ...] | list[str] | frozenset[str] = (),
         last_modified: str = _DEFAULT_DATE,
+        tags: tuple[str, ...] = (),
+        downloads: int = 0,
     ) -> Repo:
         """Register (or replace) one revision of a model repo.
 
@@ -541,6 +546,7 @@ class FakeHub:
             private: Visible only to ``tokens``. Repo-wide.
             tokens: Bearer tokens allowed into a private or gated repo. Repo-wide.
             last_modified: The revision's ``lastModified`` in model info.
+            tags, downloads: what the model search (``GET /api/models?filter=``) matches and sorts by. Repo-wide.
 
         Repo-wide settings are replaced by each call; the returned :class:`Repo` can be edited.
         """
@@ -557,6 +563,7 @@ class FakeHub:
             repo.gated = "auto" if gated is True else gated
             repo.private = private
             repo.tokens = frozenset(tokens)
+            repo.tags, repo.downloads = tuple(tags), downloads
             repo.revisions[revision] = _Revision(revision, commit, blobs, last_modified)
             for blob in blobs.values():
                 if blob.lfs:
@@ -750,6 +757,8 @@ class FakeHub:
         segments = [unquote(s) for s in raw_path.strip("/").split("/")]
         if handler.command not in ("GET", "HEAD"):
             return _error(405, "Method not allowed")
+        if segments == ["api", "models"]:
+            return self._search(parse_qs(query, keep_blank_values=True))
         if segments[:2] == ["api", "models"] and len(segments) >= 3:
             return self._api(handler, segments[2:], parse_qs(query, keep_blank_values=True), raw_path)
         if segments[:1] == ["__cdn"] and len(segments) >= 2:
@@ -810,6 +819,18 @@ class FakeHub:
                           f"Found. Redirecting to {location}".encode())
         return _file_reply(blob, handler.headers.get("Range"), plan, headers)
 
+    def _search(self, query: dict[str, list[str]]) -> _Reply:
+        """The Hub's model search as fitcheck uses it: every ``filter`` is a tag the repo must carry
+        (huggingface.co/docs/hub/api: GET /api/models?filter=...), most downloaded first."""
+        wanted = set(query.get("filter", []))
+        limit = int(query.get("limit", ["1000"])[0])
+        with self._lock:
+            found = [r for r in self._repos.values() if not r.private and wanted <= set(r.tags)]
+        found.sort(key=lambda r: -r.downloads)
+        body = [{"_id": hashlib.sha1(r.repo_id.encode()).hexdigest()[:24], "id": r.repo_id, "modelId": r.repo_id,
+                 "tags": list(r.tags), "downloads": r.downloads} for r in found[:limit]]
+        return _json_reply(body)
+
     def _api(self, handler: _Handler, segments: list[str], query: dict[str, list[str]], raw_path: str) -> _Reply:
         if len(segments) >= 2 and segments[1] not in _API_SUBPATHS:
             repo_id, rest = "/".join(segments[:2]), segments[2:]
@@ -854,7 +875,7 @@ class FakeHub:
             "disabled": False,
             "downloads": 0,
             "likes": 0,
-            "tags": [],
+            "tags": list(repo.tags),
             "library_name": "transformers" if "config.json" in rev.files else None,
             "siblings": siblings,
             "usedStorage": sum(b.size for b in rev.files.values()),

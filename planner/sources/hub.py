@@ -68,6 +68,42 @@ def read_hub(repo_id: str, *, select: Selector, revision: str | None, token: str
     return _replace(snap, fetch=fetch)
 
 
+# The derivatives a plan looks at: the most downloaded few (each costs one more repo read).
+MAX_DERIVATIVES = 1
+MAX_SEARCH_BYTES = 1_000_000
+
+
+def quantized_derivatives(repo_id: str, *, library: str, token: str | bool | None, endpoint: str, timeout: float,
+                          limit: int = MAX_DERIVATIVES) -> list[str]:
+    """The repos the Hub's model tree lists as quantized from ``repo_id`` that carry the tag
+    ``library`` (e.g. "gguf"), most downloaded first: one search request, ``GET /api/models`` with
+    ``filter=base_model:quantized:<id>`` (the tag the Hub derives from a card's ``base_model`` with
+    ``base_model_relation: quantized``; huggingface.co/docs/hub/model-cards#specifying-a-base-model).
+
+    Raises:
+        HubUnavailable, HubError: the search did not answer.
+    """
+    from urllib.parse import urlencode
+
+    session = Session(endpoint, token, timeout)
+    query = urlencode([("filter", f"base_model:quantized:{repo_id}"), ("filter", library), ("sort", "downloads"),
+                       ("direction", "-1"), ("limit", str(limit))])
+    what = f"the {library} derivatives of {repo_id}"
+    found = json_body(session.get(f"{endpoint.rstrip('/')}/api/models?{query}", what=what, limit=MAX_SEARCH_BYTES), what)
+    if not isinstance(found, list):
+        raise HubError(f"{what}: the Hub answered something that is not a list of models")
+    out = []
+    for m in found:
+        name = m.get("id") or m.get("modelId") if isinstance(m, dict) else None
+        try:
+            name = ids.repo_id(name) if isinstance(name, str) else None
+        except FitcheckError:
+            name = None  # an id the Hub should never send: skipped, not trusted
+        if name is not None and name != repo_id:
+            out.append(name)
+    return out[:limit]
+
+
 def _read(session: Session, pool: ThreadPoolExecutor, repo_id: str, rev: str, select: Selector, *, requested: str | None,
           pinned: bool = False) -> Snapshot:
     url = _Urls(session.endpoint, repo_id, rev)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.core import ids
-from planner.core.errors import FitcheckError, HubUnavailable, OfflineCacheMiss, RepoNotFound, UsageError
+from planner.core.errors import FitcheckError, HubError, HubUnavailable, OfflineCacheMiss, RepoNotFound, UsageError
 from planner.core.paths import hf_cache_dir
 from planner.core.records import Selector, Snapshot
 from planner.sources import cache, catalog
@@ -187,6 +187,22 @@ def _cached(endpoint: str, repo: str, commit: str, version: str | None,
     except FitcheckError:
         return None
     return (snap, None) if wanted.format == snap.weight_format else None
+
+
+def derivatives(ref: str, *, library: str, token: str | bool | None = None, endpoint: str | None = None,
+                timeout: float = 30.0) -> tuple[list[str], str | None]:
+    """(the Hub's quantized derivatives of ``ref`` carrying the tag ``library``, most downloaded
+    first; a note when they could not be looked up). Nothing for a local folder or offline."""
+    if is_local(ref) or offline_now():
+        return [], None
+    from planner.sources.hub import quantized_derivatives
+
+    try:
+        found = quantized_derivatives(ids.repo_id(ref), library=library, token=token,
+                                      endpoint=(endpoint or endpoint_now()).rstrip("/"), timeout=min(timeout, 10.0))
+    except (HubUnavailable, HubError) as e:
+        return [], f"{library} derivatives of {ref} could not be looked up: {e.message}"
+    return found, None
 
 
 def remember(endpoint: str | None, snap: Snapshot, facts: dict[str, Any], version: str) -> None:

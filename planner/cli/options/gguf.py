@@ -13,6 +13,8 @@ OPTIONS = [
     click.option("--kv-type", "kv_type", type=click.Choice(["f16", "q8_0", "q4_0"]), help="GGUF: KV cache type (-ctk/-ctv)."),
     click.option("--engine", "engine", type=click.Choice(["llama.cpp", "llama-cpp-python", "ollama"]),
                  help="GGUF: the program the plan is for (default llama.cpp)."),
+    click.option("--gguf-repo", "gguf_repo", metavar="ORG/NAME",
+                 help="GGUF: plan this GGUF repo beside the model (default: its most downloaded GGUF derivative on the Hub)."),
 ]
 
 
@@ -20,4 +22,8 @@ def collect(o: dict[str, Any]) -> dict[str, Any]:
     out = {k: o[k] for k in ("quant", "n_gpu_layers", "kv_type", "engine") if o.get(k) is not None}
     if out:
         out["runtime"] = "gguf"
+    if o.get("gguf_repo") is not None:  # compared with the model's own plans: no runtime implied
+        from planner.core import ids
+
+        out["gguf_repo"] = ids.repo_id(ids.model_ref(o["gguf_repo"])[0])
     return out

@@ -30,6 +30,9 @@ class GgufRuntime:
     name: ClassVar[str] = "gguf"
     engines: ClassVar[tuple[str, ...]] = plans.ENGINES
     version: ClassVar[str] = FACTS_VERSION
+    #: the Hub tag of the quantized derivatives it runs: ``--runtime auto`` plans the most
+    #: downloaded one beside a safetensors model (planner.api)
+    derivative_tag: ClassVar[str] = "gguf"
 
     def select(self, listing: Sequence[RepoFile], config: Mapping[str, Any] | None) -> Sequence[FileSelection]:
         return files.select(listing)
