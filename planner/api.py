@@ -157,11 +157,11 @@ def _derived(model: str, first: Snapshot, read: list[tuple[Snapshot, Runtime, Mo
         named = c.option(f"{rt.name}_repo")
         if named is None and first.source != "hub":
             continue  # derivatives are looked up on the Hub only when the model itself came from it
-        found, trouble = ([named], None) if named else resolve.derivatives(model, library=tag, token=kw["token"], endpoint=endpoint,
-                                                                           timeout=kw["timeout"])
+        found, trouble = ([named], None) if named else resolve.derivatives(first.id, library=tag, token=kw["token"],
+                                                                           endpoint=endpoint, timeout=kw["timeout"])
         for repo in found:
             snap, got, cached = _read(repo, rt.name, kw, group)
-            why = "named by --" + f"{rt.name}-repo" if named else f"a {tag} derivative of {model} in the Hub's model tree"
+            why = "named by --" + f"{rt.name}-repo" if named else f"a {tag} derivative of {first.id} in the Hub's model tree"
             snap = replace(snap, notes=(*snap.notes, f"{got.name} plans from {repo} ({why})"))
             out.append((snap, got, _facts(snap, got, cached, endpoint, True, group)))
         if trouble is not None:
