@@ -63,3 +63,19 @@ def test_a_dense_bnb_label_is_unchanged() -> None:
     r = _plan(catalog.lookup("meta-llama/Llama-3.1-8B"), "rtx-4090", quantization="nf4")
     assert r.solution.chosen.label == "nf4 + bf16 on gpu"
     assert not any("experts" in n for n in r.solution.chosen.notes)
+
+
+def test_check_says_a_slow_plan_fits_but_slowly() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "planner.cli.main", "check", "meta-llama/Llama-3.1-8B", "--hardware", "cpu-laptop-8gb"]
+    text = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert text.returncode == 0 and "but slowly" in text.stdout and "tokens/s" in text.stdout
+    doc = json.loads(subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=120, env=env).stdout)
+    assert doc["fits"] is True and doc["slow"] is True
+    fast = subprocess.run([*argv[:-1], "rtx-4090", "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert json.loads(fast.stdout)["slow"] is False

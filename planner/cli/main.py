@@ -267,13 +267,21 @@ def check(**o: Any) -> None:
             elif not r.download_fits:
                 click.echo(f"no: {r.snapshot.id} fits, but its download does not fit on the HF cache disk")
             else:
-                click.echo(f"yes: {r.snapshot.id} fits on {r.hardware.name} as {r.solution.chosen.label}")
+                from planner.solve.solver import is_slow
+
+                p = r.solution.chosen
+                slow = f", but slowly (about {p.speed.tokens_per_s:.2g} tokens/s; `fitcheck plan` says what would be faster)" \
+                    if is_slow(p) else ""
+                click.echo(f"yes: {r.snapshot.id} fits on {r.hardware.name} as {p.label}{slow}")
     sys.exit(2 if failed else 0 if ok else 1)
 
 
 def _check_dict(r: Any) -> dict[str, Any]:
+    from planner.solve.solver import is_slow
+
     return {"model": r.snapshot.id, "fits": r.fits, "download_fits": r.download_fits,
-            "plan": r.solution.chosen.label if r.solution else None, "suggestion": r.suggestion}
+            "plan": r.solution.chosen.label if r.solution else None, "suggestion": r.suggestion,
+            "slow": bool(r.solution and is_slow(r.solution.chosen))}
 
 
 @cli.command()
