@@ -357,3 +357,19 @@ def test_a_large_vocabulary_embedding_is_resident_only_for_the_rows_read(quants:
     cpu = p.memory["cpu"]
     assert cpu.unread == big.embd_bytes - 1024 * (4096 + 4096)  # 1024 cells: at most 1024 distinct rows, each with its pages
     assert cpu.weights == big.weight_bytes - m.embd_bytes + 262_144 * 4096 - cpu.unread
+
+
+def test_ollama_plans_carry_their_context_past_ollamas_vram_based_default(hub: FakeHub, repo_id: str,
+                                                                         quants: dict[str, Path]) -> None:
+    from planner.runtimes.gguf.emit import ollama_default_context
+
+    # ollama docs/context-length.mdx: < 24 GiB -> 4k, 24-48 GiB -> 32k, >= 48 GiB -> 256k
+    assert [ollama_default_context(g * GiB) for g in (8, 24, 47, 48, 80)] == [4096, 32768, 32768, 262144, 262144]
+    hub.add_repo(repo_id, {f"tiny-llama.{q}.gguf": p for q, p in quants.items()})
+    hw = replace(CPU_ONLY, gpus=(_gpu(0, 80 * GiB),))
+    r = api.plan(repo_id, hardware=hw, constraints=Constraints(context=256, new_tokens=8).with_options(engine="ollama"),
+                 runtime="gguf")
+    out = api.emit(r)
+    # `ollama run hf.co/...` reads no Modelfile: the server must be told the planned context
+    assert out.environment["OLLAMA_CONTEXT_LENGTH"] == "264"
+    assert "without it Ollama takes 262144" in out.files["Modelfile"]

@@ -171,12 +171,29 @@ def modelfile(r: Report, p: Plan) -> tuple[str, tuple[str, ...], dict[str, str]]
             raise ValueError("a Modelfile value must be one line")
     # Ollama's num_ctx is per sequence: it multiplies the context by OLLAMA_NUM_PARALLEL itself.
     per_seq = max(1, s.n_ctx // max(1, s.n_parallel))
-    text = f"FROM {source}\nPARAMETER num_ctx {per_seq}\nPARAMETER num_gpu {s.n_gpu_layers}\n"
-    env = {"OLLAMA_NUM_PARALLEL": str(s.n_parallel), "OLLAMA_FLASH_ATTENTION": "1" if s.flash_attn else "0"}
+    vram = sum(g.total_bytes for g in r.hardware.gpus if not g.unified)
+    default = ollama_default_context(vram)
+    text = (f"FROM {source}\nPARAMETER num_ctx {per_seq}\nPARAMETER num_gpu {s.n_gpu_layers}\n"
+            f"# planned for num_ctx {per_seq}; without it Ollama takes {default} on this machine's {vram / 2**30:.0f} GiB of VRAM\n")
+    # `ollama run hf.co/...` does not read this Modelfile: the server's OLLAMA_CONTEXT_LENGTH carries
+    # the planned context instead of Ollama's VRAM-based default (docs/context-length.mdx).
+    env = {"OLLAMA_NUM_PARALLEL": str(s.n_parallel), "OLLAMA_FLASH_ATTENTION": "1" if s.flash_attn else "0",
+           "OLLAMA_CONTEXT_LENGTH": str(per_seq)}
     if s.cache_type_k != "f16":
         env["OLLAMA_KV_CACHE_TYPE"] = s.cache_type_k
     run = ("ollama", "run", source) if not _local(r) else ("ollama", "create", "fitcheck-model", "-f", "Modelfile")
     return text, run, env
+
+
+def ollama_default_context(vram_bytes: int) -> int:
+    """The context Ollama runs a model at when neither num_ctx nor OLLAMA_CONTEXT_LENGTH is set:
+    4k under 24 GiB of VRAM, 32k from 24 to 48 GiB, 256k from 48 GiB (ollama docs/context-length.mdx,
+    commit 948f69330acf: "Ollama defaults to the following context lengths based on VRAM")."""
+    if vram_bytes < 24 * 2**30:
+        return 4096
+    if vram_bytes < 48 * 2**30:
+        return 32768
+    return 262144
 
 
 def plan_file(r: Report, p: Plan) -> str:
