@@ -297,8 +297,11 @@ def timings(plan: dict[str, Any], raw: dict[str, Any]) -> dict[str, tuple[float 
         prefill = t["prefill"] - t["load"]
     new = int(raw.get("generated_tokens", 0))
     if prefill is not None and isinstance(t.get("generate"), (int, float)) and new > 1:
-        decode = t["generate"] - t["prefill"] - prefill
-        rate = (new - 1) / decode if decode > 0 else None
+        phase = t["generate"] - t["prefill"]
+        decode = phase - prefill
+        # a tiny model's decode can take less than the noise in one prefill's time: then the whole
+        # generate phase over its tokens (a lower bound of the rate) rather than nothing
+        rate = (new - 1) / decode if decode > 0 else (new / phase if phase > 0 else None)
     return {"load_s": (pred.get("load_s"), load), "first_token_s": (pred.get("first_token_s"), prefill),
             "tokens_per_s": (pred.get("tokens_per_s"), rate)}
 
