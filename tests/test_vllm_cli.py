@@ -136,3 +136,11 @@ def test_nodes_with_a_cluster_profile_is_refused_through_the_api() -> None:
     with pytest.raises(UsageError, match="already a cluster of 3 nodes"):
         api.resolve_hardware(hardware="mixed-h100-a100", nodes=2)
     assert len(api.resolve_hardware(hardware="8x-h200", nodes=3).nodes) == 3
+
+
+def test_a_cluster_is_shown_by_node_count_and_grouped_gpus() -> None:
+    from planner.cli.render import hardware_line
+    from planner.hardware import cluster
+
+    line = hardware_line(cluster.load("8x-h100-sxm-80gb", nodes=2))
+    assert "2 nodes, 16x NVIDIA H100" in line and line.count("H100") == 1

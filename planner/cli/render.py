@@ -109,7 +109,17 @@ def hardware_line(hw: Hardware) -> str:
 
 def _hardware_line(hw: Hardware) -> str:
     if hw.gpus:
-        gpus = ", ".join(f"{g.name} {fmt_bytes(g.total_bytes)} ({fmt_bytes(g.free_bytes)} free)" for g in hw.gpus)
+        # identical GPUs in a row are shown once with their count ("8x NVIDIA H100 ...")
+        runs: list[tuple[str, int]] = []
+        for g in hw.gpus:
+            text = f"{g.name} {fmt_bytes(g.total_bytes)} ({fmt_bytes(g.free_bytes)} free)"
+            if runs and runs[-1][0] == text:
+                runs[-1] = (text, runs[-1][1] + 1)
+            else:
+                runs.append((text, 1))
+        gpus = ", ".join(text if n == 1 else f"{n}x {text}" for text, n in runs)
+        if hw.nodes:
+            gpus = f"{len(hw.nodes)} nodes, {gpus}"
     else:
         gpus = "no GPU"
     return f"Machine  {hw.name} [{hw.source}]: {gpus}; RAM {fmt_bytes(hw.ram_free)} free of {fmt_bytes(hw.ram_total)}; disk {fmt_bytes(hw.disk_free)} free"
