@@ -22,7 +22,7 @@ placement, say) runs again. ``--rerun`` ignores the cache.
 
 Each plan runs 2-3 times (``--repeat`` to change; every cached run counts): peak RSS scatters
 from run to run, and fitcheck predicts the highest run. Max-context scenarios pick a RAM size that
-puts the boundary near a chosen context, run the largest context ``planner.solve.context.max_context``
+puts the boundary near a chosen context, run the largest context ``planner.api.max_context``
 reports, and run past it where fitcheck says it does not fit.
 
 Writes ``results.csv`` (one row per scenario and device, with components) and ``RESULTS.md``
@@ -57,7 +57,7 @@ from scenarios import SCENARIOS, Scenario  # noqa: E402
 from planner import api
 from planner.runtimes.transformers import emit
 from planner.runtimes.transformers import plans as solve  # noqa: E402
-from planner.solve.context import max_context  # noqa: E402
+from planner.api import max_context  # noqa: E402  (the report's runtime prices each step)
 from planner.hardware.probe import probe  # noqa: E402
 from planner.core.records import Hardware, Plan
 from planner.runtimes.transformers.settings import Scheme  # noqa: E402
