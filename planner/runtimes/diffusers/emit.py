@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from planner import __version__
-from planner.core.errors import UsageError, VerifyError
+from planner.core.codegen import literal, refuse_secrets
+from planner.core.errors import VerifyError
 from planner.core.records import Plan, Report
-from planner.core.secrets import contains_known
 from planner.runtimes.diffusers import memory, plans
 from planner.runtimes.diffusers.facts import PipelineFacts
 from planner.runtimes.diffusers.settings import OFFLOADS, QUANTS, DiffusersSettings
@@ -128,7 +128,7 @@ def plan_file(r: Report, fx: PipelineFacts, p: Plan, *, offload_dir: str) -> str
         "predicted": {d: m.to_dict() for d, m in p.memory.items()},
         "margin": {"fraction": r.constraints.margin_fraction, "floor_bytes": r.constraints.margin_floor},
     }
-    return _no_secrets(json.dumps(doc, indent=2) + "\n")
+    return refuse_secrets(json.dumps(doc, indent=2) + "\n")
 
 
 def script(r: Report, fx: PipelineFacts, p: Plan, *, offload_dir: str) -> str:
@@ -268,7 +268,7 @@ def script_from_doc(d: Mapping[str, Any], *, label: str) -> str:
         "        image.save(f'fitcheck-{i}.png')",
         "",
     ]
-    return _no_secrets("\n".join(lines))
+    return refuse_secrets("\n".join(lines))
 
 
 def _bnb(component: str, q: str, dtype: str) -> str:
@@ -277,17 +277,3 @@ def _bnb(component: str, q: str, dtype: str) -> str:
     if q == "nf4":
         return f"{cls}(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_compute_dtype={dtype})"
     return f"{cls}(load_in_8bit=True)"
-
-
-def _no_secrets(text: str) -> str:
-    if contains_known(text):
-        raise UsageError("refusing to write a plan or script: it would contain your Hub token",
-                         hint="a model path or revision holds the token; the files never need it")
-    return text
-
-
-def literal(value: Any) -> str:
-    """``repr`` of plain data only: the one way outside values enter generated code."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return repr(value)
-    raise ValueError(f"not a plain literal: {type(value).__name__}")

@@ -13,9 +13,9 @@ import json
 from typing import Any
 
 from planner import __version__
-from planner.core.errors import UsageError, VerifyError
+from planner.core.codegen import refuse_secrets
+from planner.core.errors import VerifyError
 from planner.core.records import Plan, Report
-from planner.core.secrets import contains_known
 from planner.runtimes.training.settings import (
     METHODS,
     OPTIMIZERS,
@@ -74,7 +74,7 @@ def plan_file(r: Report, p: Plan) -> str:
         "predicted": {d: m.to_dict() for d, m in p.memory.items()},
         "margin": {"fraction": r.constraints.margin_fraction, "floor_bytes": r.constraints.margin_floor},
     }
-    return _no_secrets(json.dumps(doc, indent=2) + "\n")
+    return refuse_secrets(json.dumps(doc, indent=2) + "\n")
 
 
 def check_plan_doc(doc: Any) -> None:
@@ -100,7 +100,7 @@ def script(r: Report, p: Plan) -> str:
 def script_from_settings(t: dict[str, Any], *, label: str) -> str:
     text = json.dumps(t, sort_keys=True)
     safe_label = "".join(ch for ch in label if ch.isalnum() or ch in " ,+()._-:")
-    return _no_secrets(_TEMPLATE.replace("@LABEL@", safe_label).replace("@VERSION@", __version__).replace("@PLAN@", repr(text)))
+    return refuse_secrets(_TEMPLATE.replace("@LABEL@", safe_label).replace("@VERSION@", __version__).replace("@PLAN@", repr(text)))
 
 
 def ds_config(p: Plan) -> str | None:
@@ -142,12 +142,6 @@ def accelerate_config(p: Plan) -> str | None:
         lines += ["distributed_type: MULTI_GPU"]
     return "\n".join(lines) + "\n"
 
-
-def _no_secrets(text: str) -> str:
-    if contains_known(text):
-        raise UsageError("refusing to write a plan or script: it would contain your Hub token",
-                         hint="a model path or revision holds the token; the files never need it")
-    return text
 
 
 _TEMPLATE = r'''#!/usr/bin/env python3

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from planner import __version__
-from planner.core.errors import UsageError, VerifyError
+from planner.core.codegen import literal, refuse_secrets
+from planner.core.errors import VerifyError
 from planner.core.records import Plan, Report
-from planner.core.secrets import contains_known
 from planner.model.footprint import Footprint
 from planner.runtimes.transformers import files
 from planner.runtimes.transformers import quantizers as formats
@@ -214,7 +214,7 @@ def plan_file(r: Report, p: Plan, **kw: Any) -> str:
         "hardware": {"name": r.hardware.name, "gpus": [{"device": g.device, "name": g.name, "backend": g.backend,
                                                          "free_bytes": g.free_bytes} for g in r.hardware.gpus if g.device in p.memory]},
     }
-    return _no_secrets(json.dumps(doc, indent=2) + "\n")
+    return refuse_secrets(json.dumps(doc, indent=2) + "\n")
 
 
 def script(r: Report, p: Plan, **kw: Any) -> str:
@@ -273,7 +273,7 @@ def script_from_settings(s: dict[str, Any], generate: dict[str, Any], *, label: 
         remote=remote,
         prequant=pre,
     )
-    return _no_secrets(text)
+    return refuse_secrets(text)
 
 
 def _prequant_lines(pq: dict[str, Any] | None) -> str:
@@ -323,35 +323,8 @@ def check_plan_doc(doc: Mapping[str, Any]) -> None:
         raise VerifyError(f"the plan file cannot be loaded as written: {problem}")
 
 
-def _no_secrets(text: str) -> str:
-    if contains_known(text):
-        raise UsageError("refusing to write a plan or script: it would contain your Hub token",
-                         hint="a model path or revision holds the token; the files never need it")
-    return text
 
 
-def literal(value: Any) -> str:
-    """``repr`` of plain data only: the one way outside values enter generated code."""
-    _check_plain(value)
-    return repr(value)
-
-
-def _check_plain(value: Any, depth: int = 0) -> None:
-    if depth > 8:
-        raise ValueError("value nested too deeply for a literal")
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            _check_plain(v, depth + 1)
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, (str, int)):
-                raise ValueError(f"dict key {k!r} is not a str or int")
-            _check_plain(v, depth + 1)
-        return
-    raise ValueError(f"{type(value).__name__} is not plain data")
 
 
 def _mm_key(device: str) -> int | str:
