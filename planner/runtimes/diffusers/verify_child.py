@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from planner.hardware import rss
 
 # Steps run under verify: each step's working memory is the same, so two show the denoising peak.
 VERIFY_STEPS = 2
@@ -29,19 +30,11 @@ _FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
 
 
 def status() -> dict[str, int]:
-    text = Path("/proc/self/status").read_text()
-    out = {}
-    for name in _FIELDS:
-        m = re.search(rf"^{name}:\s+(\d+) kB", text, re.MULTILINE)
-        out[name] = int(m.group(1)) * 1024 if m else 0
-    return out
+    return rss.status(_FIELDS)
 
 
 def reset_peak(torch: Any | None) -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    rss.reset_peak()
     if torch is not None and torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             torch.cuda.reset_peak_memory_stats(i)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from planner.hardware import rss
 
 _FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
 # Sampling period of the RSS split. 2 ms catches the split near peaks that last a layer's
@@ -34,20 +35,7 @@ _SAMPLE_S = 0.002
 
 
 def status() -> dict[str, int]:
-    text = Path("/proc/self/status").read_text()
-    out = {}
-    for name in _FIELDS:
-        m = re.search(rf"^{name}:\s+(\d+) kB", text, re.M)
-        out[name] = int(m.group(1)) * 1024 if m else 0
-    return out
-
-
-def reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+    return rss.status(_FIELDS)
 
 
 class Sampler:
@@ -159,7 +147,7 @@ def phase(name: str, results: dict[str, Any], sampler: Sampler | None, torch: An
     print(f"@@fitcheck-progress {name} done", file=sys.stderr, flush=True)
     if sampler:
         sampler.peak = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
-    reset_peak()
+    rss.reset_peak()
     if torch is not None and torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             torch.cuda.reset_peak_memory_stats(i)
@@ -170,7 +158,7 @@ def run(plan_path: Path, out_path: Path) -> None:
 
     plan = json.loads(plan_path.read_text())
     settings, generate = plan["load"], plan["generate"]
-    results: dict[str, Any] = {"phases": {}, "nvml_before": nvml_used(), "peak_reset_works": reset_peak()}
+    results: dict[str, Any] = {"phases": {}, "nvml_before": nvml_used(), "peak_reset_works": rss.reset_peak()}
     with Sampler() as sampler:
         phase("start", results, sampler, None)
         import torch
