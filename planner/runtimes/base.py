@@ -39,6 +39,11 @@ A runtime (a class with these members; see :class:`Runtime`):
    writes its measurements as JSON (None when this runtime cannot be verified here); raises
    :class:`~planner.core.errors.VerifyError` for a plan file it could not have written.
 
+Two optional class attributes, read with a default by planner.api: ``multi_node = True`` for a
+runtime that plans clusters (``--nodes``; the others refuse one), and ``derivative_tag`` (e.g.
+"gguf") for a runtime that runs the Hub's quantized derivatives of a model: ``--runtime auto``
+then plans the most downloaded one beside the model itself.
+
 Runtimes never import each other; the solver never imports a runtime (tests/test_layers.py). A
 new runtime is a folder ``planner/runtimes/NAME/`` with a class implementing :class:`Runtime`,
 one line in :mod:`planner.runtimes.registry`, and its tests.
