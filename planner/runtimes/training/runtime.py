@@ -10,6 +10,7 @@ is not a request to train it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -93,7 +94,8 @@ class TrainingRuntime:
 
     def verify_argv(self, plan_doc: Mapping[str, Any], plan_path: str, out_path: str) -> list[str] | None:
         emit.check_plan_doc(plan_doc)
-        return None  # `python train.py --report OUT.json` measures each phase (docs/training.md)
+        # the child runs train.py --report (its measuring code) for a few steps (verify_child.py)
+        return [sys.executable, "-m", "planner.runtimes.training.verify_child", plan_path, out_path]
 
 
 def _footprint(model: Any) -> Footprint:
