@@ -271,7 +271,11 @@ def compare(plan: dict[str, Any], raw: dict[str, Any], seconds: float) -> Verifi
         else:
             peak, detail = _gpu_peak(name, raw)
         comps = [Component("peak", pred["total"], peak)]
-        if name != "disk":
+        own = raw.get("components", {}).get(name)
+        if own is not None:  # a runtime's own components (training: weights, then a peak per phase of a step)
+            comps[:0] = [Component("weights", pred["weights"], weights.get(name, 0))] + [
+                Component(c["name"], c["predicted"], c["measured"]) for c in own]
+        elif name != "disk":
             # torch counts a memory-mapped embedding whole, read or not: compare like with like
             comps.insert(0, Component("weights", pred["weights"] + pred.get("unread", 0), weights.get(name, 0)))
             comps.insert(1, Component("kv_prefill", pred.get("kv_after_prefill", pred["kv_cache"]), int(kv.get(name, 0))))

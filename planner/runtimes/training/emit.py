@@ -16,6 +16,8 @@ from planner import __version__
 from planner.core.codegen import refuse_secrets
 from planner.core.errors import VerifyError
 from planner.core.records import Plan, Report
+from planner.model.footprint import Footprint
+from planner.runtimes.training import plans
 from planner.runtimes.training.settings import (
     METHODS,
     OPTIMIZERS,
@@ -28,6 +30,9 @@ from planner.runtimes.training.settings import (
 # for 7-8B models: Llama-2 paper, Touvron et al. 2023, sec. 3.1 uses 2e-5 for SFT).
 LR = {"full": 1e-5, "lora": 2e-4, "qlora": 2e-4}
 STEPS = 3  # optimizer steps the script runs unless told otherwise (--steps)
+# optimizer steps `fitcheck verify` runs: the first step creates the optimizer state, the second
+# runs a forward and backward with it held (the planned peak), so two show every phase's peak
+VERIFY_STEPS = 2
 
 
 def _settings(p: Plan) -> TrainingSettings:
@@ -64,6 +69,7 @@ def training_block(p: Plan) -> dict[str, Any]:
 
 
 def plan_file(r: Report, p: Plan) -> str:
+    s = _settings(p)
     doc = {
         "fitcheck_version": __version__,
         "runtime": "training",
@@ -71,10 +77,23 @@ def plan_file(r: Report, p: Plan) -> str:
         "label": p.label,
         "train": train_settings(r, p),
         "training": training_block(p),
+        # what `fitcheck verify` reads (planner.report.verify): the load and the steps it runs
+        "load": {"model": r.snapshot.id, "revision": r.snapshot.revision, "method": s.method, "precision": s.precision},
+        "generate": {"steps": VERIFY_STEPS, "seq": s.seq, "batch": s.batch, "grad_accum": s.grad_accum},
         "predicted": {d: m.to_dict() for d, m in p.memory.items()},
+        "predicted_phases": _phases(r, p),
         "margin": {"fraction": r.constraints.margin_fraction, "floor_bytes": r.constraints.margin_floor},
     }
     return refuse_secrets(json.dumps(doc, indent=2) + "\n")
+
+
+def _phases(r: Report, p: Plan) -> dict[str, dict[str, int]]:
+    """The predicted peak of each phase of a step, per device (CPU runs; GPU runs have none yet)."""
+    s = _settings(p)
+    if s.gpus or not isinstance(r.footprint, Footprint):
+        return {}
+    ph = plans.cpu_phases(r.footprint, s)
+    return {"cpu": {k: ph[k] for k in ("forward", "backward", "step")}}
 
 
 def check_plan_doc(doc: Any) -> None:
@@ -328,7 +347,8 @@ def main(argv):
         optimizer.zero_grad(set_to_none=True)
         phases["step"] = max(phases["step"], peak())
     result = {"losses": losses, "peak": max(phases.values()), "phases": phases,
-              "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+              "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+              "weights_bytes": sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))}
     print(json.dumps({"losses": [round(v, 4) for v in losses], "peak_bytes": result["peak"]}))
     if report:
         with open(report, "w") as f:

@@ -151,6 +151,27 @@ def plans(fp: Footprint, hw: Hardware, request: Constraints) -> list[Plan]:
     return [price(fp, hw, request, s) for s in candidates(fp, hw, request)]
 
 
+def cpu_phases(fp: Footprint, s: TrainingSettings, p: memory.Parts | None = None, *, head_grad: int | None = None,
+               accumulated: int | None = None) -> dict[str, int]:
+    """A CPU run's predicted peak RSS per phase of a step (forward, backward, optimizer step), and
+    its fixed ``overhead`` (the process with torch and transformers, in each phase's figure).
+
+    The forward ends holding the saved activations; the backward adds the largest gradient that
+    is alive with them (the head's, or the accumulated ones); the step holds weights, gradients,
+    optimizer state and the step's transient. ``fitcheck verify`` measures each (verify_child.py).
+    """
+    p = p or memory.parts(fp, s, cpu=True, foreach=False)
+    if head_grad is None:
+        head_grad = shapes.largest_tensor(fp) * (4 if s.precision in ("fp32", "bf16-mixed", "fp16-mixed") else 2) if s.method == "full" else 0
+    if accumulated is None:
+        accumulated = p.gradients if s.grad_accum > 1 else 0
+    fixed = (CPU_FIXED[s.method] + (CPU_BNB_OPTIMIZER if s.method == "full" and "8bit" in s.optimizer else 0)
+             + (CPU_ADAFACTOR_IMPORT if s.optimizer == "adafactor" else 0))
+    forward = p.weights + p.optimizer + p.activations + p.cache
+    return {"forward": forward + fixed, "backward": forward + max(head_grad, accumulated) + fixed,
+            "step": p.weights + p.gradients + p.optimizer + p.step + fixed, "overhead": fixed}
+
+
 def peaks(fp: Footprint, hw: Hardware, s: TrainingSettings, *, seq: int | None = None, batch: int | None = None) -> dict[str, dict[str, int]]:
     """Device -> its parts and ``total`` (the predicted peak) under ``s``."""
     cpu_run = s.gpus == 0
@@ -158,12 +179,9 @@ def peaks(fp: Footprint, hw: Hardware, s: TrainingSettings, *, seq: int | None =
     head_grad = shapes.largest_tensor(fp) * (4 if s.precision in ("fp32", "bf16-mixed", "fp16-mixed") else 2) if s.method == "full" else 0
     accumulated = p.gradients if s.grad_accum > 1 else 0
     if cpu_run:
-        fixed = (CPU_FIXED[s.method] + (CPU_BNB_OPTIMIZER if s.method == "full" and "8bit" in s.optimizer else 0)
-                 + (CPU_ADAFACTOR_IMPORT if s.optimizer == "adafactor" else 0))
-        backward = p.weights + p.optimizer + p.activations + p.cache + max(head_grad, accumulated)
-        step = p.weights + p.gradients + p.optimizer + p.step
+        ph = cpu_phases(fp, s, p, head_grad=head_grad, accumulated=accumulated)
         return {"cpu": {"weights": p.weights, "gradients": p.gradients, "optimizer": p.optimizer, "activations": p.activations + p.cache,
-                        "compute": p.step, "overhead": fixed, "total": max(backward, step) + fixed}}
+                        "compute": p.step, "overhead": ph["overhead"], "total": max(ph["backward"], ph["step"])}}
     trainable_master = s.trainable_parameters * (4 if s.method != "full" or s.precision != "bf16" else 2)
     frozen = p.weights - trainable_master
     gpus_per_node = s.gpus

@@ -10,10 +10,12 @@ is not a request to train it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from planner.core.errors import VerifyError
 from planner.core.records import (
     Constraints,
     FileSelection,
@@ -93,7 +95,12 @@ class TrainingRuntime:
 
     def verify_argv(self, plan_doc: Mapping[str, Any], plan_path: str, out_path: str) -> list[str] | None:
         emit.check_plan_doc(plan_doc)
-        return None  # `python train.py --report OUT.json` measures each phase (docs/training.md)
+        gpus = plan_doc["train"].get("gpus", 0)
+        if gpus:  # before anything loads: the child reads CPU RSS, and a launch of several ranks is accelerate's
+            raise VerifyError(f"fitcheck verify runs training plans on the CPU only so far; this one trains on {gpus} GPU(s)",
+                              hint="python train.py --report OUT.json (or accelerate launch ...) measures each phase on the GPU")
+        # the child runs train.py --report (its measuring code) for a few steps (verify_child.py)
+        return [sys.executable, "-m", "planner.runtimes.training.verify_child", plan_path, out_path]
 
 
 def _footprint(model: Any) -> Footprint:
