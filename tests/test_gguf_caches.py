@@ -146,7 +146,8 @@ def test_the_state_does_not_grow_with_the_context(models: dict[str, Path]) -> No
 
 @pytest.mark.parametrize(("name", "n_ctx", "fa"), [("mamba", 512, False), ("mamba", 4096, False), ("jamba", 1024, False),
                                                    ("jamba", 4096, True), ("deepseek2", 1024, False), ("deepseek2", 4096, True),
-                                                   ("deepseek2-wide", 1024, True), ("deepseek2-wide", 4096, False)])
+                                                   ("deepseek2-wide", 1024, True), ("deepseek2-wide", 4096, False),
+                                                   ("mamba-wide", 2048, False)])
 def test_compute_buffer_covers_what_llama_cpp_reserves(models: dict[str, Path], name: str, n_ctx: int, fa: bool) -> None:
     m = facts(models[name])
     s = memory.Setting(n_ctx=n_ctx, n_gpu_layers=0, flash_attn=fa)

@@ -36,7 +36,8 @@ KV_TYPES = ("f16", "q8_0", "q4_0")
 # and a quantized cache adds 4 n_embd floats per token (w, q8_0, n_ctx 512: 21.17 MiB measured).
 FA_FLOATS_PER_EMBD = 12
 QUANT_KV_FLOATS_PER_EMBD = 4
-RECURRENT_FLOATS_PER_INNER = 3
+RECURRENT_FLOATS_PER_INNER = 7
+RECURRENT_BESIDE_LOGITS = 2
 COMPUTE_SLACK = 1024 * 1024  # the measured figures exceed the fitted terms by 0.01 MiB; the m/1024 outlier by 0.42
 # The ggml CPU backend's work buffer, allocated beside the compute buffer when the CPU runs
 # attention without flash attention: KQ converted to f16 for the product with V, n_ubatch x n_kv
@@ -144,10 +145,12 @@ def compute(m: GgufModel, s: Setting) -> int:
     n_kv = pad(s.n_ctx)
     logits = 4 * ub * (m.n_vocab + m.n_ff)
     if any(la.recurrent for la in m.layers):
-        # the Mamba block's activations beside the logits: ssm_in's 2 d_inner and the scan's
-        # d_inner floats per token (measured: a tiny mamba, d_inner 512, logs 6.55 MiB at
-        # n_vocab 2000 and 17.13 at 8000, for every n_ctx 512-4096; the logits are 3.91 / 15.63)
-        logits += 4 * ub * RECURRENT_FLOATS_PER_INNER * m.ssm_d_inner
+        # a Mamba block's activations: the larger of about 7 d_inner floats per token (ssm_in's
+        # 2 d_inner, the conv and scan buffers) and the logits with 2 d_inner beside them.
+        # Measured on tiny mambas (expansion 2, d_state 16-32), every n_ctx 512-4096: d_inner
+        # 512/1024/2048 log 6.55/13.09/26.30 MiB (6.55 d_inner floats per token each; 4
+        # sequences add under 0.9 MiB); d_inner 512 with n_vocab 8000 logs 17.13 (logits 15.63).
+        logits = max(logits + 4 * ub * RECURRENT_BESIDE_LOGITS * m.ssm_d_inner, 4 * ub * RECURRENT_FLOATS_PER_INNER * m.ssm_d_inner)
         if all(la.recurrent for la in m.layers):  # no attention, no mask: nothing grows with n_ctx
             return logits + COMPUTE_SLACK
     if s.flash_attn:
