@@ -95,9 +95,10 @@ def cells(m: GgufModel, s: Setting, swa: bool) -> int:
     """KV cells of a layer: n_ctx padded to 256; a sliding-window layer keeps
     pad256(min(n_ctx, n_swa x n_seq + n_ubatch)) unless --swa-full (src/llama-kv-cache-iswa.cpp
     size_swa)."""
-    # src/llama-context.cpp lines 288-301: n_ctx = GGML_PAD(n_ctx, 256); without a unified cache
-    # each of the n_seq streams gets n_ctx_seq = GGML_PAD(n_ctx / n_seq, 256) cells (measured: a
-    # jamba at -c 2048 with 3 sequences logs 2304 cells, 2.25 MiB)
+    # src/llama-context.cpp lines 288-301 (a tree of the 0.3.36 era, commit not pinned): n_ctx =
+    # GGML_PAD(n_ctx, 256); without a unified cache each of the n_seq streams gets n_ctx_seq =
+    # GGML_PAD(n_ctx / n_seq, 256) cells (measured: a jamba at -c 2048 with 3 sequences logs
+    # 2304 cells, 2.25 MiB)
     full = pad(pad(s.n_ctx) // s.n_seq) * s.n_seq if s.n_seq > 1 else pad(s.n_ctx)
     if swa and m.n_swa and not s.swa_full:
         return min(full, pad(m.n_swa * s.n_seq + s.n_ubatch))
