@@ -36,6 +36,8 @@ KV_TYPES = ("f16", "q8_0", "q4_0")
 # and a quantized cache adds 4 n_embd floats per token (w, q8_0, n_ctx 512: 21.17 MiB measured).
 FA_FLOATS_PER_EMBD = 12
 QUANT_KV_FLOATS_PER_EMBD = 4
+RECURRENT_FLOATS_PER_INNER = 7
+RECURRENT_BESIDE_LOGITS = 2
 COMPUTE_SLACK = 1024 * 1024  # the measured figures exceed the fitted terms by 0.01 MiB; the m/1024 outlier by 0.42
 # The ggml CPU backend's work buffer, allocated beside the compute buffer when the CPU runs
 # attention without flash attention: KQ converted to f16 for the product with V, n_ubatch x n_kv
@@ -93,23 +95,49 @@ def cells(m: GgufModel, s: Setting, swa: bool) -> int:
     """KV cells of a layer: n_ctx padded to 256; a sliding-window layer keeps
     pad256(min(n_ctx, n_swa x n_seq + n_ubatch)) unless --swa-full (src/llama-kv-cache-iswa.cpp
     size_swa)."""
-    full = pad(s.n_ctx)
+    # src/llama-context.cpp lines 288-301 (a tree of the 0.3.36 era, commit not pinned): n_ctx =
+    # GGML_PAD(n_ctx, 256); without a unified cache each of the n_seq streams gets n_ctx_seq =
+    # GGML_PAD(n_ctx / n_seq, 256) cells (measured: a jamba at -c 2048 with 3 sequences logs
+    # 2304 cells, 2.25 MiB)
+    full = pad(pad(s.n_ctx) // s.n_seq) * s.n_seq if s.n_seq > 1 else pad(s.n_ctx)
     if swa and m.n_swa and not s.swa_full:
         return min(full, pad(m.n_swa * s.n_seq + s.n_ubatch))
     return full
 
 
+def _kv_row(m: GgufModel, n_head_kv: int, s: Setting) -> int:
+    """Bytes of one cell of one attention layer: K and V rows of head_dim x n_head_kv. With an MLA
+    cache (deepseek2 and the archs that reuse it) K is the latent, kv_lora_rank + rope dim on one
+    head (the GGUF's key_length), and V is a view of K's first kv_lora_rank values, no bytes of
+    its own: llama.cpp logs "V (f16): 0.00 MiB" (measured, tests/test_gguf_caches.py)."""
+    k = row_bytes(s.type_k.upper(), m.head_dim_k * n_head_kv)
+    return k if m.mla else k + row_bytes(s.type_v.upper(), m.head_dim_v * n_head_kv)
+
+
+def state_layer(m: GgufModel) -> int:
+    """f32 bytes of one recurrent layer's state for one sequence: the conv state, n_embd_r() =
+    (d_conv - 1) x (d_inner + 2 n_group d_state), and the SSM state, n_embd_s() = d_state x
+    d_inner (src/llama-hparams.cpp n_embd_r / n_embd_s; src/llama-memory-recurrent.cpp allocates
+    r and s as F32 rows of those widths per cell)."""
+    r = (m.ssm_d_conv - 1 if m.ssm_d_conv > 0 else 0) * (m.ssm_d_inner + 2 * m.ssm_n_group * m.ssm_d_state)
+    return 4 * (r + m.ssm_d_state * m.ssm_d_inner)
+
+
 def kv_layer(m: GgufModel, il: int, s: Setting) -> int:
-    """Bytes of layer ``il``'s K and V (src/llama-kv-cache.cpp: k = ggml_new_tensor_3d(type_k,
-    n_embd_k_gqa, kv_size, n_stream); rows of head_dim x n_head_kv)."""
+    """Bytes of layer ``il``'s cache. An attention layer: K and V (src/llama-kv-cache.cpp:
+    k = ggml_new_tensor_3d(type_k, n_embd_k_gqa, kv_size, n_stream)). A recurrent layer: its
+    state times max(1, n_seq_max) cells, whatever n_ctx (src/llama-model.cpp create_memory:
+    llama_memory_recurrent(..., std::max((uint32_t) 1, cparams.n_seq_max), ...)); the hybrid
+    memory gives each layer one of the two (llama_memory_hybrid's filter_attn / filter_recr)."""
     la = m.layers[il]
-    n = cells(m, s, la.swa)
-    return n * (row_bytes(s.type_k.upper(), m.head_dim_k * la.n_head_kv) + row_bytes(s.type_v.upper(), m.head_dim_v * la.n_head_kv))
+    if la.recurrent:
+        return state_layer(m) * max(1, s.n_seq)
+    return cells(m, s, la.swa) * _kv_row(m, la.n_head_kv, s)
 
 
 def kv_per_token(m: GgufModel, s: Setting) -> int:
-    return sum(row_bytes(s.type_k.upper(), m.head_dim_k * la.n_head_kv) + row_bytes(s.type_v.upper(), m.head_dim_v * la.n_head_kv)
-               for la in m.layers)
+    """Cache bytes each token of context adds (recurrent state does not grow with it)."""
+    return sum(_kv_row(m, la.n_head_kv, s) for la in m.layers if not la.recurrent)
 
 
 def compute(m: GgufModel, s: Setting) -> int:
@@ -117,12 +145,29 @@ def compute(m: GgufModel, s: Setting) -> int:
     ub = min(s.n_ubatch, pad(s.n_ctx))
     n_kv = pad(s.n_ctx)
     logits = 4 * ub * (m.n_vocab + m.n_ff)
+    if any(la.recurrent for la in m.layers):
+        # a Mamba block's activations: the larger of about 7 d_inner floats per token (ssm_in's
+        # 2 d_inner, the conv and scan buffers) and the logits with 2 d_inner beside them.
+        # Measured on tiny mambas (expansion 2, d_state 16-32), every n_ctx 512-4096: d_inner
+        # 512/1024/2048 log 6.55/13.09/26.30 MiB (6.55 d_inner floats per token each; 4
+        # sequences add under 0.9 MiB); d_inner 512 with n_vocab 8000 logs 17.13 (logits 15.63).
+        logits = max(logits + 4 * ub * RECURRENT_BESIDE_LOGITS * m.ssm_d_inner, 4 * ub * RECURRENT_FLOATS_PER_INNER * m.ssm_d_inner)
+        if all(la.recurrent for la in m.layers):  # no attention, no mask: nothing grows with n_ctx
+            return logits + COMPUTE_SLACK
     if s.flash_attn:
         attn = 2 * ub * n_kv + 4 * ub * FA_FLOATS_PER_EMBD * m.n_embd
     else:
         # attention logit soft-capping (gemma2) keeps one more n_kv-wide row per token: measured
         # 27.51 MiB logged for a tiny gemma2 at n_ctx 2048 against 23.0 without the term
         attn = 4 * ub * (n_kv * (m.n_head + 1 + (1 if m.attn_softcap else 0)) + 6 * m.n_embd)
+    if m.mla:
+        # MLA attention in the latent space keeps per head the absorbed query (head_dim_k) twice
+        # and the latent output (head_dim_v) per token, beside the KQ rows. Fitted to tiny
+        # deepseek2 models (kv_lora_rank 128, rope 32): n_head 4 without flash attention logs
+        # 15.01/24.88/44.88 MiB at n_ctx 1024/2048/4096 (predicted 17.5/27.5/47.5); n_head 8,
+        # n_vocab 4000: 27.01/80.13 (predicted 30.0/84.0) and with flash attention 10.32/13.01
+        # (predicted 15.0/18.0); without the term the last two were under-predicted.
+        attn += 4 * ub * m.n_head * (2 * m.head_dim_k + m.head_dim_v)
     quantized = s.type_k.upper() not in ("F16", "F32", "BF16") or s.type_v.upper() not in ("F16", "F32", "BF16")
     return max(logits, attn) + (4 * ub * QUANT_KV_FLOATS_PER_EMBD * m.n_embd if quantized else 0) + COMPUTE_SLACK
 

@@ -21,7 +21,7 @@ from planner.core.errors import UnsupportedModel
 from planner.core.records import Snapshot, _ToDict, from_plain
 from planner.runtimes.gguf.files import groups
 
-FACTS_VERSION = "gguf-3"
+FACTS_VERSION = "gguf-4"
 _BLK = re.compile(r"^blk\.(\d+)\.")
 # Types the ggml CPU backend repacks into its CPU_REPACK buffer, a second copy beside the mapped
 # file (ggml/src/ggml-cpu/repack.cpp: q4_0 4x4/4x8/8x8, q4_K 8x8, iq4_nl 4x4/8x8, q2_K 8x8,
@@ -35,9 +35,15 @@ _EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down|gate_up)_exps\.")
 # when the file does not carry one (hparams.set_swa_pattern(n): layer il is SWA unless
 # il % n == n - 1; src/llama-hparams.cpp set_swa_pattern).
 SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4}
-# Architectures whose cache is not the plain per-layer K/V this model prices (recurrent state,
-# MLA latent caches, hybrids): refused rather than guessed.
-RECURRENT_PREFIXES = ("mamba", "rwkv", "jamba", "falcon-h1", "granitehybrid", "lfm2", "plamo2", "nemotron_h", "qwen3next")
+# Architectures whose cache is not the plain per-layer K/V and that fitcheck has not checked
+# against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba and jamba):
+# refused rather than guessed.
+RECURRENT_PREFIXES = ("mamba2", "rwkv", "falcon-h1", "granitehybrid", "lfm2", "plamo2", "nemotron_h", "qwen3next")
+# Recurrent (all layers) and hybrid (a layer is recurrent where its head_count_kv is 0) archs
+# sized from their ssm.* keys: src/llama-arch.cpp llm_arch_is_recurrent / llm_arch_is_hybrid;
+# jamba's load_hparams sets recurrent_layer_arr[i] = n_head_kv(i) == 0.
+RECURRENT_ARCHS = frozenset({"mamba"})
+HYBRID_ARCHS = frozenset({"jamba"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,7 @@ class Layer(_ToDict):
     n_head_kv: int
     swa: bool = False
     repack: int = 0
+    recurrent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,10 @@ class GgufModel(_ToDict):
         weight_bytes: all tensor bytes of the files read.
         parameters: elements of all tensors.
         groups: every quant group of the repo.
+        mla: a DeepSeek-style MLA cache (``attention.key_length_mla``): K holds the compressed
+            latent (head_dim_k = kv_lora_rank + rope dim, one head) and V is a view of it.
+        ssm_d_conv, ssm_d_inner, ssm_d_state, ssm_n_group: the Mamba hparams of the recurrent
+            layers (``ssm.conv_kernel``, ``ssm.inner_size``, ``ssm.state_size``, ``ssm.group_count``).
     """
 
     repo: str
@@ -109,6 +120,11 @@ class GgufModel(_ToDict):
     name: str = ""
     output_repack: int = 0
     attn_softcap: bool = False
+    mla: bool = False
+    ssm_d_conv: int = 0
+    ssm_d_inner: int = 0
+    ssm_d_state: int = 0
+    ssm_n_group: int = 0
 
     @property
     def parameters(self) -> int:
@@ -164,7 +180,10 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
     arch = md.get("general.architecture")
     if not isinstance(arch, str):
         raise UnsupportedModel(f"{snap.id}: GGUF has no general.architecture")
-    if arch.startswith(RECURRENT_PREFIXES) or f"{arch}.attention.kv_lora_rank" in md or f"{arch}.ssm.state_size" in md:
+    mla = f"{arch}.attention.key_length_mla" in md and f"{arch}.attention.value_length_mla" in md
+    ssm = arch in RECURRENT_ARCHS or arch in HYBRID_ARCHS
+    if arch.startswith(RECURRENT_PREFIXES) or (f"{arch}.attention.kv_lora_rank" in md and not mla) \
+            or (f"{arch}.ssm.state_size" in md and not ssm) or f"{arch}.ssm.group_count" in md:
         raise UnsupportedModel(f"{snap.id}: GGUF architecture {arch!r} (recurrent or MLA cache) is not sized by fitcheck yet")
 
     def key(name: str, default: Any = None) -> Any:
@@ -172,11 +191,23 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
 
     n_layer = _int(key("block_count"), snap.id, "block_count")
     n_embd = _int(key("embedding_length"), snap.id, "embedding_length")
-    n_head = _per_layer(key("attention.head_count"), n_layer, snap.id, "attention.head_count")
-    n_head_kv = _per_layer(key("attention.head_count_kv", n_head), n_layer, snap.id, "attention.head_count_kv")
+    if arch in RECURRENT_ARCHS:  # no attention: head counts are 0 (convert_hf_to_gguf.py MambaModel)
+        n_head = n_head_kv = [0] * n_layer
+    else:
+        n_head = _per_layer(key("attention.head_count"), n_layer, snap.id, "attention.head_count")
+        n_head_kv = _per_layer(key("attention.head_count_kv", n_head), n_layer, snap.id, "attention.head_count_kv")
+    recurrent = [arch in RECURRENT_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0) for il in range(n_layer)]
+    d_conv = d_inner = d_state = 0
+    if any(recurrent):
+        d_conv = _int(key("ssm.conv_kernel"), snap.id, "ssm.conv_kernel")
+        d_inner = _int(key("ssm.inner_size"), snap.id, "ssm.inner_size")
+        d_state = _int(key("ssm.state_size"), snap.id, "ssm.state_size")
     head0 = max(n_head) or 1
-    head_dim_k = _int(key("attention.key_length", n_embd // head0), snap.id, "attention.key_length")
-    head_dim_v = _int(key("attention.value_length", n_embd // head0), snap.id, "attention.value_length")
+    if arch in RECURRENT_ARCHS:  # no K/V at all (the converter writes key_length 0)
+        head0 = head_dim_k = head_dim_v = 0
+    else:
+        head_dim_k = _int(key("attention.key_length", n_embd // head0), snap.id, "attention.key_length")
+        head_dim_v = _int(key("attention.value_length", n_embd // head0), snap.id, "attention.value_length")
     tokens = md.get("tokenizer.ggml.tokens")
     n_vocab = key("vocab_size") or (tokens["length"] if isinstance(tokens, dict) else len(tokens) if isinstance(tokens, list) else 0)
     n_swa = int(key("attention.sliding_window", 0) or 0)
@@ -220,7 +251,8 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
     if tied:
         output_bytes += embd
     weight = sum(t.nbytes for t in snap.tensors)
-    layers = tuple(Layer(bytes=b, experts=e, n_head_kv=n_head_kv[i], swa=swa[i], repack=rp) for i, (b, e, rp) in enumerate(per))
+    layers = tuple(Layer(bytes=b, experts=e, n_head_kv=n_head_kv[i], swa=swa[i], repack=rp, recurrent=recurrent[i])
+                   for i, (b, e, rp) in enumerate(per))
     listing = groups(snap.files)
     gs = tuple(Group(quant=q, files=tuple(f.path for f in fs), size=sum(f.size or 0 for f in fs)) for q, fs in listing.items())
     read_files = tuple(snap.weight_files)
@@ -237,7 +269,8 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
                      layers=layers, input_bytes=input_bytes, output_bytes=output_bytes, embd_bytes=embd, tied=tied, weight_bytes=weight,
                      params=params, n_swa=n_swa, n_expert=int(key("expert_count", 0) or 0),
                      n_expert_used=int(key("expert_used_count", 0) or 0), groups=gs, output_repack=output_repack,
-                     attn_softcap=bool(key("attn_logit_softcapping", 0)),
+                     attn_softcap=bool(key("attn_logit_softcapping", 0)), mla=mla, ssm_d_conv=d_conv, ssm_d_inner=d_inner,
+                     ssm_d_state=d_state,
                      name=str(md.get("general.name", "")))
 
 
