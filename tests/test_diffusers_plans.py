@@ -235,3 +235,59 @@ def test_cli_options_imply_the_diffusers_runtime() -> None:
     block = d["plan"]["diffusers"]
     assert d["plan"]["runtime"] == "diffusers" and block["resolution"] == [768, 768] and block["batch"] == 2
     assert block["guidance"] is False
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from planner.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["plan", *args])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_attention_slicing_option_through_the_cli(tmp_path) -> None:
+    """--attention-slicing on slices every UNet plan ("max") and emits the call, slower by the
+    measured factor; off slices none and says so; auto (the default) is the runtime's own choice;
+    on a DiT pipeline "on" is a no-op that says why."""
+    args = [SD15, "--hardware", "rtx-4060-8gb", "--resolution", "768x768", "--json"]
+    on = json.loads(_cli(*args, "--attention-slicing", "on", "--script", str(tmp_path / "gen.py")))
+    off = json.loads(_cli(*args, "--attention-slicing", "off"))
+    auto = json.loads(_cli(*args))
+    assert all(p["attention_slicing"] == "max" for p in (on["plan"], *on["alternatives"]))
+    assert "pipe.enable_attention_slicing('max')" in (tmp_path / "gen.py").read_text()
+    assert any("attention slicing on, as asked" in n for n in on["plan"]["notes"])
+    assert all(not p["attention_slicing"] for p in (off["plan"], *off["alternatives"], *auto["alternatives"], auto["plan"]))
+    assert any("--attention-slicing off" in n for n in off["plan"]["notes"])
+    assert any("attention slicing not planned" in n for n in auto["plan"]["notes"])
+    # the same switches otherwise: slicing costs the measured factor on the denoiser's compute only
+    assert on["plan"]["offload"] == off["plan"]["offload"] and on["plan"]["speed"]["image_s"] > off["plan"]["speed"]["image_s"]
+    flux = json.loads(_cli(FLUX, "--hardware", "rtx-4090", "--attention-slicing", "on", "--json"))
+    assert not flux["plan"]["attention_slicing"]
+    assert any("has no set_attention_slice" in n for n in flux["plan"]["notes"])
+    from click.testing import CliRunner
+
+    from planner.cli.main import cli
+
+    bad = CliRunner().invoke(cli, ["plan", SD15, "--attention-slicing", "max"])
+    assert bad.exit_code != 0 and "auto" in bad.output
+
+
+def test_image_plan_table_shows_seconds_per_image() -> None:
+    """An image plan's alternatives (and a comparison of pipelines) show seconds per image where a
+    token plan shows tok/s; a comparison mixing both names the image plan's unit in its cell."""
+    text = _cli(SD15, "--hardware", "rtx-4060-8gb")
+    d = json.loads(_cli(SD15, "--hardware", "rtx-4060-8gb", "--json"))
+    head = text.split("Alternatives", 1)[1].splitlines()
+    assert "ranked by seconds per image" in head[0] and "200-token" not in head[0]
+    assert "s/image" in head[1] and "tok/s" not in head[1] and "1st tok" not in head[1]
+    for line, alt in zip(head[2:], d["alternatives"], strict=False):
+        if not line.strip().startswith(tuple("0123456789")):
+            break
+        assert alt["label"] in line
+        assert line.split(alt["label"], 1)[1].split()[0] == f"{alt['speed']['image_s']:.1f}"
+    both = _cli(SD15, SDXL, "--hardware", "rtx-4090").splitlines()
+    assert "s/image" in both[0] and "tok/s" not in both[0]
+    mixed = _cli("Qwen/Qwen2.5-7B-Instruct", SD15, "--hardware", "rtx-4090").splitlines()
+    assert "tok/s" in mixed[0] and any("s/img" in row for row in mixed if row.startswith(SD15))
