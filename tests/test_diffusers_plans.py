@@ -41,10 +41,10 @@ def _s(p) -> DiffusersSettings:
 EXPERT = [
     (SD15, "8GB", "none", "", "SD 1.5 in fp16 is 2.6 GiB: everything stays on the GPU"),
     (SDXL, "8GB", "model", "", "SDXL's fp16 UNet (4.8 GiB) fits alone; the fp32-upcast VAE decode at 1024^2 does not fit beside it"),
-    (SDXL, "12GB", "model", "", "all of SDXL plus the fp32 decode needs 11.3 GiB: model offload beats quantizing the UNet"),
+    (SDXL, "12GB", "model", "", "all of SDXL plus the fp32 decode needs 11.5 GiB: model offload beats quantizing the UNet"),
     (SDXL, "24GB", "none", "", "everything fits"),
     (SD35, "24GB", "model", "", "the 8B transformer in bf16 fits alone; with T5-XXL beside it, it does not"),
-    (FLUX, "12GB", "group", "", "bf16 Flux needs 33 GiB of RAM to offload and 4-bit + model offload 10.9 GiB, over the "
+    (FLUX, "12GB", "group", "", "bf16 Flux needs 33 GiB of RAM to offload and 4-bit + model offload 12.5 GiB, over the "
      "10.5 usable of 16 GiB: group offload to a disk folder keeps two groups in RAM"),
     (FLUX, "24GB", "none", "nf4", "bf16 Flux (22 GiB transformer) does not fit even alone; 4-bit keeps it on the GPU"),
 ]
