@@ -12,6 +12,14 @@ download), then runs one phase and reports the peak RSS above the RSS just befor
   transformer forward with ``layers`` = (double, single) blocks at the real width;
 * ``{"part": "vae", "config": ".../vae/config.json", "batch": 1, "slicing": false, "tiling": false}``:
   one ``vae.decode`` of latents for ``width`` x ``height``;
+* ``{"part": "sd3", "config": ".../transformer/config.json", "layers": 1, "text_len": 333}``: one SD3
+  transformer forward with ``layers`` joint blocks at the real width;
+* ``{"part": "t5", "config": ".../text_encoder_3/config.json", "layers": 2, "text_len": 256}``: one T5
+  encoder forward of ``batch`` prompts with ``layers`` of its blocks;
+* a UNet's ``"transformer_layers": [1, 1, 1]`` keeps every width but builds that many transformer
+  layers per block (SDXL's [1, 2, 10] is 10 GB in fp32); like the DiT's depth, a no-grad forward
+  frees each layer's tensors, so only the skip connections across blocks stay live;
+* ``"dtype": "bfloat16"`` builds the component in that dtype (default float32);
 * ``{"part": "clip", "config": ".../text_encoder/config.json", "batch": 2}``: one CLIP text
   encoder forward of ``batch`` prompts of 77 tokens.
 
@@ -52,18 +60,26 @@ def main(spec: dict) -> dict:
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     w, h, b = spec["width"], spec["height"], spec["batch"]
     part = spec["part"]
+    # build in the target dtype: SDXL's UNet would first take 10 GB of fp32 random weights
+    torch.set_default_dtype(dtype)
     if part == "unet":
         from diffusers import UNet2DConditionModel
 
+        if spec.get("transformer_layers"):  # real widths, fewer transformer layers per block (see docstring)
+            cfg["transformer_layers_per_block"] = spec["transformer_layers"]
         model = UNet2DConditionModel.from_config(cfg).to(dtype).eval()
         if spec.get("attention_slicing"):
             model.set_attention_slice(spec["attention_slicing"])
         scale = spec.get("vae_scale", 8)
         x = torch.randn(b, cfg["in_channels"], h // scale, w // scale, dtype=dtype)
         ctx = torch.randn(b, spec.get("text_len", 77), cfg["cross_attention_dim"], dtype=dtype)
+        added = None
+        if cfg.get("addition_embed_type") == "text_time":  # SDXL: pooled text embeds + 6 time ids
+            pooled_dim = cfg["projection_class_embeddings_input_dim"] - 6 * cfg["addition_time_embed_dim"]
+            added = {"text_embeds": torch.randn(b, pooled_dim, dtype=dtype), "time_ids": torch.zeros(b, 6, dtype=dtype)}
 
         def run() -> None:
-            model(x, torch.tensor(500), encoder_hidden_states=ctx)
+            model(x, torch.tensor(500), encoder_hidden_states=ctx, added_cond_kwargs=added)
     elif part == "dit":
         from diffusers import FluxTransformer2DModel
 
@@ -83,6 +99,27 @@ def main(spec: dict) -> dict:
         def run() -> None:
             model(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled, timestep=torch.full((b,), 0.5),
                   img_ids=img_ids, txt_ids=txt_ids, guidance=guidance)
+    elif part == "sd3":
+        from diffusers import SD3Transformer2DModel
+
+        cfg.update(num_layers=spec.get("layers", 1))
+        model = SD3Transformer2DModel.from_config(cfg).to(dtype).eval()
+        scale = spec.get("vae_scale", 8)
+        x = torch.randn(b, cfg["in_channels"], h // scale, w // scale, dtype=dtype)
+        ctx = torch.randn(b, spec.get("text_len", 333), cfg["joint_attention_dim"], dtype=dtype)
+        pooled = torch.randn(b, cfg["pooled_projection_dim"], dtype=dtype)
+
+        def run() -> None:
+            model(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled, timestep=torch.full((b,), 500.0))
+    elif part == "t5":
+        from transformers import T5Config, T5EncoderModel
+
+        cfg.update(num_layers=spec.get("layers", cfg["num_layers"]))
+        model = T5EncoderModel(T5Config.from_dict(cfg)).to(dtype).eval()
+        ids = torch.randint(0, cfg["vocab_size"] - 1, (b, spec.get("text_len", 256)))
+
+        def run() -> None:
+            model(ids)
     elif part == "vae":
         from diffusers import AutoencoderKL
 
@@ -106,6 +143,7 @@ def main(spec: dict) -> dict:
             model(ids)
     else:
         raise SystemExit(f"unknown part {part!r}")
+    torch.set_default_dtype(torch.float32)
     params = sum(p.numel() for p in model.parameters())
     with torch.no_grad():
         before = _rss()["VmRSS"]

@@ -24,7 +24,9 @@ from planner.runtimes.diffusers import facts, memory
 from planner.runtimes.diffusers.settings import DiffusersSettings
 
 HERE = Path(__file__).parent
-REPOS = {"runwayml__stable-diffusion-v1-5": "runwayml/stable-diffusion-v1-5", "black-forest-labs__FLUX.1-dev": "black-forest-labs/FLUX.1-dev"}
+REPOS = {"runwayml__stable-diffusion-v1-5": "runwayml/stable-diffusion-v1-5", "black-forest-labs__FLUX.1-dev": "black-forest-labs/FLUX.1-dev",
+         "stabilityai__stable-diffusion-xl-base-1.0": "stabilityai/stable-diffusion-xl-base-1.0",
+         "stabilityai__stable-diffusion-3.5-large": "stabilityai/stable-diffusion-3.5-large"}
 TARGET_FRACTION, TARGET_BYTES = 0.05, 64 * MiB
 
 
@@ -34,15 +36,16 @@ def predicted(row: dict, cache: dict) -> int:
         cache[folder] = facts.build(read_model(REPOS[folder], runtime="diffusers"))
     fx = cache[folder]
     part, b = row["part"], row["batch"]
-    guidance = part == "unet" and b % 2 == 0
+    guidance = part in ("unet", "sd3") and b % 2 == 0
     prompts = b // 2 if guidance else b
-    s = DiffusersSettings(device="cpu", dtype="float32", offload="none", resolution=(row["width"], row["height"]), batch=prompts,
+    s = DiffusersSettings(device="cpu", dtype=row.get("dtype", "float32"), offload="none", resolution=(row["width"], row["height"]), batch=prompts,
                           guidance=guidance, steps=1, vae_slicing=bool(row.get("slicing")), vae_tiling=bool(row.get("tiling")),
                           attention_slicing=row.get("attention_slicing") or "")
     if part == "vae":
         return memory.decode_activations(fx, s)
-    if part == "clip":
-        enc = fx.component("text_encoder")
+    if part in ("clip", "t5"):
+        enc = fx.component("text_encoder" if part == "clip" else "text_encoder_3")
+        assert enc is not None
         return memory.text_activations(enc, fx, replace(s, batch=b, guidance=False))
     return memory.denoise_activations(fx, s)
 
@@ -51,9 +54,16 @@ def describe(row: dict) -> str:
     extra = [k for k in ("slicing", "tiling") if row.get(k)]
     if row.get("attention_slicing"):
         extra.append(f"attention slicing {row['attention_slicing']}")
-    what = {"unet": "SD 1.5 UNet forward", "dit": "Flux transformer forward", "vae": "SD VAE decode",
-            "clip": "SD 1.5 CLIP text encoder forward"}[row["part"]]
-    return f"{what}, {row['width']}x{row['height']}, batch {row['batch']}" + (f", {', '.join(extra)}" if extra else "")
+    xl = "stable-diffusion-xl" in row["config"]
+    what = {"unet": "SDXL UNet forward" if xl else "SD 1.5 UNet forward", "dit": "Flux transformer forward", "vae": "SD VAE decode",
+            "clip": "SD 1.5 CLIP text encoder forward", "sd3": f"SD3.5-large transformer forward ({row.get('layers')} of 38 blocks)",
+            "t5": f"SD3.5 T5-XXL encoder forward ({row.get('layers')} of 24 blocks)"}[row["part"]]
+    if row.get("transformer_layers"):
+        extra.append(f"transformer layers {row['transformer_layers']}")
+    if row.get("dtype", "float32") != "float32":
+        extra.append(row["dtype"].replace("bfloat16", "bf16"))
+    size = f"{row.get('text_len', 256)} tokens" if row["part"] == "t5" else f"{row['width']}x{row['height']}"
+    return f"{what}, {size}, batch {row['batch']}" + (f", {', '.join(extra)}" if extra else "")
 
 
 def main() -> None:

@@ -47,7 +47,10 @@ def _report(r: Report) -> str:
     if not r.download_fits:
         lines.append(f"  ! the download ({fmt_bytes(r.footprint.download_bytes)}) does not fit the {fmt_bytes(r.hardware.cache_disk_free)} free where the HF cache lives")
     if r.solution.alternatives:
-        lines += ["", f"Alternatives (--prefer {r.constraints.prefer}: ranked by {POLICY_KEYS[r.constraints.prefer]})"]
+        key = POLICY_KEYS[r.constraints.prefer]
+        if _images((p, *r.solution.alternatives)):  # the solver ranks image plans by seconds per image
+            key = key.replace(IMAGE_POLICY_FROM, "seconds per image")
+        lines += ["", f"Alternatives (--prefer {r.constraints.prefer}: ranked by {key})"]
         lines += alternatives_table(r.solution.alternatives[:SHOW_ALTERNATIVES])
         more = len(r.solution.alternatives) - SHOW_ALTERNATIVES
         if more > 0:
@@ -98,9 +101,27 @@ def _speed(p: Plan) -> str:
     return "speed not estimated"
 
 
+# The token words of POLICY_KEYS["speed"] (and of the others, which end "then as speed"): an
+# image plan has no tokens; the solver's speed for it is 1 / seconds per image (Speed.score).
+IMAGE_POLICY_FROM = "time to a 200-token answer, 1st tok + 200 / tok/s"
+
+
+def _images(plans: tuple[Plan, ...]) -> bool:
+    """Whether every plan is an image plan: seconds per image, no token rate (diffusers)."""
+    return bool(plans) and all(p.speed.tokens_per_s is None and p.speed.image_s is not None for p in plans)
+
+
 def _rate(p: Plan) -> float:
     """The figure of the tok/s column (0 when the runtime estimates no token rate)."""
     return p.speed.tokens_per_s if p.speed.tokens_per_s is not None else 0.0
+
+
+def _column(p: Plan, images: bool) -> str:
+    """The comparison's speed cell: tok/s, or seconds per image in an image table; an image plan
+    among token plans says its unit."""
+    if p.speed.tokens_per_s is None and p.speed.image_s is not None:
+        return f"{p.speed.image_s:.1f}" if images else f"{p.speed.image_s:.1f} s/img"
+    return f"{_rate(p):.1f}"
 
 
 def hardware_line(hw: Hardware) -> str:
@@ -204,11 +225,24 @@ def alternatives_table(plans: tuple[Plan, ...]) -> list[str]:
     """One row per plan with every figure a policy sorts by: tok/s and the first token's seconds
     (the load included, where estimated), precision bits, and the memory
     needed on GPUs + RAM (the sum of the plan's "needs" column), then that memory per device."""
+    if _images(plans):
+        return _image_table(plans)
     rows = [f"  {'#':>2}  {'plan':<34} {'tok/s':>8} {'1st tok':>8} {'bits':>4} {'needs':>10}  per device"]
     for i, p in enumerate(plans, 1):
         mem = ", ".join(f"{d} {fmt_bytes(m.required)}" for d, m in p.memory.items() if m.required)
         first = f"{p.speed.first_token_s:.1f}s" if p.speed.first_token_s is not None else "-"
         rows.append(f"  {i:>2}  {p.label:<34} {_rate(p):>8.1f} {first:>8} {p.quality:>4} {fmt_bytes(memory_needed(p)):>10}  {mem}")
+    return rows
+
+
+def _image_table(plans: tuple[Plan, ...]) -> list[str]:
+    """The alternatives of image plans: seconds per image (every step, the decode and the offload
+    mode's transfers, per image of the batch) where a token table has tok/s and the first token."""
+    width = max(34, *(len(p.label) for p in plans))  # a pipeline's labels name its switches: often longer
+    rows = [f"  {'#':>2}  {'plan':<{width}} {'s/image':>8} {'bits':>4} {'needs':>10}  per device"]
+    for i, p in enumerate(plans, 1):
+        mem = ", ".join(f"{d} {fmt_bytes(m.required)}" for d, m in p.memory.items() if m.required)
+        rows.append(f"  {i:>2}  {p.label:<{width}} {p.speed.image_s or 0:>8.1f} {p.quality:>4} {fmt_bytes(memory_needed(p)):>10}  {mem}")
     return rows
 
 
@@ -250,7 +284,9 @@ def comparison(results: list[Any]) -> str:
 
 
 def _comparison(results: list[Any]) -> str:
-    rows = [f"{'model':<44} {'params':>8} {'fits':>5}  {'best plan':<34} {'tok/s':>8} {'peak':>10}"]
+    chosen = tuple(r.solution.chosen for _, r in results if isinstance(r, Report) and r.solution is not None)
+    images = _images(chosen)  # every model an image pipeline: the speed column is seconds per image
+    rows = [f"{'model':<44} {'params':>8} {'fits':>5}  {'best plan':<34} {'s/image' if images else 'tok/s':>8} {'peak':>10}"]
     errors = []
     for asked, r in results:
         if not isinstance(r, Report):
@@ -263,7 +299,7 @@ def _comparison(results: list[Any]) -> str:
             continue
         p = r.solution.chosen
         peak = max(m.required for d, m in p.memory.items() if d != "disk")
-        rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'yes':>5}  {p.label:<34} {_rate(p):>8.1f} {fmt_bytes(peak):>10}")
+        rows.append(f"{r.snapshot.id[:44]:<44} {fmt_count(r.footprint.parameters):>8} {'yes':>5}  {p.label:<34} {_column(p, images):>8} {fmt_bytes(peak):>10}")
     notes = list(dict.fromkeys(n for _, r in results if isinstance(r, Report) for n in _run_notes(r)))
     out = rows + [f"note: {n}" for n in notes]
     if errors:

@@ -1,4 +1,4 @@
-"""``plan``/``check`` options of the diffusers runtime: image size, guidance, steps.
+"""``plan``/``check`` options of the diffusers runtime: image size, guidance, steps, attention slicing.
 
 Any of them implies ``--runtime diffusers``. ``--batch`` (images per call) is the common option.
 """
@@ -35,6 +35,9 @@ OPTIONS = [
     click.option("--guidance/--no-guidance", "guidance", default=None,
                  help="Classifier-free guidance on or off (default: the pipeline's; off for Flux)."),
     click.option("--steps", type=click.IntRange(1, 1000), help="Denoising steps (speed estimate; default: the pipeline's)."),
+    click.option("--attention-slicing", "attention_slicing", type=click.Choice(["auto", "on", "off"]), default=None,
+                 help="UNet attention slicing: auto (planned only where it lowers the peak; the default), "
+                      "on (every plan slices, one head at a time), off (never)."),
 ]
 
 
@@ -46,6 +49,8 @@ def collect(o: dict[str, Any]) -> dict[str, Any]:
         out["guidance"] = bool(o["guidance"])
     if o.get("steps"):
         out["steps"] = int(o["steps"])
+    if o.get("attention_slicing") is not None:
+        out["attention_slicing"] = str(o["attention_slicing"])
     if out:
         out["runtime"] = "diffusers"
     return out

@@ -25,6 +25,12 @@ from planner.runtimes.diffusers.settings import DTYPE_BYTES, DiffusersSettings
 # (working copies of the largest conv weights, the likely part).
 UNET_FIXED = 43 * MiB
 UNET_K = 26.0
+# A UNet whose full-resolution level has no attention (SDXL: down_block_types[0] = "DownBlock2D")
+# holds less per latent pixel: the real SDXL UNet (all 2.57B parameters, bf16, CFG) measured
+# +355 / +219 MiB at 1024^2 / 768^2 (x = 20 / 11.25 MiB), and with one transformer layer per
+# block +355 MiB bf16 and +677 MiB fp32 at 1024^2 (calib.jsonl rows 22-23, 26, 28: depth adds
+# nothing, the dtype scales it): K = 15.8 through them. SD 1.5's K (26) predicted +563 / +336.
+UNET_K_NO_ATTN0 = 15.8
 UNET_FLOOR_LEAVES = 1.7
 # With attention slicing: the tensors live beside the sliced scores, per x as above. Fitted on the
 # "auto" row (calib.jsonl, 512^2 CFG: +677 MiB = 43 fixed + 12.2 x 10 MiB + 2 x 4 x 4096^2 x 4 B);
@@ -38,6 +44,12 @@ UNET_ATTN_K = 12.2
 # 40 MiB keeps 256^2 within 6 MiB.
 DIT_FIXED = 40 * MiB
 DIT_K = 15.1
+# SD3's MMDiT (joint blocks only, no single blocks with Flux's 4x-wide parallel MLP): the
+# SD3.5-large transformer at its real width (2432) with 2 of its 38 blocks, bf16, CFG, 333 text
+# tokens (calib.jsonl rows 24, 27): +553 / +337 MiB at 1024^2 / 768^2 (x = 41.1 / 24.5 MiB):
+# K = 13.0 and 19 MiB fixed through both; Flux's coefficients predicted +660 / +409.
+MMDIT_FIXED = 19 * MiB
+MMDIT_K = 13.0
 # VAE decode: positions = output pixels, channels = block_out_channels[0] (the decoder's last,
 # full-resolution level). Fitted on the SD VAE, fp32, one image: measured here +260 MiB at 256^2 and
 # +980 MiB at 512^2 (calib.jsonl), the issue's CPU runs 2180 and 3860 at 768^2 and 1024^2 (the same
@@ -147,7 +159,8 @@ def denoise_activations(facts: PipelineFacts, s: DiffusersSettings) -> int:
     cfg = den.config
     if is_unet(den):
         c0 = (cfg.get("block_out_channels") or [320])[0]
-        linear = UNET_K * batch * lat * c0 * a
+        k = UNET_K if any(level == 0 for level, _ in _levels(cfg)) else UNET_K_NO_ATTN0
+        linear = k * batch * lat * c0 * a
         if s.attention_slicing:
             # the sliced scores are live while the attention runs, beside that block's own
             # tensors but not the feed-forward's: the peak is the larger of the two
@@ -162,7 +175,8 @@ def denoise_activations(facts: PipelineFacts, s: DiffusersSettings) -> int:
     # Flux packs 2x2 latent pixels into one token (pipeline_flux.py _pack_latents) with patch_size 1
     tokens = lat // 4 if facts.pipeline.startswith("Flux") else lat // (patch * patch)
     width = int(cfg.get("num_attention_heads") or 24) * int(cfg.get("attention_head_dim") or 128)
-    return int(DIT_FIXED + DIT_K * batch * (tokens + text_tokens(facts, s.dropped)) * width * a)
+    fixed, k = (MMDIT_FIXED, MMDIT_K) if facts.pipeline.startswith("StableDiffusion3") else (DIT_FIXED, DIT_K)
+    return int(fixed + k * batch * (tokens + text_tokens(facts, s.dropped)) * width * a)
 
 
 def vae_upcast(facts: PipelineFacts, s: DiffusersSettings) -> bool:
@@ -226,7 +240,23 @@ def weight_bytes(c: Component, s: DiffusersSettings) -> int:
     q = s.quant_of(c.name)
     if not q:
         return c.parameters * a
-    rest = (c.parameters - c.linear_parameters) * a
+    kept = kept_linear(c)
+    linear = c.linear_parameters - kept
+    # kept Linears load in fp32 under fp16, else in the pipeline dtype (transformers
+    # modeling_utils.py:3851 _get_dtype_plan, transformers 5.24)
+    rest = (c.parameters - c.linear_parameters) * a + kept * (4 if s.dtype == "float16" else a)
     if q == "nf4":
-        return int(rest + c.linear_parameters * (0.5 + 4 / 64))
-    return int(rest + c.linear_parameters * 1.0 + c.linear_parameters // 1024 * 4)
+        return int(rest + linear * (0.5 + 4 / 64))
+    return int(rest + linear * 1.0 + linear // 1024 * 4)
+
+
+def kept_linear(c: Component) -> int:
+    """Linear parameters bnb leaves unquantized: T5's feed-forward output projections. T5 models
+    declare ``_keep_in_fp32_modules = ["wo"]`` (transformers models/t5/modeling_t5.py:542) and the
+    bnb quantizers add those to ``modules_to_not_convert`` (quantizers/quantizer_bnb_4bit.py:122,
+    quantizers/base.py:275): one d_ff x d_model Linear per block (T5-XXL: 1.0B of its 4.6B Linear
+    parameters)."""
+    if "T5" not in c.cls:
+        return 0
+    cfg = c.config
+    return int(cfg.get("num_layers") or 0) * int(cfg.get("d_ff") or 0) * int(cfg.get("d_model") or 0)

@@ -68,6 +68,10 @@ STREAM_UNHIDDEN = 0.25
 # Compute-time factor of a bnb-quantized denoiser (assumption, uncalibrated: LLM.int8's
 # mixed-precision decomposition is the slow one; nf4 dequantizes each weight per matmul).
 BNB_SLOWDOWN = {"int8": 1.8, "nf4": 1.3}
+# Compute-time factor of a UNet with attention slicing: measured on CPU, the real SD 1.5 UNet at
+# 512^2 with CFG, fp32: 211 s sliced "max" against 98 s with SDPA (calib.jsonl rows 5 and 7, one
+# machine state); the loop over heads loses SDPA's fused kernel. Uncalibrated on a GPU.
+ATTN_SLICING_SLOWDOWN = 2.15
 
 
 def request_settings(facts: PipelineFacts, request: Constraints) -> tuple[tuple[int, int], int, bool, int]:
@@ -278,6 +282,8 @@ def speed(facts: PipelineFacts, hw: Hardware, s: DiffusersSettings) -> Speed:
     q = s.quant_of(den.name)
     if q:  # bnb dequantizes per matmul: slower than the half-precision kernels (assumption, see docs)
         compute *= BNB_SLOWDOWN[q]
+    if s.attention_slicing and memory.is_unet(den):
+        compute *= ATTN_SLICING_SLOWDOWN
     link = (hw.gpus[0].pcie_bandwidth if hw.gpus else None) or 15.75e9
     live = [c for c in facts.components if c.name not in s.dropped]
     den_bytes = memory.weight_bytes(den, s)
@@ -326,22 +332,38 @@ def plans(facts: PipelineFacts, hw: Hardware, request: Constraints) -> list[Plan
 
 
 def _annotate(facts: PipelineFacts, hw: Hardware, request: Constraints, out: list[Plan]) -> list[Plan]:
-    """Add the attention-slicing verdict to UNet plans: priced, and kept only where it lowers the peak."""
+    """Apply ``--attention-slicing`` to UNet plans: "auto" (the default) prices slicing and keeps
+    it only where it lowers the peak, "on" slices every plan, "off" never slices. Slicing is
+    "max" (one head's scores at a time: the least memory; "auto" holds half the heads' at once,
+    unet_2d_condition.py:754-760). Flux and SD3 transformers have no ``set_attention_slice``: there
+    it is a no-op, never planned, and "on" says so."""
+    mode = str(request.option("attention_slicing") or "auto")
     if not memory.is_unet(facts.denoiser):
-        return out
+        if mode != "on":
+            return out
+        note = (f"attention slicing not planned: {facts.denoiser.cls} has no set_attention_slice, so "
+                f"enable_attention_slicing does nothing on {facts.pipeline}")
+        return [replace(p, notes=(*p.notes, note)) for p in out]
+    if mode == "off":
+        return [replace(p, notes=(*p.notes, "attention slicing off, as asked (--attention-slicing off)")) for p in out]
     done = []
     for p in out:
         s = p.settings
         assert isinstance(s, DiffusersSettings)
         sliced = price(facts, hw, request, replace(s, attention_slicing="max"))
         mine, theirs = max(m.total for m in p.memory.values()), max(m.total for m in sliced.memory.values())
-        if theirs < mine:
+        more = memory.denoise_activations(facts, replace(s, attention_slicing="max")) - memory.denoise_activations(facts, s)
+        if mode == "on":
+            effect = (f"lowers the denoising peak by {fmt_bytes(-more)}" if more < 0 else
+                      f"raises the denoising peak by {fmt_bytes(more)}" if more > 0 else "does not change the denoising peak")
+            done.append(replace(sliced, notes=(*sliced.notes, f"attention slicing on, as asked: \"max\" {effect} and is "
+                                                              f"about 2x slower (benchmarks/diffusers/calib.jsonl)")))
+        elif theirs < mine:
             done.append(sliced)
         else:
-            more = memory.denoise_activations(facts, replace(s, attention_slicing="max")) - memory.denoise_activations(facts, s)
             effect = f"raises the denoising peak by {fmt_bytes(more)}" if more > 0 else "does not lower the peak"
             note = (f"attention slicing not planned: with SDPA it {effect} (\"max\"; \"auto\" holds more scores) "
-                    f"and is about 2x slower (benchmarks/diffusers/calib.jsonl)")
+                    f"and is about 2x slower (benchmarks/diffusers/calib.jsonl; --attention-slicing on forces it)")
             done.append(replace(p, notes=(*p.notes, note)))
     return done
 
