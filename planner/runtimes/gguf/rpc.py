@@ -111,7 +111,7 @@ def hosts_of(hw: Hardware, c: Constraints) -> tuple[str, ...]:
         return tuple(f"node{k}" for k in range(1, n + 1))
     hosts = tuple(str(h).strip() for h in (given.split(",") if isinstance(given, str) else given))
     if len(hosts) != n:
-        raise UsageError(f"--rpc-hosts names {len(hosts)} hosts; {hw.name} has {n} worker nodes (node 0 runs llama-server)")
+        raise UsageError(f"--rpc-hosts names {len(hosts)} address(es); {hw.name} has {n} worker node(s) (node 0 runs llama-server)")
     for h in hosts:
         if not _HOST.match(h):
             raise UsageError(f"--rpc-hosts: {h[:60]!r} is not a host name or IPv4 address")
@@ -275,8 +275,10 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: RpcSettings) -> Plan
     on_acc = not cpu_layers and all(not d.cpu for i, d in enumerate(devs) if largest[i])
     label = (f"{s.quant} KV {s.cache_type_k}{' fa' if s.flash_attn else ''} on {len(hw.nodes)} hosts "
              f"({ENGINE}, {s.n_gpu_layers}/{m.n_layer + 1} layers on {len(devs)} devices)")
+    on_cpus = sum(memory[d.name].weights for d in devs if d.cpu)  # a CPU-only worker's layers are off the accelerators too
     return replace(single, runtime=ENGINE, label=label, settings=s, memory=memory, speed=Speed(tokens_per_s=speed),
-                   fits=not reasons, reasons=tuple(reasons), notes=tuple(notes), on_accelerators=on_acc)
+                   fits=not reasons, reasons=tuple(reasons), notes=tuple(notes), on_accelerators=on_acc,
+                   offloaded_bytes=single.offloaded_bytes + on_cpus)
 
 
 def network(m: GgufModel, hw: Hardware, devs: list[_Device], where: list[int]) -> tuple[float, int, int]:
