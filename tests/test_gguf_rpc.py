@@ -216,10 +216,10 @@ def test_emitted_commands_take_the_flags_llama_cpp_documents(m70: GgufModel) -> 
     assert "ggml-rpc-server" in out.files["README.md"] and "10.0.0.11" in out.files["README.md"]
 
 
-def test_cli_plans_a_cluster_for_gguf_and_refuses_bad_hosts(tmp_path: Path) -> None:
+def test_cli_plans_a_cluster_for_gguf_and_refuses_bad_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from click.testing import CliRunner
 
-    from planner.cli.main import cli
+    from planner.cli.main import cli, main
 
     path = write_llama(tmp_path / "tiny-llama.Q8_0.gguf", qtype="Q8_0", n_layer=4, n_embd=256, n_ff=512, n_vocab=2000)
     base = ["plan", str(path.parent), "--runtime", "gguf", "--nodes", "3", "--hardware", "rtx-4090", "--context", "256"]
@@ -231,7 +231,9 @@ def test_cli_plans_a_cluster_for_gguf_and_refuses_bad_hosts(tmp_path: Path) -> N
     assert set(plan["commands"]["rpc_server"]) == {"10.1.0.2", "10.1.0.3"}
     assert plan["gguf"]["rpc"]["devices"] == ["node1:cuda:0", "node2:cuda:0", "node0:cuda:0"]
     assert {"node0:cpu", "node1:cpu", "node2:cpu", "node0:cuda:0"} <= set(plan["memory"])
-    bad = CliRunner().invoke(cli, [*base, "--rpc-hosts", "10.1.0.2"])
-    assert bad.exit_code == 2 and "--rpc-hosts names 1 address(es)" in bad.output
-    worse = CliRunner().invoke(cli, [*base, "--rpc-hosts", "a b,c"])
-    assert worse.exit_code == 2 and "is not a host name" in worse.output
+    for hosts, message in (("10.1.0.2", "--rpc-hosts names 1 address(es); 3x rtx-4090 has 2 worker node(s)"),
+                           ("a b,c", "'a b' is not a host name")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*base, "--rpc-hosts", hosts])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) <= 2, err

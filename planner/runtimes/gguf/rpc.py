@@ -219,13 +219,13 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: RpcSettings) -> Plan
     # size) and the rpc-server receives it whole (ggml-rpc.cpp:1678-1682 RPC_CMD_SET_TENSOR: recv_msg
     # into a std::vector; with -c, ggml-rpc.cpp:1167-1185 get_cached_file reads the file whole).
     largest = [0] * len(devs)
-    held = [0] * len(devs)  # bytes each device holds in tensors over HASH_THRESHOLD (-c caches them)
-    for il, d in enumerate(where):
-        if d < 0:
+    held = [0] * len(devs)  # bytes of layers each device holds: what -c caches, for layers of tensors over HASH_THRESHOLD
+    for il, at in enumerate(where):
+        if at < 0:
             continue
         size = m.layers[il].bytes if il < m.n_layer else m.output_bytes
-        largest[d] = max(largest[d], size)
-        held[d] += size
+        largest[at] = max(largest[at], size)
+        held[at] += size
     memory: dict[str, DeviceMemory] = {}
     # the cache-type rules stay; the sizes are checked again below, per host
     reasons: list[str] = [r for r in single.reasons if " GPU layers needs " not in r]
