@@ -254,7 +254,7 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: RpcSettings) -> Plan
                            f"{fmt_bytes(dm.capacity)} usable")
     if len(devs) > MAX_DEVICES:
         reasons.append(f"{len(devs)} devices across {len(hw.nodes)} hosts; llama.cpp splits layers over at most {MAX_DEVICES} "
-                       f"(-ts takes fewer than llama_max_devices() = 16 entries)")
+                       f"(-ts takes fewer than llama_max_devices() = 16 entries); expose fewer GPUs per host (ggml-rpc-server -d CUDA0,...)")
     if not devs:
         reasons.append(f"{hw.name}: no worker has a device and the head has no GPU: nothing to offload")
     net_s, visits, crossing = network(m, hw, devs, where)
