@@ -13,13 +13,16 @@ OPTIONS = [
     click.option("--kv-type", "kv_type", type=click.Choice(["f16", "q8_0", "q4_0"]), help="GGUF: KV cache type (-ctk/-ctv)."),
     click.option("--engine", "engine", type=click.Choice(["llama.cpp", "llama-cpp-python", "ollama"]),
                  help="GGUF: the program the plan is for (default llama.cpp)."),
+    click.option("--rpc-hosts", "rpc_hosts", metavar="HOST[,HOST...]",
+                 help="GGUF on a cluster (--nodes, a cluster profile): the address of each worker node, in node order, "
+                      "for the llama.cpp RPC commands (default node1, node2, ...)."),
     click.option("--gguf-repo", "gguf_repo", metavar="ORG/NAME",
                  help="GGUF: plan this GGUF repo beside the model (default: its most downloaded GGUF derivative on the Hub)."),
 ]
 
 
 def collect(o: dict[str, Any]) -> dict[str, Any]:
-    out = {k: o[k] for k in ("quant", "n_gpu_layers", "kv_type", "engine") if o.get(k) is not None}
+    out = {k: o[k] for k in ("quant", "n_gpu_layers", "kv_type", "engine", "rpc_hosts") if o.get(k) is not None}
     if out:
         out["runtime"] = "gguf"
     if o.get("gguf_repo") is not None:  # compared with the model's own plans: no runtime implied

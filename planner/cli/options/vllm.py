@@ -26,7 +26,8 @@ def _max_model_len(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 OPTIONS = [
-    click.option("--nodes", type=click.IntRange(1, 1024), help="Plan for N copies of the machine (--hardware or this one) as a cluster (vLLM)."),
+    click.option("--nodes", type=click.IntRange(1, 1024),
+                 help="Plan for N copies of the machine (--hardware or this one) as a cluster (vLLM; with --runtime gguf, llama.cpp RPC)."),
     click.option("--users", type=click.IntRange(1, 1_000_000), help="Concurrent sequences of --context tokens to serve; picks the smallest layout that does (vLLM)."),
     click.option("--tp", type=click.IntRange(1, 1024), help="vLLM tensor-parallel size (default: every size that fits)."),
     click.option("--pp", type=click.IntRange(1, 1024), help="vLLM pipeline-parallel size (default: every size that fits)."),
@@ -50,6 +51,7 @@ def collect(o: dict[str, Any]) -> dict[str, Any]:
         out["online_fp8"] = bool(o["online_fp8"])
     if o.get("gpu_memory_utilization") is not None and o["gpu_memory_utilization"] != o["gpu_memory_utilization"]:
         raise UsageError("--gpu-memory-utilization is not a number")
-    if out or o.get("nodes") is not None:
+    # --nodes alone means vLLM; with --runtime gguf (or --rpc-hosts) it is a cluster for llama.cpp RPC
+    if out or (o.get("nodes") is not None and o.get("runtime") in (None, "auto", "vllm") and o.get("rpc_hosts") is None):
         out["runtime"] = "vllm"
     return out

@@ -15,6 +15,7 @@ from typing import Any
 from planner.core.errors import VerifyError
 from planner.core.records import Plan, Report
 from planner.runtimes.gguf.plans import GgufSettings
+from planner.runtimes.gguf.rpc import RpcSettings, rpc_flag
 
 # llama-cpp-python's GGML type constants for -ctk/-ctv (llama_cpp/llama_cpp.py GGML_TYPE_*,
 # the ggml type ids of ggml/include/ggml.h).
@@ -44,13 +45,15 @@ def _model_path(r: Report, s: GgufSettings) -> str:
 
 def llama_server(r: Report, p: Plan, *, program: str = "llama-server") -> tuple[str, ...]:
     """The llama-server (or llama-cli) argv (flags as tools/server/README.md and common/arg.cpp
-    document them: -m/--hf-repo+--hf-file, -c, -ngl, -ts, --n-cpu-moe, -ctk, -ctv, -fa on|off, -np)."""
+    document them: -m/--hf-repo+--hf-file, --rpc, -c, -ngl, -ts, --n-cpu-moe, -ctk, -ctv, -fa on|off, -np)."""
     s = settings_of(p)
     argv: list[str] = [program]
     if _local(r):
         argv += ["-m", _model_path(r, s)]
     else:
         argv += ["--hf-repo", s.repo, "--hf-file", s.files[0]]
+    if isinstance(s, RpcSettings) and s.hosts:  # the workers' devices come first in -ts (planner.runtimes.gguf.rpc)
+        argv += rpc_flag(s)
     argv += ["-c", str(s.n_ctx), "-ngl", str(s.n_gpu_layers)]
     if s.tensor_split:
         argv += ["-ts", ",".join(_ratio(x, s.tensor_split) for x in s.tensor_split)]

@@ -103,15 +103,13 @@ def n_ctx_of(c: Constraints) -> int:
     return (c.context + c.new_tokens) * c.batch
 
 
-def plans(m: GgufModel, hw: Hardware, c: Constraints) -> list[Plan]:
-    """Every candidate, priced; those that do not fit carry their reasons.
+def requested(m: GgufModel, c: Constraints) -> tuple[list[str], list[tuple[str, str, bool]]]:
+    """The quant groups and (type_k, type_v, flash_attn) cache settings the request allows
+    (--quant, --kv-type, --flash-attn); shared with the RPC plans (planner.runtimes.gguf.rpc).
 
     Raises:
-        UsageError: --quant names a quant the repo does not have; a bad --kv-type or --engine.
+        UsageError: --quant names a quant the repo does not have; a bad --kv-type.
     """
-    engine = c.option("engine", "llama.cpp")
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
     quant = c.option("quant")
     quants = [g.quant for g in m.groups]
     if quant is not None:
@@ -129,6 +127,20 @@ def plans(m: GgufModel, hw: Hardware, c: Constraints) -> list[Plan]:
     fa = c.option("flash_attn")
     if fa is not None:
         choices = [ch for ch in choices if ch[2] == bool(fa)] or [(ch[0], ch[1], bool(fa)) for ch in choices[:1]]
+    return quants, choices
+
+
+def plans(m: GgufModel, hw: Hardware, c: Constraints) -> list[Plan]:
+    """Every candidate, priced; those that do not fit carry their reasons.
+
+    Raises:
+        UsageError: --quant names a quant the repo does not have; a bad --kv-type or --engine.
+    """
+    engine = c.option("engine", "llama.cpp")
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    quants, choices = requested(m, c)
+    quant = c.option("quant")
     forced_ngl = c.option("n_gpu_layers")
     gpu_sets: list[tuple[Gpu, ...]] = []
     if hw.gpus:

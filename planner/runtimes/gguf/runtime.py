@@ -20,7 +20,7 @@ from planner.core.records import (
     Snapshot,
 )
 from planner.runtimes.base import Artifacts
-from planner.runtimes.gguf import emit, files, plans
+from planner.runtimes.gguf import emit, files, plans, rpc, rpc_emit
 from planner.runtimes.gguf.model import FACTS_VERSION, GgufModel, build
 
 
@@ -28,11 +28,13 @@ class GgufRuntime:
     """A quant file (or split set) of a GGUF repo, partly offloaded to GPUs as llama.cpp does."""
 
     name: ClassVar[str] = "gguf"
-    engines: ClassVar[tuple[str, ...]] = plans.ENGINES
+    engines: ClassVar[tuple[str, ...]] = (*plans.ENGINES, rpc.ENGINE)
     version: ClassVar[str] = FACTS_VERSION
     #: the Hub tag of the quantized derivatives it runs: ``--runtime auto`` plans the most
     #: downloaded one beside a safetensors model (planner.api)
     derivative_tag: ClassVar[str] = "gguf"
+    #: plans clusters: one model across hosts with llama.cpp's RPC backend (planner.runtimes.gguf.rpc)
+    multi_node: ClassVar[bool] = True
 
     def select(self, listing: Sequence[RepoFile], config: Mapping[str, Any] | None) -> Sequence[FileSelection]:
         return files.select(listing)
@@ -41,9 +43,13 @@ class GgufRuntime:
         return build(snapshot, cached)
 
     def plans(self, model: Any, hardware: Hardware, request: Constraints) -> list[Plan]:
+        if hardware.nodes:
+            return rpc.plans(_model(model), hardware, request)
         return plans.plans(_model(model), hardware, request)
 
     def reprice(self, model: Any, hardware: Hardware, request: Constraints, plan: Plan) -> Plan:
+        if plan.runtime == rpc.ENGINE:
+            return rpc.reprice(_model(model), hardware, request, plan)
         return plans.reprice(_model(model), hardware, request, plan)
 
     def min_bytes(self, model: Any) -> int:
@@ -61,6 +67,8 @@ class GgufRuntime:
                 **({"experts": m.n_expert, "experts_used": m.n_expert_used, "active_parameters": _active(m)} if m.n_expert else {})}
 
     def describe_plan(self, report: Report, plan: Plan) -> dict[str, Any]:
+        if plan.runtime == rpc.ENGINE:
+            return rpc_emit.describe(report, plan)
         _text, run, env = emit.modelfile(report, plan)
         return {"commands": {"llama_server": list(emit.llama_server(report, plan)),
                              "llama_cli": list(emit.llama_server(report, plan, program="llama-cli")),
@@ -68,6 +76,9 @@ class GgufRuntime:
                 "environment": env}
 
     def emit(self, report: Report, plan: Plan, options: Mapping[str, Any]) -> Artifacts:
+        if plan.runtime == rpc.ENGINE:
+            return Artifacts(files={"plan.json": rpc_emit.plan_file(report, plan), "README.md": rpc_emit.readme(report, plan)},
+                             commands=rpc_emit.commands(report, plan), main="")
         text, run, env = emit.modelfile(report, plan)
         return Artifacts(files={"plan.json": emit.plan_file(report, plan), "run_llama.py": emit.script(report, plan), "Modelfile": text},
                          commands={"llama_server": emit.llama_server(report, plan),
@@ -75,6 +86,8 @@ class GgufRuntime:
                          environment=env, packages=emit.PACKAGES, main="run_llama.py")
 
     def verify_argv(self, plan_doc: Mapping[str, Any], plan_path: str, out_path: str) -> list[str] | None:
+        if plan_doc.get("engine") == rpc.ENGINE:
+            return None  # it runs on the plan's hosts, not here
         emit.check_plan_doc(plan_doc)
         return [sys.executable, "-m", "planner.runtimes.gguf.verify_child", plan_path, out_path]
 
