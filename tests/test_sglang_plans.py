@@ -97,9 +97,9 @@ def test_rejections_carry_numbers() -> None:
     assert why.startswith("weights ") and "leave no KV cache within --mem-fraction-static" in why and not big[0].fits
     long = _plans("meta-llama/Llama-3.1-8B", "h100-sxm-80gb", context=200_000, kv_cache_dtype="auto", online_fp8=False)
     assert any("context_length 200000 exceeds the model's max_position_embeddings 131072" in r for r in long[0].reasons)
-    many = _plans("meta-llama/Llama-3.1-8B", "rtx-4090", users=100, kv_cache_dtype="auto", online_fp8=False)
+    many = _plans("meta-llama/Llama-3.1-8B", "h100-sxm-80gb", users=100, kv_cache_dtype="auto", online_fp8=False)
     assert any(r.startswith("the KV pool holds ") and "--users asks for 100" in r for r in many[0].reasons)
-    t4 = _plans("meta-llama/Llama-3.2-1B", "t4")
+    t4 = _plans("meta-llama/Llama-3.1-8B", "t4", tp=1)
     assert {p.settings.kv_cache.dtype for p in t4} == {"auto", "fp8_e4m3"}
     assert all(not p.fits for p in t4 if p.settings.kv_cache.dtype == "fp8_e4m3")  # compute capability 7.5
     assert all(p.settings.quantization is None for p in t4)  # no online fp8 below 8.0 (fp8.py:339)
@@ -124,12 +124,13 @@ def test_tensor_parallel_spans_whole_nodes() -> None:
 
 
 def test_users_pick_the_fewest_gpus_and_the_command_carries_the_plan() -> None:
-    report = _report("meta-llama/Llama-3.1-70B-Instruct", "8x-h100-sxm-80gb", context=32768, users=16, kv_cache_dtype="auto",
-                     online_fp8=False)
+    report = _report("meta-llama/Llama-3.1-70B-Instruct", "8x-h100-sxm-80gb", nodes=2, context=32768, users=16,
+                     kv_cache_dtype="auto", online_fp8=False)
     plan = report.solution.chosen
     s = _settings(plan)
     assert s.kv_cache.max_concurrent_sequences >= 16
-    assert any("already serve the users" in p.reasons[0] for p in report.solution.rejected if p.reasons)
+    assert s.layout.tensor == 8  # tp 4 holds 10 such sequences; tp 16 (two nodes) is turned away
+    assert any(p.reasons[0].startswith("uses 16 GPUs; 8 already serve the users") for p in report.solution.rejected if p.reasons)
     argv = list(api.emit(report).commands["sglang_serve"])
     assert argv[:5] == ["python", "-m", "sglang.launch_server", "--model-path", "meta-llama/Llama-3.1-70B-Instruct"]
     flags = dict(zip(argv[3::2], argv[4::2], strict=False))
@@ -144,8 +145,9 @@ def test_asked_fraction_and_running_requests() -> None:
     s = _settings(plans[0])
     assert s.mem_fraction_static == 0.95 and not s.mem_fraction_default and s.kv_cache.dtype == "fp8_e4m3"
     assert s.kv_cache.max_running_requests == 32 and s.cuda_graph_max_bs == 32
-    assert any("leaves" in n and "SGLang's default (0.83) reserves" in n for n in plans[0].notes)
-    crowd = _plans("meta-llama/Llama-3.1-8B", "h100-sxm-80gb", users=64, max_running_requests=32, kv_cache_dtype="auto",
+    own = defaults.gpu_defaults(cluster.load("h100-sxm-80gb").gpus[0].total_bytes, tp=1, max_running_requests=32)
+    assert any("leaves" in n and f"SGLang's default ({own.mem_fraction_static:g}) reserves" in n for n in plans[0].notes)
+    crowd = _plans("meta-llama/Llama-3.1-8B", "h100-sxm-80gb", users=40, max_running_requests=32, kv_cache_dtype="auto",
                    online_fp8=False)
     assert any("SGLang caps running requests at 32" in r for r in crowd[0].reasons)
 

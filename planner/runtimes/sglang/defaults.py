@@ -105,7 +105,7 @@ def gpu_defaults(total_bytes: int, *, tp: int, pp: int = 1, mla: bool = False,
     reserved += max_bs * DECODE_GRAPH_MIB_PER_BS + (PREFILL_GRAPH_MLA_MIB if mla else sizes * PREFILL_GRAPH_MIB_PER_SIZE)
     if capacity > BIG_GPU_MIB:
         reserved = max(reserved, BIG_GPU_FLOOR_MIB)
-    fraction = round((capacity - reserved) / capacity, 3)
+    fraction = round((capacity - reserved) / capacity, 3) if capacity > 0 else 0.0
     return GpuDefaults(capacity_mib=capacity, chunked_prefill_size=chunked, cuda_graph_max_bs=max_bs, prefill_graph_sizes=sizes,
                        reserved_mib=reserved, mem_fraction_static=fraction)
 

@@ -162,7 +162,8 @@ def price(model: ServingModel, hw: Hardware, req: Request, *, tp: int, kv_dtype:
         reasons.append(f"--kv-cache-dtype {KV_FP8} is planned on compute capability 8.9 or newer (FP8 hardware)")
     if online_fp8 and any(g.compute_capability is not None and g.compute_capability < ONLINE_FP8_MIN for g in gpus):
         reasons.append("--quantization fp8 needs compute capability 8.0 or newer")
-    smallest_total = min((g.total_bytes for g in gpus), default=0)
+    # the smallest GPU the layout uses (SGLang reads the smallest visible GPU); without a layout, the machine's
+    smallest_total = min((g.total_bytes for g in gpus or [g for n in node_gpus(hw) for g in n]), default=0)
     d = defaults.gpu_defaults(smallest_total, tp=tp, mla=model.mla, max_running_requests=req.max_running_requests)
     fraction = req.mem_fraction if req.mem_fraction is not None else d.mem_fraction_static
     context = req.context
