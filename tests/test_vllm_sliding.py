@@ -1,7 +1,7 @@
 """Sliding-window layers in vLLM plans, sized as vLLM 0.34's hybrid KV cache manager does
 (planner/runtimes/vllm/memory.py: KvGroups, request_blocks).
 
-Mistral-7B-v0.1's published config (/work/shared/catalog-configs) has a 4096-token window on every
+Mistral-7B-v0.1's published config (tests/data, a copy of the catalog config) has a 4096-token window on every
 layer: a request of 32768 tokens holds the window plus the in-flight tokens, not 32768 tokens of KV.
 The grouping cases are the two examples in vLLM's own comments (v1/core/kv_cache_planning.py:470-476
 and :571-577).
@@ -23,7 +23,7 @@ from planner.hardware import cluster
 from planner.runtimes import registry
 from planner.runtimes.vllm import memory as mem
 
-MISTRAL = json.loads((Path("/work/shared/catalog-configs") / "mistralai__Mistral-7B-v0.1.config.json").read_text())
+MISTRAL = json.loads((Path(__file__).parent / "data" / "mistralai__Mistral-7B-v0.1.config.json").read_text())
 
 
 def _snapshot(cfg: dict, repo: str = "mistralai/Mistral-7B-v0.1") -> Snapshot:
