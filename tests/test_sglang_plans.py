@@ -172,3 +172,17 @@ def test_refused_checkpoints() -> None:
     bnb = replace(snap, config={**cfg, "quantization_config": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}})
     with pytest.raises(UnsupportedModel, match="fitcheck does not plan bitsandbytes nf4 checkpoints on SGLang 0.5.23"):
         registry.get("sglang").model(bnb)
+
+
+def test_kv_pool_against_sglangs_published_log() -> None:
+    # vllm-project/vllm issue 21348: Qwen3-235B-A22B-FP8 on 4x H100, `sglang.launch_server --tp 4
+    # --mem-fraction-static 0.93` logged "KV Cache is allocated. #tokens: 367404, K size: 8.23 GB,
+    # V size: 8.23 GB"; vLLM logged "Model loading took 54.71 GiB" for the same checkpoint and TP.
+    model = registry.get("sglang").model(vm.snapshot("Qwen/Qwen3-235B-A22B"))
+    cell = memory.cell_size(model, 4, "auto")
+    assert cell == 1 * (128 + 128) * 94 * 2  # 4 KV heads over 4 ranks, bf16 K and V, 94 layers
+    assert abs(367404 * cell / 2 / GiB - 8.23) < 0.005  # SGLang's K size is half the pool: the cell is SGLang's
+    h100 = cluster.load("h100-sxm-80gb").gpus[0]
+    baseline = h100.free_bytes - memory.CUDA_CONTEXT - memory.COMMUNICATION
+    predicted = (int(0.93 * baseline) - int(54.71 * GiB)) // cell
+    assert abs(predicted - 367404) / 367404 < 0.02  # 364,579: 0.8 % below the log (401k, +9 %, without the 1.79 GiB)
