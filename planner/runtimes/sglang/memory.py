@@ -36,8 +36,10 @@ MiB = 1024**2
 # contexts take a few hundred MiB on recent GPUs).
 CUDA_CONTEXT = 1 * GiB
 # NCCL and custom all-reduce buffers of a rank that talks to others, allocated by
-# init_torch_distributed before the baseline. Assumption, not measured on SGLang: the 1.79 GiB that
-# tensor parallelism 2 added to vLLM 0.6.5's non-torch memory (vllm-project/vllm PR 10511).
+# init_torch_distributed before the baseline. Assumption: the 1.79 GiB that tensor parallelism 2
+# added to vLLM 0.6.5's non-torch memory (vllm-project/vllm PR 10511). With it, SGLang's published
+# pool of Qwen3-235B-A22B-FP8 at TP 4 (367,404 tokens, vllm issue 21348) is predicted within 0.8 %
+# (tests/test_sglang_plans.py); without it 9 % above.
 COMMUNICATION = 1833 * MiB
 # _page_size_default (srt/arg_groups/overrides.py:1341-1363): page_size 1 on CUDA unless an
 # attention backend asks for more (FlashMLA and TensorRT-LLM MLA force 64: overrides.py:1146-1163).
