@@ -12,7 +12,8 @@ Each candidate is checked against the constraints vLLM enforces, with the number
   VLLM_ALLOW_LONG_MAX_MODEL_LEN);
 * free memory covers ``total x utilisation`` plus the CUDA context (v1/worker/utils.py:783-796);
 * the KV pool holds one request of ``max_model_len`` (kv_cache_planning.py:125) and, with
-  ``--users N``, N of them at once.
+  ``--users N``, N of them at once. With sliding-window layers a request holds their window, not
+  ``max_model_len``, in the KV cache groups of vLLM's hybrid manager (memory.KvGroups).
 
 A tensor-parallel group never spans nodes (the recommended layout: TP = GPUs per node, PP =
 nodes); stages fill the nodes in order, so a node of 8 GPUs holds two stages of TP 4.
