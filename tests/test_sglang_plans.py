@@ -186,3 +186,9 @@ def test_kv_pool_against_sglangs_published_log() -> None:
     baseline = h100.free_bytes - memory.CUDA_CONTEXT - memory.COMMUNICATION
     predicted = (int(0.93 * baseline) - int(54.71 * GiB)) // cell
     assert abs(predicted - 367404) / 367404 < 0.02  # 364,579: 0.8 % below the log (401k, +9 %, without the 1.79 GiB)
+
+
+def test_a_machine_without_a_cuda_gpu_gets_one_rejection() -> None:
+    plans = _plans("meta-llama/Llama-3.1-8B", "cpu-laptop-16gb")
+    assert len(plans) == 1 and not plans[0].fits
+    assert plans[0].reasons == ("cpu-laptop-16gb has no CUDA GPU; fitcheck plans SGLang on CUDA GPUs (use --hardware PROFILE)",)
