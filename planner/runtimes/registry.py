@@ -25,6 +25,7 @@ AUTO = "auto"
 RUNTIMES: dict[str, str] = {
     "transformers": "planner.runtimes.transformers.runtime:TransformersRuntime",
     "vllm": "planner.runtimes.vllm.runtime:VllmRuntime",
+    "sglang": "planner.runtimes.sglang.runtime:SglangRuntime",
     "training": "planner.runtimes.training.runtime:TrainingRuntime",
     "gguf": "planner.runtimes.gguf.runtime:GgufRuntime",
     "diffusers": "planner.runtimes.diffusers.runtime:DiffusersRuntime",
@@ -32,7 +33,7 @@ RUNTIMES: dict[str, str] = {
 
 # Runtimes that plan only when asked (``--runtime NAME``, or an option of theirs such as
 # ``--train``): they answer another question than "how do I run this model here".
-ASKED_ONLY: frozenset[str] = frozenset({"training", "vllm"})
+ASKED_ONLY: frozenset[str] = frozenset({"training", "vllm", "sglang"})
 
 
 def names() -> tuple[str, ...]:

@@ -7,7 +7,9 @@ Each module listed in :data:`GROUPS` defines:
 * ``collect(o) -> dict``: from click's parsed values, the runtime requests for
   :attr:`planner.core.records.Constraints.options` (only those the user gave). The key
   ``"runtime"`` in the result, when present, names the runtime those options imply (e.g.
-  ``--train`` implies the training runtime) unless ``--runtime`` names another.
+  ``--train`` implies the training runtime) unless ``--runtime`` names another; a tuple of
+  names for options several runtimes take (``--tp`` is vLLM's and SGLang's): ``--runtime``
+  picks among them, the first is implied otherwise.
 
 The modules import only click and the core layer, so ``fitcheck --help`` stays fast.
 """
@@ -24,6 +26,7 @@ from planner.core.errors import UsageError
 # one line per runtime that has options of its own
 GROUPS: tuple[str, ...] = (
     "planner.cli.options.vllm",
+    "planner.cli.options.sglang",
     "planner.cli.options.training",
     "planner.cli.options.gguf",
     "planner.cli.options.diffusers",
@@ -49,13 +52,18 @@ def collect(o: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         UsageError: options of two runtimes that imply different runtimes.
     """
     options: dict[str, Any] = {}
-    implied: str | None = None
+    accepted: tuple[str, ...] | None = None  # the runtimes that take every option given so far
     for module in _modules():
         got = dict(module.collect(o))
         runtime = got.pop("runtime", None)
         if runtime is not None:
-            if implied is not None and implied != runtime:
-                raise UsageError(f"options for the {implied} and the {runtime} runtimes cannot be combined")
-            implied = runtime
+            names = (runtime,) if isinstance(runtime, str) else tuple(runtime)
+            both = names if accepted is None else tuple(n for n in accepted if n in names)
+            if not both:
+                raise UsageError(f"options for the {accepted[0] if accepted else ''} and the {names[0]} runtimes cannot be combined")
+            accepted = both
         options.update(got)
-    return options, implied
+    if accepted is None:
+        return options, None
+    asked = o.get("runtime")
+    return options, asked if asked in accepted else accepted[0]

@@ -1,7 +1,9 @@
 """Options of the vLLM runtime (planner/runtimes/vllm): layouts over GPUs and nodes, KV cache, lengths.
 
-Any of them implies ``--runtime vllm``. ``--nodes`` is read by the CLI itself (the hardware becomes
-N copies of the machine, planner.hardware.cluster); the rest become Constraints.options.
+Any of them implies ``--runtime vllm``, except the serving options SGLang takes too (``--nodes``,
+``--users``, ``--tp``, ``--kv-cache-dtype``, ``--online-fp8``), which go to ``--runtime sglang``
+when it is named. ``--nodes`` is read by the CLI itself (the hardware becomes N copies of the
+machine, planner.hardware.cluster); the rest become Constraints.options.
 """
 
 from __future__ import annotations
@@ -26,32 +28,40 @@ def _max_model_len(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 OPTIONS = [
-    click.option("--nodes", type=click.IntRange(1, 1024),
-                 help="Plan for N copies of the machine (--hardware or this one) as a cluster (vLLM; with --runtime gguf, llama.cpp RPC)."),
-    click.option("--users", type=click.IntRange(1, 1_000_000), help="Concurrent sequences of --context tokens to serve; picks the smallest layout that does (vLLM)."),
-    click.option("--tp", type=click.IntRange(1, 1024), help="vLLM tensor-parallel size (default: every size that fits)."),
+    click.option("--nodes", type=click.IntRange(1, 1024), help=("Plan for N copies of the machine (--hardware or this one) as a cluster"
+                       " (vLLM, SGLang; with --runtime gguf, llama.cpp RPC).")),
+    click.option("--users", type=click.IntRange(1, 1_000_000), help="Concurrent sequences of --context tokens to serve: the fewest GPUs that do (vLLM, SGLang)."),
+    click.option("--tp", type=click.IntRange(1, 1024), help="Tensor-parallel size (vLLM, SGLang; default: every size that fits)."),
     click.option("--pp", type=click.IntRange(1, 1024), help="vLLM pipeline-parallel size (default: every size that fits)."),
-    click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), help="vLLM KV cache dtype (default: both are priced)."),
+    click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), help="KV cache dtype (vLLM, SGLang: fp8 is fp8_e4m3; default: both are priced)."),
     click.option("--gpu-memory-utilization", type=click.FloatRange(0.05, 1.0), help="vLLM's budget per GPU as a fraction of its memory (default 0.92)."),
     click.option("--max-model-len", callback=_max_model_len, metavar="TOKENS|auto", help="vLLM max_model_len (default: --context; auto: the largest that fits)."),
     click.option("--max-num-seqs", type=click.IntRange(1, 1_000_000), help="vLLM max_num_seqs (default: max(--users, vLLM's default))."),
     click.option("--max-num-batched-tokens", type=click.IntRange(1, 10_000_000), help="vLLM max_num_batched_tokens (default: vLLM's for the GPU)."),
-    click.option("--online-fp8/--no-online-fp8", "online_fp8", default=None, help="vLLM --quantization fp8 of a 16-bit checkpoint (default: both are priced)."),
+    click.option("--online-fp8/--no-online-fp8", "online_fp8", default=None, help="--quantization fp8 of a 16-bit checkpoint (vLLM, SGLang; default: both are priced)."),
 ]
 
 _KEYS = {"users": "users", "tp": "tp", "pp": "pp", "kv_cache_dtype": "kv_cache_dtype",
          "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len", "max_num_seqs": "max_num_seqs",
          "max_num_batched_tokens": "max_num_batched_tokens"}
+# the options planner/runtimes/sglang reads too
+SHARED = frozenset({"users", "tp", "kv_cache_dtype", "online_fp8", "nodes"})
 
 
 def collect(o: dict[str, Any]) -> dict[str, Any]:
-    """The vLLM requests the user gave (and ``runtime: vllm`` when any was given)."""
+    """The vLLM requests the user gave (and the runtime they imply: ``vllm``, or ``("vllm", "sglang")``
+    when only options SGLang takes too were given)."""
     out = {key: o[name] for name, key in _KEYS.items() if o.get(name) is not None}
     if o.get("online_fp8") is not None:
         out["online_fp8"] = bool(o["online_fp8"])
     if o.get("gpu_memory_utilization") is not None and o["gpu_memory_utilization"] != o["gpu_memory_utilization"]:
         raise UsageError("--gpu-memory-utilization is not a number")
-    # --nodes alone means vLLM; with --runtime gguf (or --rpc-hosts) it is a cluster for llama.cpp RPC
-    if out or (o.get("nodes") is not None and o.get("runtime") in (None, "auto", "vllm") and o.get("rpc_hosts") is None):
+    given = set(out) | ({"nodes"} if o.get("nodes") is not None else set())
+    # --nodes alone with --runtime gguf (or --rpc-hosts) is a cluster for llama.cpp RPC
+    if given == {"nodes"} and (o.get("runtime") not in (None, "auto", "vllm", "sglang") or o.get("rpc_hosts") is not None):
+        given = set()
+    if given - SHARED:
         out["runtime"] = "vllm"
+    elif given:
+        out["runtime"] = ("vllm", "sglang")
     return out

@@ -1,1 +1,1 @@
-"""vLLM (and SGLang) serving plans: tensor and pipeline parallel across GPUs and nodes, KV capacity."""
+"""vLLM serving plans: tensor and pipeline parallel across GPUs and nodes, KV capacity."""

@@ -1,6 +1,7 @@
 """What runs a vLLM plan: the ``vllm serve`` argv, Ray start commands per node (or the ``--nnodes``
-form), an SGLang command, a short launch README and the plan file. All argv are lists built from
-data; the README quotes them with :func:`shlex.join`, so nothing is ever spliced into a shell line.
+form), a short launch README and the plan file (SGLang has its own runtime, ``--runtime sglang``).
+All argv are lists built from data; the README quotes them with :func:`shlex.join`, so nothing is
+ever spliced into a shell line.
 
 Flags (vllm 0.34.0 engine/arg_utils.py): ``--tensor-parallel-size`` :1224, ``--pipeline-parallel-size``,
 ``--max-model-len`` :998, ``--quantization`` :999, ``--distributed-executor-backend`` :1182,
@@ -11,7 +12,6 @@ Flags (vllm 0.34.0 engine/arg_utils.py): ``--tensor-parallel-size`` :1224, ``--p
 from __future__ import annotations
 
 import json
-import math
 import shlex
 from typing import Any
 
@@ -69,35 +69,6 @@ def nnodes_serve(report: Report, plan: Plan, node_rank: int) -> list[str]:
     return argv
 
 
-def mem_fraction_static(plan: Plan) -> float:
-    """SGLang's ``--mem-fraction-static``: the share of a GPU for weights and the KV pool (the rest
-    is its activations and CUDA graphs), so the planned weights + KV of the tightest rank, in
-    hundredths rounded down (sglang 0.5.23 srt/arg_groups/fields/schedule.py:27)."""
-    shares = [(m.weights + m.kv_cache) / m.free for m in plan.memory.values() if m.free]
-    return math.floor(min(shares, default=0.0) * 100) / 100
-
-
-def sglang(report: Report, plan: Plan, node_rank: int = 0) -> list[str]:
-    """The SGLang server argv for the same layout. SGLang 0.5.23 turns its config fields into flags
-    (srt/arg_groups/arg_utils.py:290): model_path, context_length, revision, quantization,
-    kv_cache_dtype (fields/model.py:51-197), tp_size, pp_size, nnodes, node_rank, dist_init_addr
-    (fields/parallel.py:32-59), mem_fraction_static, max_running_requests (fields/schedule.py:27-31)."""
-    s = settings_of(plan)
-    argv = ["python", "-m", "sglang.launch_server", "--model-path", report.snapshot.id,
-            "--tp-size", str(s.parallel.tensor), "--pp-size", str(s.parallel.pipeline),
-            "--context-length", str(s.max_model_len), "--mem-fraction-static", f"{mem_fraction_static(plan):g}",
-            "--max-running-requests", str(s.max_num_seqs)]
-    if report.snapshot.source != "local" and report.snapshot.commit:
-        argv += ["--revision", report.snapshot.commit]
-    if s.kv_cache.dtype == "fp8":
-        argv += ["--kv-cache-dtype", "fp8_e4m3"]
-    if s.quantization:
-        argv += ["--quantization", s.quantization]
-    if s.parallel.nodes > 1:
-        argv += ["--nnodes", str(s.parallel.nodes), "--node-rank", str(node_rank), "--dist-init-addr", f"{HEAD}:5000"]
-    return argv
-
-
 def commands(report: Report, plan: Plan) -> dict[str, tuple[str, ...]]:
     """Every command of the plan by name."""
     s = settings_of(plan)
@@ -107,7 +78,6 @@ def commands(report: Report, plan: Plan) -> dict[str, tuple[str, ...]]:
         out["ray_worker"] = ("ray", "start", f"--address={HEAD}:{RAY_PORT}", "--block")
         for r in range(s.parallel.nodes):
             out[f"vllm_serve_nnodes_rank{r}"] = tuple(nnodes_serve(report, plan, r))
-    out["sglang"] = tuple(sglang(report, plan))
     return out
 
 
@@ -138,8 +108,7 @@ def readme(report: Report, plan: Plan) -> str:
         lines += [f"Node {r}:" + "\n\n       " + shlex.join(cmds[f"vllm_serve_nnodes_rank{r}"]) + "\n" for r in range(p.nodes)]
     else:
         lines += ["## Launch", "", "       " + shlex.join(cmds["vllm_serve"]), ""]
-    lines += ["## SGLang (same layout; its memory model differs, check its log)", "", "       " + shlex.join(cmds["sglang"]), "",
-              "vLLM logs 'Available KV cache memory' and 'GPU KV cache size: N tokens' at start-up: compare them with the",
+    lines += ["vLLM logs 'Available KV cache memory' and 'GPU KV cache size: N tokens' at start-up: compare them with the",
               "prediction above (`fitcheck plan --runtime vllm --json` shows it per GPU).", ""]
     return "\n".join(lines)
 

@@ -24,7 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from planner.model import serving
+from planner.model.serving import VOCAB_PADDING, kv_bytes_per_token_layer, kv_heads_per_rank, pad_vocab
 from planner.runtimes.vllm.facts import VllmModel
+
+__all__ = ["VOCAB_PADDING", "kv_bytes_per_token_layer", "kv_heads_per_rank", "pad_vocab"]
 
 GiB = 1024**3
 MiB = 1024**2
@@ -35,8 +39,6 @@ BLOCK_SIZE = 64
 # plans unless asked for another (0.34 defaults to 1.0 with the extensible KV cache, which sizes
 # the cache after warm-up; fitcheck always passes the utilisation it planned).
 DEFAULT_UTILIZATION = 0.92
-# Vocabulary rows are padded to a multiple of 64 and split over TP (vocab_parallel_embedding.py:39, :100).
-VOCAB_PADDING = 64
 # The CUDA context and cuBLAS/NCCL handles a worker creates before vLLM takes its memory snapshot:
 # outside vLLM's budget but on the GPU, so ``total x utilisation`` must leave them room.
 # Assumption: 1 GiB (PyTorch contexts take a few hundred MiB on recent GPUs; the margin covers
@@ -95,11 +97,6 @@ class RankMemory:
         return self.budget - self.weights - self.activations - self.non_torch - self.cudagraphs
 
 
-def pad_vocab(vocab: int) -> int:
-    """vLLM's padded vocabulary (vocab_parallel_embedding.py:100-102)."""
-    return (vocab + VOCAB_PADDING - 1) // VOCAB_PADDING * VOCAB_PADDING
-
-
 def stage_layers(num_layers: int, pp: int) -> list[tuple[int, int]]:
     """``(start, end)`` of each pipeline stage: ``num_layers // pp`` each, the remainder one each to
     the stages before the last (vllm distributed/utils.py:240-256, get_pp_indices)."""
@@ -114,43 +111,10 @@ def stage_layers(num_layers: int, pp: int) -> list[tuple[int, int]]:
     return out
 
 
-def kv_heads_per_rank(model: VllmModel, tp: int) -> int:
-    """KV heads one rank caches: ``max(1, kv_heads // tp)``; 1 for MLA (config/model.py:1693-1703)."""
-    return 1 if model.mla else max(1, model.num_kv_heads // tp)
-
-
-def kv_bytes_per_token_layer(model: VllmModel, tp: int, kv_dtype_bytes: int) -> int:
-    """KV bytes one token adds to one layer of one rank: heads x (K + V) x dtype; MLA keeps one
-    latent of ``kv_lora_rank + rope`` values and no V (v1/kv_cache_interface.py:597-605, :741-755)."""
-    if model.mla:
-        return (model.mla_rank + model.mla_rope_dim) * kv_dtype_bytes
-    return kv_heads_per_rank(model, tp) * (model.k_head_dim + model.v_head_dim) * kv_dtype_bytes
-
-
 def rank_weights(model: VllmModel, tp: int, pp: int, stage: int, *, online_fp8: bool = False) -> int:
-    """Weight bytes on one rank of ``stage`` (the sharding rules of planner.runtimes.vllm.facts)."""
-    start, end = stage_layers(model.num_layers, pp)[stage]
-    kv_share = kv_heads_per_rank(model, tp) if not model.mla else 0
-    total = 0
-    for layer in model.layers[start:end]:
-        split = math.ceil(layer.split / tp)
-        kv = layer.kv * kv_share // model.num_kv_heads if model.num_kv_heads and not model.mla else math.ceil(layer.kv / tp)
-        if online_fp8 and layer.split + layer.kv:
-            # --quantization fp8 stores each 16-bit Linear weight in one byte (fp8.py, Fp8OnlineLinearMethod)
-            kept = 1 - layer.fp8able / (2 * (layer.split + layer.kv))
-            split, kv = int(split * kept), int(kv * kept)
-        total += split + kv + layer.replicated
-    rows = pad_vocab(model.vocab_size) // tp
-    row_bytes = model.embed_bytes / model.vocab_size if model.vocab_size else 0
-    if stage == 0:
-        total += int(rows * row_bytes) + math.ceil(model.other_bytes / tp)
-    if stage == pp - 1:
-        total += model.final_bytes
-        if model.lm_head_bytes:
-            total += int(rows * model.lm_head_bytes / model.vocab_size)
-        elif model.tie_word_embeddings and pp > 1:
-            total += int(rows * row_bytes)  # the last stage holds its own copy of the tied head
-    return total
+    """Weight bytes on one rank of ``stage`` (the sharding rules of planner.model.serving)."""
+    return serving.rank_weights(model, tp, stage_layers(model.num_layers, pp)[stage], first=stage == 0, last=stage == pp - 1,
+                                pp=pp, online_fp8=online_fp8)
 
 
 def activations(model: VllmModel, tp: int, pp: int, stage: int, *, batched_tokens: int, max_num_seqs: int) -> int:
@@ -197,3 +161,69 @@ def rank_memory(model: VllmModel, rank: Rank, *, tp: int, pp: int, utilization: 
         budget=budget,
         layers=layers,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class KvGroups:
+    """How vLLM's hybrid KV cache manager groups the attention layers (vllm 0.34.0
+    v1/core/kv_cache_planning.py:462-604, ``_get_kv_cache_groups_uniform_page_size``).
+
+    Layers of one kind (full attention, sliding window) are split into groups of ``group_size``
+    layers (the smaller kind's count, or the larger's when it is under 1.5x the smaller: :566-578),
+    each kind's i-th group taking ``layers[i::groups]`` (:599). All groups draw block ids from one
+    pool, and a block holds one page of every layer of the largest group on the rank
+    (``_get_kv_cache_bytes_per_block``, :620-639), so the pool's blocks cost ``page x
+    block_layers`` bytes on each rank. A model without sliding layers is one group of all its
+    layers: the formula vLLM has always used.
+
+    Attributes:
+        full: the groups of full-attention layers (each a tuple of layer indices).
+        sliding: the groups of sliding-window layers.
+    """
+
+    full: tuple[tuple[int, ...], ...]
+    sliding: tuple[tuple[int, ...], ...]
+
+    def block_layers(self, start: int, end: int) -> int:
+        """The layers one block spans on a rank holding layers ``[start, end)``."""
+        return max((sum(1 for i in g if start <= i < end) for g in (*self.full, *self.sliding)), default=0)
+
+
+def kv_groups(model: VllmModel) -> KvGroups:
+    """The KV cache groups of ``model`` (see :class:`KvGroups`)."""
+    sliding = set(model.sliding_layer_ids) if model.sliding_window else set()
+    full_ids = [i for i in range(model.num_layers) if i not in sliding]
+    slide_ids = sorted(sliding)
+    kinds = [k for k in (full_ids, slide_ids) if k]
+    if len(kinds) == 1:
+        return KvGroups(full=(tuple(full_ids),) if full_ids else (), sliding=(tuple(slide_ids),) if slide_ids else ())
+    small, large = min(len(k) for k in kinds), max(len(k) for k in kinds)
+    size = large if large < small * 1.5 else small  # kv_cache_planning.py:566-578
+    def split(ids: list[int]) -> tuple[tuple[int, ...], ...]:
+        n = -(-len(ids) // size)
+        return tuple(tuple(ids[i::n]) for i in range(n))  # layers[i::num_groups] (:599)
+    return KvGroups(full=split(full_ids), sliding=split(slide_ids))
+
+
+def in_flight_tokens(pp: int, batched_tokens: int) -> int:
+    """Tokens scheduled but not yet settled: ``max_concurrent_batches x max_num_batched_tokens``
+    (vllm config/vllm.py:560-577); async scheduling, on by default for generative models with the
+    multiprocessing and Ray executors (config/vllm.py:1610-1637; RayExecutorV2 is a
+    MultiprocExecutor, v1/executor/ray_executor_v2.py:239), makes it ``pp + 1`` batches."""
+    return (pp + 1) * batched_tokens
+
+
+def request_blocks(model: VllmModel, groups: KvGroups, max_model_len: int, *, pp: int, batched_tokens: int) -> int:
+    """Blocks one request of ``max_model_len`` tokens takes from the pool: the sum over groups
+    (v1/core/kv_cache_utils.py:1082-1114, ``get_max_concurrency_for_kv_cache_config``). A full
+    group needs ``cdiv(max_model_len, block)`` (FullAttentionSpec); a sliding group
+    ``cdiv(min(window - 1 + in-flight tokens, max_model_len), block) + 1``, the +1 because the
+    window need not start at a block boundary (v1/kv_cache_interface.py:930-969,
+    SlidingWindowSpec.max_admission_blocks_per_request). vLLM gives a sliding layer the primary
+    block size when the attention backend runs it (model_executor/layers/attention/attention.py:669-693)."""
+    full = -(-max_model_len // BLOCK_SIZE)
+    out = len(groups.full) * full
+    if groups.sliding and model.sliding_window:
+        tokens = min(model.sliding_window - 1 + in_flight_tokens(pp, batched_tokens), max_model_len)
+        out += len(groups.sliding) * (-(-tokens // BLOCK_SIZE) + 1)
+    return out

@@ -12,7 +12,8 @@ Each candidate is checked against the constraints vLLM enforces, with the number
   VLLM_ALLOW_LONG_MAX_MODEL_LEN);
 * free memory covers ``total x utilisation`` plus the CUDA context (v1/worker/utils.py:783-796);
 * the KV pool holds one request of ``max_model_len`` (kv_cache_planning.py:125) and, with
-  ``--users N``, N of them at once.
+  ``--users N``, N of them at once. With sliding-window layers a request holds their window, not
+  ``max_model_len``, in the KV cache groups of vLLM's hybrid manager (memory.KvGroups).
 
 A tensor-parallel group never spans nodes (the recommended layout: TP = GPUs per node, PP =
 nodes); stages fill the nodes in order, so a node of 8 GPUs holds two stages of TP 4.
@@ -21,7 +22,7 @@ nodes); stages fill the nodes in order, so a node of 8 GPUs holds two stages of 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from planner.core.records import Constraints, DeviceMemory, Gpu, Hardware, Plan, Speed
@@ -204,20 +205,36 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
 
     rms = [mem.rank_memory(model, r, tp=tp, pp=pp, utilization=req.utilization, batched_tokens=batched, max_num_seqs=seqs,
                            online_fp8=online_fp8) for r in rk]
-    blocks = min((rm.kv_available // (page * rm.layers) if rm.kv_available > 0 and rm.layers else 0 for rm in rms), default=0)
+    groups = mem.kv_groups(model)
+    spans = mem.stage_layers(model.num_layers, pp)
+    # the layers one block spans on each rank: all its layers, or with sliding-window layers the
+    # largest KV cache group it holds (memory.KvGroups)
+    block_layers = [groups.block_layers(*spans[r.stage]) for r in rk]
+    blocks = min((rm.kv_available // (page * n) if rm.kv_available > 0 and n else 0 for rm, n in zip(rms, block_layers, strict=True)),
+                 default=0)
     usable = max(0, blocks - 1)
+    sliding = bool(groups.sliding) and model.sliding_window is not None
+
+    def need_of(length: int) -> int:
+        return mem.request_blocks(model, groups, length, pp=pp, batched_tokens=batched)
+
     if max_model_len is None:  # --max-model-len auto: the largest length whose `users` requests fit
         per_seq = usable // max(1, users)
-        max_model_len = min(per_seq * mem.BLOCK_SIZE, mml_cap or per_seq * mem.BLOCK_SIZE)
+        if not sliding:
+            max_model_len = min(per_seq * mem.BLOCK_SIZE, mml_cap or per_seq * mem.BLOCK_SIZE)
+        else:  # a sliding group's blocks stop growing at the window: search the length
+            max_model_len = _longest(lambda n: need_of(n) <= per_seq, mml_cap or (1 << 32))
         max_model_len = max(max_model_len, 1)
     if mml_cap is not None and max_model_len > mml_cap:
         reasons.append(f"max_model_len {max_model_len} exceeds the model's max_position_embeddings {mml_cap}")
-    need = math.ceil(max_model_len / mem.BLOCK_SIZE)
+    need = need_of(max_model_len)
     concurrent = usable // need if need else 0
-    tokens = usable * mem.BLOCK_SIZE
+    # vLLM's "GPU KV cache size" is concurrency x max_model_len (v1/core/kv_cache_utils.py:1141-1149);
+    # without sliding layers that is the pool's tokens, the figure fitcheck has always reported
+    tokens = usable * max_model_len // need if sliding and need else usable * mem.BLOCK_SIZE
 
     memory: dict[str, DeviceMemory] = {}
-    for r, rm in zip(rk, rms, strict=True):
+    for r, rm, n_layers in zip(rk, rms, block_layers, strict=True):
         asked = math.ceil(r.total * req.utilization)
         # one line per kind of problem: the first rank that has it (the others are alike or in the JSON)
         if asked + mem.CUDA_CONTEXT > r.free and not any(x.startswith("--gpu-memory-utilization") for x in reasons):
@@ -228,7 +245,7 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
             reasons.append(f"{r.device}: weights {fmt_bytes(rm.weights)} + activations {fmt_bytes(rm.activations)} + CUDA graphs "
                            f"{fmt_bytes(rm.cudagraphs)} + non-torch {fmt_bytes(rm.non_torch)} = {fmt_bytes(fixed)} leave no KV "
                            f"cache within {fmt_bytes(rm.budget)} ({req.utilization:g} x {fmt_bytes(r.free)})")
-        kv_rank = blocks * page * rm.layers
+        kv_rank = blocks * page * n_layers
         overhead = rm.non_torch + rm.cudagraphs + mem.CUDA_CONTEXT
         total = rm.weights + kv_rank + rm.activations + overhead
         capacity = rm.budget + mem.CUDA_CONTEXT
@@ -237,8 +254,8 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
                                         margin=max(0, r.free - capacity), required=total)
     if rk and all(rm.kv_available > 0 for rm in rms):
         if concurrent < 1:
-            worst = min(rms, key=lambda x: x.kv_available // max(1, page * x.layers))
-            reasons.append(f"one request of max_model_len {max_model_len} needs {fmt_bytes(need * page * worst.layers)} of KV "
+            worst, worst_layers = min(zip(rms, block_layers, strict=True), key=lambda x: x[0].kv_available // max(1, page * x[1]))
+            reasons.append(f"one request of max_model_len {max_model_len} needs {fmt_bytes(need * page * worst_layers)} of KV "
                            f"cache per GPU; {fmt_bytes(worst.kv_available)} is available (vLLM: 'To serve at least one "
                            "request with the model's max seq len')")
         elif concurrent < users:
@@ -271,8 +288,11 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
                      "tokens of context (memory-bandwidth bound decode; not a benchmark)")
     if model.skipped_layers:
         notes.append(f"{model.skipped_layers} layer(s) past num_hidden_layers (multi-token prediction) are not loaded by vllm serve")
-    if model.sliding_layers:
-        notes.append("sliding-window layers are sized as full attention (vLLM's hybrid allocator needs less)")
+    if sliding:
+        full_need = len(groups.full) * math.ceil(max_model_len / mem.BLOCK_SIZE)
+        notes.append(f"{model.sliding_layers} of {model.num_layers} layers slide over {model.sliding_window} tokens: a request of "
+                     f"{max_model_len} tokens holds {need} blocks in {len(groups.full) + len(groups.sliding)} KV cache group(s) "
+                     f"({full_need} for full attention; vLLM's hybrid KV cache manager)")
     return Plan(
         runtime="vllm", label=f"{what} on {where}", settings=settings, memory=memory,
         speed=Speed(tokens_per_s=_tokens_per_s(model, hw, rk, rms, tp=tp, pp=pp, context=max_model_len, kv_per_layer=per_layer)
@@ -281,6 +301,18 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
         kv_bytes=sum(m.kv_cache for m in memory.values()),
         kv_bytes_per_token=per_layer * model.num_layers * tp,  # every TP rank caches its share (MLA: a copy)
     )
+
+
+def _longest(ok: Callable[[int], bool], cap: int) -> int:
+    """The largest n in [1, cap] with ok(n) (ok is monotone: true up to some n); 0 if none."""
+    lo, hi = 0, cap
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _cc(hw: Hardware, r: mem.Rank) -> tuple[int, int] | None:

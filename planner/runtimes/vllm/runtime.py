@@ -31,7 +31,7 @@ class VllmRuntime:
     """``vllm serve`` with tensor and pipeline parallelism (Ray or ``--nnodes`` across nodes)."""
 
     name: ClassVar[str] = "vllm"
-    engines: ClassVar[tuple[str, ...]] = ("vllm", "sglang")
+    engines: ClassVar[tuple[str, ...]] = ("vllm",)
     version: ClassVar[str] = FACTS_VERSION
     #: plans clusters (Hardware.nodes); api refuses clusters for runtimes without it
     multi_node: ClassVar[bool] = True

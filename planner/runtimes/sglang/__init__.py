@@ -1,0 +1,1 @@
+"""SGLang serving plans (planner.runtimes.sglang.runtime)."""
