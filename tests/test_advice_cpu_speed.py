@@ -1,5 +1,5 @@
 """Issue 13 item 3: the CPU speed model is calibrated from the committed benchmark
-(benchmarks/speed/results.json), ranks plans by the time to an answer (the load included), and
+(benchmarks/speed/results-fit.json, checked against results-check.json), ranks plans by the time to an answer (the load included), and
 the emitted script names the package bitsandbytes' fast CPU path needs."""
 
 from __future__ import annotations
@@ -18,46 +18,56 @@ from planner.runtimes.transformers.speed import cpu_decode_seconds, cpu_load_sec
 from planner.sources import catalog
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "speed" / "results.json"
+SPEED = ROOT / "benchmarks" / "speed"
+# The fit run (the constants come from it: 2 and 16 layers) and the check run (4 and 8 layers,
+# out of sample), both on an idle machine.
+RUNS = {"fit": SPEED / "results-fit.json", "check": SPEED / "results-check.json"}
+# Schemes whose measured speeds differ by less than this are ties: the rounds of one
+# configuration spread by 7-19 % on the idle machine (benchmarks/speed/RESULTS.md).
+TIE = 0.10
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("cpu_speed", ROOT / "benchmarks" / "speed" / "cpu_speed.py")
+    spec = importlib.util.spec_from_file_location("cpu_speed", SPEED / "cpu_speed.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def _measured() -> dict[tuple[str, str, int], float]:
-    doc = json.loads(RESULTS.read_text())
+def _measured(run: str) -> dict[tuple[str, str, int], float]:
+    """Median decode tokens/s (wall) per (dtype, quantization, layers)."""
+    doc = json.loads(RUNS[run].read_text())
     groups: dict[tuple[str, str, int], list[float]] = {}
     for r in doc["runs"]:
         if "error" not in r:
-            groups.setdefault((r["dtype"], r["quantization"], r["layers"]), []).append(r["decode_cpu_s_per_token"])
-    return {k: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
-            for k, v in groups.items()}
+            groups.setdefault((r["dtype"], r["quantization"], r["layers"]), []).append(r["decode_tok_s"])
+    return {k: _bench()._median(v) for k, v in groups.items()}
 
 
 def _predicted(dtype: str, quant: str, layers: int) -> float:
-    return cpu_decode_seconds(params=_bench().param_counts(layers), quantization=quant, dtype=dtype, cpu_count=1,
-                              ram_bandwidth=10**15)
+    """Predicted decode tokens/s of the benchmark model on the benchmark's 2-vCPU machine."""
+    return 1 / cpu_decode_seconds(params=_bench().param_counts(layers), quantization=quant, dtype=dtype, cpu_count=2,
+                                  ram_bandwidth=None)
 
 
-def test_decode_predictions_are_within_30_percent_of_the_measurements() -> None:
-    measured = _measured()
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_decode_predictions_are_within_30_percent_of_the_measurements(run: str) -> None:
+    measured = _measured(run)
     assert len(measured) >= 8
-    for (dtype, quant, layers), seconds in measured.items():
-        assert abs(_predicted(dtype, quant, layers) - seconds) <= 0.3 * seconds, (dtype, quant, layers)
+    for (dtype, quant, layers), tok_s in measured.items():
+        assert abs(_predicted(dtype, quant, layers) - tok_s) <= 0.3 * tok_s, (dtype, quant, layers, tok_s)
 
 
-def test_the_ranking_is_right_for_every_scheme_pair_at_the_deepest_model() -> None:
-    measured = _measured()
-    deepest = max(k[2] for k in measured)
-    keys = [k for k in measured if k[2] == deepest]
-    for a in keys:
-        for b in keys:
-            if measured[a] < measured[b]:
-                assert _predicted(*a) < _predicted(*b), (a, b)
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_the_ranking_is_right_for_every_pair_of_schemes_that_is_not_a_tie(run: str) -> None:
+    measured = _measured(run)
+    pairs = 0
+    for a in measured:
+        for b in measured:
+            if a[2] == b[2] and measured[a] > measured[b] * (1 + TIE):
+                pairs += 1
+                assert _predicted(*a) > _predicted(*b), (a, b)
+    assert pairs >= 4  # nf4 against each other scheme at both depths, at least
 
 
 def _cpu_box(ram: int = 16) -> Hardware:

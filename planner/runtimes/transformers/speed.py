@@ -26,33 +26,36 @@ GPU_EFFICIENCY = {"none": 0.75, "prequantized": 0.6}
 #   (the same earino post, 12.65 vs 5.05 ms): the median, 0.26.
 BNB_GPU_SPEED = {"nf4": 0.6, "int8": 0.26}
 # On a CPU, decode is bound by compute (at the few cores a desktop or a VM gives torch) or by RAM
-# bandwidth, whichever is slower. Compute: CPU-seconds per parameter per token, measured by
-# benchmarks/speed/cpu_speed.py on a Llama-3.2-1B-shaped model (AMD EPYC with AVX-512 BF16, torch
-# 2.13, bitsandbytes 0.50 without the `kernels` package; benchmarks/speed/RESULTS.md): the slope
-# between 1 and 4 decoder layers is a layer's cost (its linears, attention, norms, framework
-# overhead), the rest is the output head. CPU time is the work, which a shared machine does not
-# inflate the way it inflates wall time; divided by the threads torch runs, it is the time on an
-# idle machine. bnb's schemes are no faster than bf16 per layer although they read 4x and 2x
-# fewer bytes: without `kernels` they run bitsandbytes' own CPU GEMV (nf4) or int8 matmul with
-# dequantization (int8); fp32 is the fastest here (torch's bf16 GEMV on this CPU is slower).
-CPU_LAYER_S_PER_PARAM = {("none", "bfloat16"): 0.918e-9, ("none", "float32"): 0.455e-9,
-                         ("nf4", "bfloat16"): 0.833e-9, ("int8", "bfloat16"): 1.318e-9}
+# bandwidth, whichever is slower. Compute: thread-seconds (wall seconds x torch's threads) per
+# parameter per token, fitted by `benchmarks/speed/cpu_speed.py fit` to the wall time of a
+# Llama-3.2-1B-shaped model at 2 and 16 decoder layers, 3 rounds, on an idle 2-vCPU Intel Xeon
+# (AVX-512 BF16, AMX; load average 0.9-1.7), torch 2.13, bitsandbytes 0.50 without the `kernels`
+# package (benchmarks/speed/results-fit.json, RESULTS.md 2026-12-02 21:35): the slope over the
+# layers is a layer's cost (its linears, attention, norms, framework overhead), the rest the output
+# head. Checked out of sample at 4 and 8 layers (results-check.json). Wall time, not CPU time:
+# OpenMP threads spin while they wait, so CPU time grows with the contention (the first fit, from
+# CPU time on a machine at load 18-28, had bnb 2-3x too slow). nf4 decodes fastest on this CPU
+# (bnb's CPU 4-bit GEMV reads 4x fewer bytes); int8, bf16 and fp32 are within 15 % of each other.
+CPU_LAYER_S_PER_PARAM = {("none", "bfloat16"): 0.492e-9, ("none", "float32"): 0.422e-9,
+                         ("nf4", "bfloat16"): 0.196e-9, ("int8", "bfloat16"): 0.449e-9}
 # The output head is one large GEMV in the load dtype under every scheme (bnb skips lm_head): per
-# dtype, the mean of the intercepts of the schemes computing in it (bf16: 0.380, 0.335 and
-# 0.232e-9 from bf16, nf4 and int8).
-CPU_HEAD_S_PER_PARAM = {"bfloat16": 0.316e-9, "float32": 0.328e-9}
+# dtype, the mean of the intercepts of the schemes computing in it (bf16: 0.325, 0.349 and 0.392e-9
+# from bf16, nf4 and int8; fp32: 0.345e-9).
+CPU_HEAD_S_PER_PARAM = {"bfloat16": 0.355e-9, "float32": 0.345e-9}
 # Bandwidth: fraction of RAM bandwidth a decode step reaches per byte read (a lead: a 97M bf16
 # model at 86.6 tok/s read 16.8 GB/s on a 2-vCPU CI machine, about half its bandwidth).
 CPU_BANDWIDTH_EFFICIENCY = 0.5
-# Load, CPU-seconds: a fixed part (from_pretrained's setup; bnb's import and replacement of the
-# linears) and a part per parameter converted (a dtype cast, or bnb quantizing a linear), from the
-# same benchmark (load_cpu_s, medians, 1 -> 4 layers): bf16 as stored 1.99 -> 2.22 s; fp32 3.69 ->
-# 4.05 s (a cast of 0.32 G and 0.51 G parameters: 5.2 and 4.1 ns each); nf4 6.57 -> 15.59 s (49.5 ns
-# per linear quantized, 3.6 s fixed); int8 4.65 -> 7.95 s (18.1 ns, 3.5 s fixed). Llama-3.2-1B in
-# nf4 is then 52 s against 2 s in bf16 (issue 13 measured 48 s and 1.3 s on a like machine).
-CPU_LOAD_FIXED_S = {"none": 2.0, "nf4": 3.6, "int8": 3.5, "prequantized": 2.0}
-CPU_LOAD_S_PER_CAST_PARAM = 4.5e-9
-CPU_LOAD_S_PER_QUANTIZED_PARAM = {"nf4": 49.5e-9, "int8": 18.1e-9}
+# Load, wall seconds (the checkpoint in the page cache): a fixed part (from_pretrained's setup;
+# bnb's import and replacement of the linears) and a part per parameter converted (a dtype cast,
+# or bnb quantizing a linear), from the same fit run (medians, 2 -> 16 layers): bf16 as stored
+# 2.79 -> 2.89 s; fp32 3.46 -> 5.17 s (a cast of 0.38 G and 1.24 G parameters: 1.7 and 1.9 ns each
+# over the 2.8 s fixed); nf4 8.80 -> 37.24 s (33.4 ns per linear quantized, 4.7 s fixed); int8
+# 6.00 -> 13.22 s (8.5 ns, 5.0 s fixed). Pre-quantized checkpoints load as stored, like bf16 (not
+# measured). Llama-3.2-1B in nf4 is then 37 s against 2.9 s in bf16 (issue 13 measured 48 s and
+# 1.3 s on another machine).
+CPU_LOAD_FIXED_S = {"none": 2.8, "nf4": 4.7, "int8": 5.0, "prequantized": 2.8}
+CPU_LOAD_S_PER_CAST_PARAM = 1.9e-9
+CPU_LOAD_S_PER_QUANTIZED_PARAM = {"nf4": 33.4e-9, "int8": 8.5e-9}
 # A prompt token costs this fraction of a decode step (prefill runs as matrix-matrix products):
 # 16-token prompts took 1.0-1.5 decode steps in the benchmark (first_token_cpu_s).
 PREFILL_TOKEN_SHARE = 1 / 16
@@ -99,7 +102,7 @@ def cpu_load_seconds(*, params: dict[str, int], quantization: str, dtype: str, s
                      cpu_count: int | None = None) -> float:
     """Seconds ``from_pretrained`` takes on the CPU (the checkpoint in the page cache): fixed
     setup, plus casting every parameter when the load dtype differs from the stored one, plus bnb
-    quantizing the decoder layers' linears. ``cpu_count`` is unused: the load ran on one core."""
+    quantizing the decoder layers' linears. ``cpu_count`` is unused: the load is mostly one core's work."""
     total = params.get("cast", params.get("layer", 0) + params.get("head", 0) + params.get("embed", 0))
     seconds = CPU_LOAD_FIXED_S.get(quantization, CPU_LOAD_FIXED_S["none"])
     if dtype != stored_dtype:
