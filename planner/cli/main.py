@@ -359,7 +359,7 @@ def _run_plans(o: dict[str, Any]) -> list[Any]:
         gpus=parse_size_list(o["gpu"], what="--gpu") if o["gpu"] is not None else None,
         ram=parse_size(o["ram"], what="--ram") if o["ram"] is not None else None,
         disk=parse_size(o["disk"], what="--disk") if o["disk"] is not None else None,
-        nodes=o.get("nodes"),  # --nodes (planner/cli/options/vllm.py): that many copies of the machine
+        nodes=o.get("nodes"),  # --nodes (planner/cli/options/cluster.py): that many copies of the machine
     )
     from planner.hardware.profiles import override_warnings
 

@@ -1,4 +1,5 @@
-"""Runtime-specific command-line options of ``plan`` and ``check``, one module per runtime.
+"""Runtime-specific command-line options of ``plan`` and ``check``, one module per runtime
+(and ``cluster``: ``--nodes``, which several take).
 
 Each module listed in :data:`GROUPS` defines:
 
@@ -25,6 +26,7 @@ from planner.core.errors import UsageError
 
 # one line per runtime that has options of its own
 GROUPS: tuple[str, ...] = (
+    "planner.cli.options.cluster",  # --nodes: a hardware option every multi-node runtime takes
     "planner.cli.options.vllm",
     "planner.cli.options.sglang",
     "planner.cli.options.training",
@@ -53,14 +55,18 @@ def collect(o: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """
     options: dict[str, Any] = {}
     accepted: tuple[str, ...] | None = None  # the runtimes that take every option given so far
+    cluster_only = False  # accepted so far only because of --nodes
     for module in _modules():
         got = dict(module.collect(o))
         runtime = got.pop("runtime", None)
         if runtime is not None:
             names = (runtime,) if isinstance(runtime, str) else tuple(runtime)
             both = names if accepted is None else tuple(n for n in accepted if n in names)
+            if not both and cluster_only:
+                raise UsageError(f"--nodes cannot be combined with the options of the {names[0]} runtime, which plans one machine")
             if not both:
                 raise UsageError(f"options for the {accepted[0] if accepted else ''} and the {names[0]} runtimes cannot be combined")
+            cluster_only = accepted is None and module.__name__.endswith(".cluster")
             accepted = both
         options.update(got)
     if accepted is None:

@@ -1,7 +1,7 @@
 """Options of the SGLang runtime (planner/runtimes/sglang); any of them implies ``--runtime sglang``.
 
-SGLang also takes the serving options of planner/cli/options/vllm.py that name it (``--nodes``,
-``--users``, ``--tp``, ``--kv-cache-dtype``, ``--online-fp8``).
+SGLang also takes the serving options of planner/cli/options/vllm.py that name it (``--users``,
+``--tp``, ``--kv-cache-dtype``, ``--online-fp8``), and ``--nodes`` (planner/cli/options/cluster.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Options of the vLLM runtime (planner/runtimes/vllm): layouts over GPUs and nodes, KV cache, lengths.
 
-Any of them implies ``--runtime vllm``, except the serving options SGLang takes too (``--nodes``,
-``--users``, ``--tp``, ``--kv-cache-dtype``, ``--online-fp8``), which go to ``--runtime sglang``
-when it is named. ``--nodes`` is read by the CLI itself (the hardware becomes N copies of the
-machine, planner.hardware.cluster); the rest become Constraints.options.
+Any of them implies ``--runtime vllm``, except the serving options SGLang takes too (``--users``,
+``--tp``, ``--kv-cache-dtype``, ``--online-fp8``), which go to ``--runtime sglang`` when it is
+named. They become Constraints.options. ``--nodes`` is a hardware option of its own
+(planner/cli/options/cluster.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ def _max_model_len(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 OPTIONS = [
-    click.option("--nodes", type=click.IntRange(1, 1024), help=("Plan for N copies of the machine (--hardware or this one) as a cluster"
-                       " (vLLM, SGLang; with --runtime gguf, llama.cpp RPC).")),
     click.option("--users", type=click.IntRange(1, 1_000_000), help="Concurrent sequences of --context tokens to serve: the fewest GPUs that do (vLLM, SGLang)."),
     click.option("--tp", type=click.IntRange(1, 1024), help="Tensor-parallel size (vLLM, SGLang; default: every size that fits)."),
     click.option("--pp", type=click.IntRange(1, 1024), help="vLLM pipeline-parallel size (default: every size that fits)."),
@@ -45,7 +43,7 @@ _KEYS = {"users": "users", "tp": "tp", "pp": "pp", "kv_cache_dtype": "kv_cache_d
          "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len", "max_num_seqs": "max_num_seqs",
          "max_num_batched_tokens": "max_num_batched_tokens"}
 # the options planner/runtimes/sglang reads too
-SHARED = frozenset({"users", "tp", "kv_cache_dtype", "online_fp8", "nodes"})
+SHARED = frozenset({"users", "tp", "kv_cache_dtype", "online_fp8"})
 
 
 def collect(o: dict[str, Any]) -> dict[str, Any]:
@@ -56,10 +54,7 @@ def collect(o: dict[str, Any]) -> dict[str, Any]:
         out["online_fp8"] = bool(o["online_fp8"])
     if o.get("gpu_memory_utilization") is not None and o["gpu_memory_utilization"] != o["gpu_memory_utilization"]:
         raise UsageError("--gpu-memory-utilization is not a number")
-    given = set(out) | ({"nodes"} if o.get("nodes") is not None else set())
-    # --nodes alone with --runtime gguf (or --rpc-hosts) is a cluster for llama.cpp RPC
-    if given == {"nodes"} and (o.get("runtime") not in (None, "auto", "vllm", "sglang") or o.get("rpc_hosts") is not None):
-        given = set()
+    given = set(out)
     if given - SHARED:
         out["runtime"] = "vllm"
     elif given:

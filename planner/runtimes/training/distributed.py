@@ -1,15 +1,27 @@
-"""Per-GPU model-state memory of data-parallel training across GPUs: DDP, DeepSpeed ZeRO-2/3
-(with and without CPU offload) and FSDP full sharding.
+"""Per-GPU model-state memory of data-parallel training across GPUs and nodes: DDP, DeepSpeed
+ZeRO-2/3 (with and without CPU offload), FSDP full sharding and FSDP hybrid sharding.
 
 DeepSpeed's own estimators (deepspeed/runtime/zero/stage_1_and_2.py
 ``estimate_zero2_model_states_mem_needs`` and stage3.py ``estimate_zero3_model_states_mem_needs``)
 count 16-bit parameters and gradients (2 + 2 B), and fp32 master weights with Adam's two states
-(12 B) per parameter, for P parameters over G GPUs:
+(12 B) per parameter, for P parameters over G GPUs in all (G = num_nodes x num_gpus_per_node,
+stage3.py line 3753 of DeepSpeed edaa722, stage_1_and_2.py line 3087); CPU is per node:
 
     ZeRO-2:            GPU 4P + 16P/G                 CPU 4P x gpus_per_node x 1.5
     ZeRO-2 + offload:  GPU 2P                         CPU P x max(4G, 16) x 1.5
     ZeRO-3:            GPU 4L + 18P/G                 (L: the largest layer's parameters)
-    ZeRO-3 + offload:  GPU 4L                         CPU 18P x 1.5 (per node)
+    ZeRO-3 + offload:  GPU 4L                         CPU 18P / num_nodes x 1.5
+
+(ZeRO-3's host term divides by the nodes: ``gpus_factor = 1 / num_nodes``, stage3.py lines 3754
+and 3762. DeepSpeed's ZeRO-2 GPU line has been 2P + 18P/G since its PR #5099 of 2024,
+stage_1_and_2.py line 3095; fitcheck keeps the 4P + 16P/G of the replicated 16-bit gradients.)
+fitcheck's host share is the partitions of the node's own ranks: the states of P over G GPUs,
+times the GPUs of one node, the same 1/num_nodes; it does not price the fp32 copy each rank loads
+before ZeRO-2 partitions it, which DeepSpeed's ``max(4G, 16)`` counts for the whole cluster.
+
+FSDP's HYBRID_SHARD (``fsdp-hybrid``) shards like FULL_SHARD within a node and replicates across
+nodes (torch/distributed/fsdp/api.py, ShardingStrategy, line 55 in torch 2.13: "Apply FULL_SHARD
+within a node, and replicate parameters across nodes"): FSDP's formula with G = the GPUs of one node.
 
 fitcheck keeps their structure but prices the parts with the plan's own widths (an 8-bit
 optimizer's 2 B instead of Adam's 8; the optimizer's real state), so that a ZeRO plan and a
@@ -48,7 +60,8 @@ class Sharded:
 
 def shard(p: Parts, strategy: str, *, gpus: int, gpus_per_node: int, trainable: int, frozen: int, largest_layer: int,
           largest_module: int, layer_width: int) -> Sharded:
-    """``p`` (one replica's parts) spread over ``gpus`` GPUs under ``strategy``.
+    """``p`` (one replica's parts) spread over ``gpus`` GPUs in all, ``gpus_per_node`` on each
+    node, under ``strategy``; ``cpu`` is per node.
 
     Args:
         trainable: bytes of the trainable parameters' master copy inside ``p.weights``.
@@ -57,7 +70,7 @@ def shard(p: Parts, strategy: str, *, gpus: int, gpus_per_node: int, trainable: 
         largest_module: parameters of the largest single tensor (module) of the model.
         layer_width: bytes per parameter of a gathered layer (the compute dtype).
     """
-    g = max(1, gpus)
+    g = max(1, gpus_per_node if strategy == "fsdp-hybrid" else gpus)
     if strategy in ("single", "ddp"):
         # DDP copies every gradient into its reducer's buckets unless gradient_as_bucket_view=True
         # (torch.nn.parallel.DistributedDataParallel docs: "the saved memory size will be equal to
@@ -72,8 +85,8 @@ def shard(p: Parts, strategy: str, *, gpus: int, gpus_per_node: int, trainable: 
     if strategy == "zero2-offload":
         host = int((trainable + p.gradients + p.optimizer) * DS_CPU_BUFFER_FACTOR) * gpus_per_node // g
         return Sharded(frozen + _half(trainable, layer_width), 0, 0, 0, host)
-    if strategy in ("zero3", "fsdp"):
-        # everything partitioned, the 16-bit working copy too, and the gathered layers
+    if strategy in ("zero3", "fsdp", "fsdp-hybrid"):
+        # everything partitioned (over one node's GPUs for fsdp-hybrid), the 16-bit working copy too, and the gathered layers
         return Sharded(gathered + (frozen + trainable + _half(trainable, layer_width)) // g, p.gradients // g, p.optimizer // g,
                        p.step // g, 0)
     if strategy == "zero3-offload":

@@ -1,5 +1,6 @@
 """Plan -> the training script (``train.py``), the plan file (``plan.json``) and, for several GPUs,
-the accelerate config and DeepSpeed JSON they launch with.
+the accelerate config and DeepSpeed JSON they launch with; on a cluster, one accelerate config
+and one launch line per node (``accelerate_config_node<R>.yaml``, machine_rank R).
 
 The script depends on torch, transformers, peft (LoRA, QLoRA) and bitsandbytes (QLoRA, 8-bit
 optimizers), never on fitcheck. Every value that came from outside (repo id, revision, module
@@ -33,6 +34,12 @@ STEPS = 3  # optimizer steps the script runs unless told otherwise (--steps)
 # optimizer steps `fitcheck verify` runs: the first step creates the optimizer state, the second
 # runs a forward and backward with it held (the planned peak), so two show every phase's peak
 VERIFY_STEPS = 2
+# the head node's address in a cluster's accelerate configs: a placeholder the user replaces (as
+# the vLLM plans' HEAD_IP); the port is torch.distributed's default MASTER_PORT, 29500 (torchrun's
+# --master-port default, torch/distributed/run.py; accelerate falls back to it too,
+# accelerate/utils/launch.py prepare_deepspeed_cmd_env)
+HEAD = "HEAD_IP"
+MAIN_PORT = 29500
 
 
 def _settings(p: Plan) -> TrainingSettings:
@@ -49,6 +56,7 @@ def train_settings(r: Report, p: Plan) -> dict[str, Any]:
         "precision": s.precision, "gradient_checkpointing": s.gradient_checkpointing, "seq": s.seq, "batch": s.batch,
         "grad_accum": s.grad_accum, "lora_r": s.lora_r, "lora_alpha": 2 * s.lora_r, "lora_targets": list(s.lora_targets),
         "lr": LR[s.method], "device": "cpu" if s.gpus == 0 else "cuda", "gpus": s.gpus, "strategy": s.strategy,
+        "nodes": s.nodes,
     }
 
 
@@ -59,13 +67,17 @@ def training_block(p: Plan) -> dict[str, Any]:
                            "precision": s.precision, "seq": s.seq, "batch": s.batch, "grad_accum": s.grad_accum,
                            "trainable_parameters": s.trainable_parameters, "lora_r": s.lora_r,
                            "lora_targets": list(s.lora_targets), "gpus": s.gpus, "strategy": s.strategy,
-                           "max_batch": s.max_batch, "max_seq": s.max_seq}
+                           "max_batch": s.max_batch, "max_seq": s.max_seq, "nodes": s.nodes, "world_size": s.world_size}
     if s.zero_stage is not None:
         out["zero_stage"] = s.zero_stage
         out["offload"] = s.offload
-    if s.strategy == "fsdp":
-        out["fsdp"] = "FULL_SHARD"
+    if s.strategy.startswith("fsdp"):
+        out["fsdp"] = FSDP_SHARDING[s.strategy]
     return out
+
+
+# accelerate's fsdp_sharding_strategy names (accelerate/utils/constants.py FSDP_SHARDING_STRATEGY)
+FSDP_SHARDING = {"fsdp": "FULL_SHARD", "fsdp-hybrid": "HYBRID_SHARD"}
 
 
 def plan_file(r: Report, p: Plan) -> str:
@@ -110,6 +122,9 @@ def check_plan_doc(doc: Any) -> None:
     for key in ("seq", "batch", "grad_accum", "lora_r"):
         if not isinstance(t.get(key), int) or isinstance(t.get(key), bool) or t[key] < 0:
             raise VerifyError(f"the plan file's train.{key} is not a count")
+    nodes = t.get("nodes", 1)  # plan files of fitcheck before --nodes trained have none
+    if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+        raise VerifyError("the plan file's train.nodes is not a count of machines")
 
 
 def script(r: Report, p: Plan) -> str:
@@ -143,23 +158,53 @@ def ds_config(p: Plan) -> str | None:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def accelerate_config(p: Plan) -> str | None:
-    """``accelerate launch --config_file`` YAML for several GPUs (None for one device)."""
+def accelerate_config(p: Plan, machine_rank: int = 0) -> str | None:
+    """``accelerate launch --config_file`` YAML for several GPUs (None for one device): on a
+    cluster, node ``machine_rank``'s (every node's differs only there). The keys are accelerate's
+    ClusterConfig fields (accelerate/commands/config/config_args.py); ``num_processes`` counts the
+    ranks of every node, and accelerate starts num_processes / num_machines on each
+    (accelerate/utils/launch.py, ``nproc_per_node``)."""
     s = _settings(p)
-    if s.gpus <= 1:
+    if s.world_size <= 1:
         return None
+    if not 0 <= machine_rank < s.nodes:
+        raise ValueError(f"machine_rank {machine_rank} of {s.nodes} node(s)")
     mixed = "bf16" if s.precision.startswith("bf16") else "fp16" if s.precision == "fp16-mixed" else "no"
-    lines = ["compute_environment: LOCAL_MACHINE", f"num_processes: {s.gpus}", "num_machines: 1", "machine_rank: 0",
-             f"mixed_precision: {mixed}"]
+    lines = ["compute_environment: LOCAL_MACHINE", f"num_processes: {s.world_size}", f"num_machines: {s.nodes}",
+             f"machine_rank: {machine_rank}", f"mixed_precision: {mixed}"]
+    if s.nodes > 1:
+        # torchrun's static rendezvous at the head node (rank 0), whose address the user fills in
+        lines += [f"main_process_ip: {HEAD}", f"main_process_port: {MAIN_PORT}", "rdzv_backend: static"]
     if s.zero_stage is not None:
         lines += ["distributed_type: DEEPSPEED", "deepspeed_config:", "  deepspeed_config_file: ds_config.json"]
-    elif s.strategy == "fsdp":
-        lines += ["distributed_type: FSDP", "fsdp_config:", "  fsdp_sharding_strategy: FULL_SHARD",
+        if s.nodes > 1:
+            # "standard": `accelerate launch` on each node runs torchrun there; accelerate's default
+            # for several machines, pdsh, runs `deepspeed --hostfile` from one node instead
+            # (accelerate/utils/launch.py prepare_deepspeed_cmd_env; DEEPSPEED_MULTINODE_LAUNCHERS[1])
+            lines += ["  deepspeed_multinode_launcher: standard"]
+    elif s.strategy.startswith("fsdp"):
+        lines += ["distributed_type: FSDP", "fsdp_config:", f"  fsdp_sharding_strategy: {FSDP_SHARDING[s.strategy]}",
                   "  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP", "  fsdp_state_dict_type: SHARDED_STATE_DICT",
                   f"  fsdp_activation_checkpointing: {str(s.gradient_checkpointing).lower()}"]
     else:
         lines += ["distributed_type: MULTI_GPU"]
     return "\n".join(lines) + "\n"
+
+
+def config_name(p: Plan, machine_rank: int = 0) -> str:
+    """The file name of node ``machine_rank``'s accelerate config."""
+    return "accelerate_config.yaml" if _settings(p).nodes <= 1 else f"accelerate_config_node{machine_rank}.yaml"
+
+
+def launch_commands(p: Plan) -> dict[str, tuple[str, ...]]:
+    """The command line that trains: ``train`` on one machine; ``train_node<R>`` on node R of a
+    cluster (each with its own config; start them all, rank 0 first, with HEAD_IP replaced)."""
+    s = _settings(p)
+    if s.world_size <= 1:
+        return {"train": ("python", "train.py")}
+    if s.nodes <= 1:
+        return {"train": ("accelerate", "launch", "--config_file", config_name(p), "train.py")}
+    return {f"train_node{r}": ("accelerate", "launch", "--config_file", config_name(p, r), "train.py") for r in range(s.nodes)}
 
 
 
@@ -230,7 +275,7 @@ def load_model():
 
         kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                        bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
-    if PLAN["gpus"] <= 1:
+    if PLAN["gpus"] * PLAN.get("nodes", 1) <= 1:
         kw["device_map"] = PLAN["device"] if PLAN["device"] == "cpu" else {"": 0}
     model = AutoModelForCausalLM.from_pretrained(PLAN["model"], **kw)
     model.config.use_cache = False
@@ -302,7 +347,7 @@ def main(argv):
     phases = {"imports": peak()}
     reset_peak()
     accelerator = None
-    if PLAN["gpus"] > 1:  # launched by `accelerate launch --config_file accelerate_config.yaml train.py`
+    if PLAN["gpus"] * PLAN.get("nodes", 1) > 1:  # launched by `accelerate launch --config_file accelerate_config.yaml train.py`
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 

@@ -5,7 +5,10 @@ A candidate is (precision, strategy, optimizer, gradient checkpointing) for the 
 AdamW and skip checkpointing while they fit, then an 8-bit optimizer (costs nothing in speed),
 then pure bf16 weights (torchtune's default; less exact updates), then checkpointing (a third
 more compute: one more forward per step), then Adafactor (another optimizer), sharding across
-GPUs in between by its cost, CPU offload last. Every candidate of a request
+GPUs in between by its cost, CPU offload last. On a cluster (``--nodes``, a cluster profile) every
+node trains with the same number of GPUs (``gpus`` per node, accelerate starts num_processes /
+num_machines on each) and each rank is named ``node<N>:cuda:<i>``, as the vLLM plans name theirs;
+each rank is held to its own GPU, so the smallest GPU bounds the equal ZeRO and FSDP shards. Every candidate of a request
 has the same ``quality`` and no speed figure, so the generic solver (a stable sort) keeps this
 order among those that fit.
 
@@ -62,11 +65,14 @@ GPU_SLACK_TRANSIENT = 0.15
 # reduce_bucket_size = allgather_bucket_size = 5e8 elements (deepspeed/runtime/zero/config.py) are
 # what the emitted JSON sets lower, to 2e8 (16-bit: 400 MB each; we count one of them).
 DS_BUCKET_BYTES = 2 * 200_000_000
-# relative extra cost of each choice, for the order of the candidates (see the module docstring)
+# relative extra cost of each choice, for the order of the candidates (see the module docstring);
+# HYBRID_SHARD before FULL_SHARD on a cluster: its all-gathers and reduce-scatters stay inside a
+# node (torch/distributed/fsdp/api.py, ShardingStrategy), only the gradients' all-reduce crosses
+# the slower link between nodes
 # (checkpointing and the 8-bit optimizer leave the training as it is, up to rounding; pure bf16
 # weights round small updates away; Adafactor and SGD are other optimizers, tried last)
 _COST = {"checkpointing": 0.33, "adamw-8bit": 0.02, "paged-adamw-8bit": 0.03, "adafactor": 0.8, "sgd": 0.8,
-         "bf16": 0.1, "ddp": 0.0, "single": 0.0, "zero2": 0.05, "fsdp": 0.15, "zero3": 0.2, "zero2-offload": 0.6,
+         "bf16": 0.1, "ddp": 0.0, "single": 0.0, "zero2": 0.05, "fsdp-hybrid": 0.1, "fsdp": 0.15, "zero3": 0.2, "zero2-offload": 0.6,
          "zero3-offload": 1.0}
 
 
@@ -81,15 +87,21 @@ def request_settings(fp: Footprint, hw: Hardware, request: Constraints) -> dict[
     ckpt = request.option("gradient_checkpointing", "auto")
     if ckpt not in ("auto", "on", "off"):
         raise UsageError(f"--gradient-checkpointing {ckpt!r} is not one of auto, on, off")
-    gpus_available = len(_cuda(hw))
+    per_node = [len(n) for n in node_gpus(hw)]
+    gpus_available = min(per_node)
     gpus = request.option("gpus")
     if gpus is None:
         gpus = gpus_available
+    if len(per_node) > 1 and gpus == 0:
+        raise UsageError(f"--gpus 0 on {hw.name}, a cluster of {len(per_node)} nodes: CPU training is planned on one machine",
+                         hint="plan one node (leave out --nodes) or train on the GPUs")
     if gpus > gpus_available:
-        raise UsageError(f"--gpus {gpus}: {hw.name} has {gpus_available} CUDA GPU(s)",
+        where = f"{hw.name} has {gpus_available} CUDA GPU(s)" if len(per_node) == 1 else \
+            f"{hw.name}'s smallest node has {gpus_available} CUDA GPU(s) (every node trains with as many)"
+        raise UsageError(f"--gpus {gpus}: {where}",
                          hint="plan for a profile with more GPUs (--hardware 8x-a100-80gb) or lower --gpus")
     targets = tuple(request.option("lora_targets") or ALL_TARGETS)
-    return {"method": method, "optimizer": optimizer, "ckpt": ckpt, "gpus": gpus,
+    return {"method": method, "optimizer": optimizer, "ckpt": ckpt, "gpus": gpus, "nodes": len(per_node),
             "seq": int(request.option("seq") or request.context or DEFAULT_SEQ), "batch": request.batch,
             "grad_accum": int(request.option("grad_accum", 1)), "lora_r": int(request.option("lora_r", DEFAULT_LORA_R)),
             "targets": targets}
@@ -99,23 +111,56 @@ def _cuda(hw: Hardware) -> tuple[Gpu, ...]:
     return tuple(g for g in hw.gpus if g.backend == "cuda")
 
 
+def node_gpus(hw: Hardware) -> list[tuple[Gpu, ...]]:
+    """The CUDA GPUs of each node, in node order (one node for a single machine)."""
+    if not hw.nodes:
+        return [_cuda(hw)]
+    out, i = [], 0
+    for node in hw.nodes:
+        out.append(tuple(g for g in hw.gpus[i:i + len(node.gpus)] if g.backend == "cuda"))
+        i += len(node.gpus)
+    return out
+
+
+def free_bytes(hw: Hardware, s: TrainingSettings) -> dict[str, int]:
+    """Every device a plan of ``s`` may use -> its free bytes: its GPUs' ranks and the host RAM
+    (``cpu``; ``node<N>:cpu`` and ``node<N>:cuda:<i>`` on a cluster, each node's own)."""
+    if not hw.nodes:
+        return {**{f"cuda:{i}": g.free_bytes for i, g in enumerate(_cuda(hw)[:s.gpus])}, "cpu": hw.ram_free}
+    out = {}
+    for n, (node, gpus) in enumerate(zip(hw.nodes[:s.nodes], node_gpus(hw), strict=False)):
+        out.update({f"node{n}:cuda:{i}": g.free_bytes for i, g in enumerate(gpus[:s.gpus])})
+        out[f"node{n}:cpu"] = node.ram_free
+    return out
+
+
 def candidates(fp: Footprint, hw: Hardware, request: Constraints) -> Iterator[TrainingSettings]:
     """Every setting to price, in the order of preference."""
     r = request_settings(fp, hw, request)
-    method, gpus = str(r["method"]), int(r["gpus"])  # type: ignore[call-overload]
-    gpu_list = _cuda(hw)[:gpus]
+    method, gpus, nodes = str(r["method"]), int(r["gpus"]), int(r["nodes"])  # type: ignore[call-overload]
+    gpu_list = [g for node in node_gpus(hw) for g in node[:gpus]]
     if gpus == 0:
         precisions = ["fp32"]
     elif all(g.bf16 for g in gpu_list):
         precisions = ["bf16-mixed", "bf16"] if method == "full" else ["bf16-mixed"]
     else:
         precisions = ["fp16-mixed"]
-    if gpus <= 1:
+    # HYBRID_SHARD only where there are nodes to replicate across; with one GPU per node it is DDP
+    hybrid = ["fsdp-hybrid"] if nodes > 1 and gpus > 1 else []
+    if gpus * nodes <= 1:
         strategies = ["single"]
     elif method == "full":
-        strategies = ["ddp", "zero2", "fsdp", "zero3", "zero2-offload", "zero3-offload"]
+        strategies = ["ddp", "zero2", *hybrid, "fsdp", "zero3", "zero2-offload", "zero3-offload"]
+    elif method == "lora":
+        # sharding the frozen bf16 base is what makes a 70B LoRA fit on 80 GB GPUs (peft's guide
+        # docs/source/accelerate/deepspeed.md: LoRA under ZeRO-3); ZeRO-2 would shard only the
+        # adapters' states. Not FSDP: it flattens each wrapped decoder layer into one FlatParameter
+        # of one dtype and (without use_orig_params) one requires_grad (torch 2.13
+        # torch/distributed/fsdp/_flat_param.py lines 806-832), and peft's adapters are fp32 in a
+        # bf16 base: that needs peft's own wrap policy, which the script does not set up
+        strategies = ["ddp", "zero3"]
     else:
-        strategies = ["ddp"]
+        strategies = ["ddp"]  # QLoRA's nf4 base is not sharded (bnb_4bit_quant_storage is not planned)
     optimizers = [r["optimizer"]] if r["optimizer"] else (["adamw", "adamw-8bit", "adafactor"] if method == "full" else ["adamw", "adamw-8bit"])
     ckpts = {"auto": [False, True], "on": [True], "off": [False]}[str(r["ckpt"])]
     targets: tuple[str, ...] = r["targets"] if method != "full" else ()  # type: ignore[assignment]
@@ -135,7 +180,7 @@ def candidates(fp: Footprint, hw: Hardware, request: Constraints) -> Iterator[Tr
                     s = TrainingSettings(method=method, optimizer=str(opt), gradient_checkpointing=ckpt, precision=precision,
                                          seq=int(r["seq"]), batch=int(r["batch"]), grad_accum=int(r["grad_accum"]),  # type: ignore[call-overload]
                                          lora_r=rank, lora_targets=targets, gpus=gpus, strategy=strategy,
-                                         trainable_parameters=trainable)
+                                         trainable_parameters=trainable, nodes=nodes)
                     out.append(s)
     out.sort(key=_cost)  # stable: the nesting above breaks ties
     yield from out
@@ -184,9 +229,8 @@ def peaks(fp: Footprint, hw: Hardware, s: TrainingSettings, *, seq: int | None =
                         "compute": p.step, "overhead": ph["overhead"], "total": max(ph["backward"], ph["step"])}}
     trainable_master = s.trainable_parameters * (4 if s.method != "full" or s.precision != "bf16" else 2)
     frozen = p.weights - trainable_master
-    gpus_per_node = s.gpus
     largest_layer = max((u.params for u in fp.units if u.kind == "layer"), default=0)
-    sh = distributed.shard(p, s.strategy, gpus=s.gpus, gpus_per_node=gpus_per_node, trainable=trainable_master, frozen=frozen,
+    sh = distributed.shard(p, s.strategy, gpus=s.world_size, gpus_per_node=s.gpus, trainable=trainable_master, frozen=frozen,
                            largest_layer=largest_layer, largest_module=shapes.largest_tensor(fp), layer_width=s.compute_bytes)
     grads_live = sh.gradients if s.grad_accum > 1 else min(sh.gradients, head_grad)
     backward = sh.weights + sh.optimizer + p.activations + p.cache + grads_live
@@ -194,24 +238,23 @@ def peaks(fp: Footprint, hw: Hardware, s: TrainingSettings, *, seq: int | None =
     transient = max(p.activations + p.cache + grads_live, sh.gradients + sh.step)
     fixed = CUDA_CONTEXT + int(transient * GPU_SLACK_TRANSIENT) + (DS_BUCKET_BYTES if s.strategy.startswith("zero") else 0)
     out = {}
-    for i in range(s.gpus):
-        out[f"cuda:{i}"] = {"weights": sh.weights, "gradients": sh.gradients, "optimizer": sh.optimizer,
-                            "activations": p.activations + p.cache, "compute": sh.step, "overhead": fixed,
-                            "total": max(backward, step) + fixed}
-    if sh.cpu:
-        out["cpu"] = {"weights": 0, "gradients": 0, "optimizer": sh.cpu, "activations": 0, "compute": 0,
-                      "overhead": CPU_FIXED[s.method], "total": sh.cpu + CPU_FIXED[s.method]}
+    # every rank holds the same shard (ZeRO and FSDP partition equally), on each node the host its
+    # ranks' offloaded share
+    for device in free_bytes(hw, s):
+        if device.endswith("cpu"):
+            if sh.cpu:
+                out[device] = {"weights": 0, "gradients": 0, "optimizer": sh.cpu, "activations": 0, "compute": 0,
+                               "overhead": CPU_FIXED[s.method], "total": sh.cpu + CPU_FIXED[s.method]}
+            continue
+        out[device] = {"weights": sh.weights, "gradients": sh.gradients, "optimizer": sh.optimizer,
+                       "activations": p.activations + p.cache, "compute": sh.step, "overhead": fixed,
+                       "total": max(backward, step) + fixed}
     return out
 
 
-def _free(hw: Hardware, device: str) -> int:
-    if device == "cpu":
-        return hw.ram_free
-    return _cuda(hw)[int(device.split(":")[1])].free_bytes
-
-
 def fits(fp: Footprint, hw: Hardware, request: Constraints, s: TrainingSettings, **kw: int) -> bool:
-    return all(m["total"] <= _free(hw, d) - request.margin(_free(hw, d)) for d, m in peaks(fp, hw, s, **kw).items())
+    free = free_bytes(hw, s)
+    return all(m["total"] <= free[d] - request.margin(free[d]) for d, m in peaks(fp, hw, s, **kw).items())
 
 
 def price(fp: Footprint, hw: Hardware, request: Constraints, s: TrainingSettings) -> Plan:
@@ -224,8 +267,9 @@ def price(fp: Footprint, hw: Hardware, request: Constraints, s: TrainingSettings
     if missing:
         notes.append(f"LoRA cannot target {', '.join(missing)} (fused MoE experts are not nn.Linear); adapted: the rest")
     memory_: dict[str, DeviceMemory] = {}
+    frees = free_bytes(hw, s)
     for device, m in peaks(fp, hw, s).items():
-        free = _free(hw, device)
+        free = frees[device]
         margin = request.margin(free)
         capacity = max(0, free - margin)
         memory_[device] = DeviceMemory(device=device, weights=m["weights"], kv_cache=0, activations=m["activations"],
@@ -253,7 +297,8 @@ def label(s: TrainingSettings) -> str:
         parts.append("checkpointing")
     if s.strategy not in ("single",):
         parts.append(s.strategy)
-    where = "cpu" if s.gpus == 0 else "cuda:0" if s.gpus == 1 else f"{s.gpus} GPUs"
+    where = "cpu" if s.gpus == 0 else "cuda:0" if s.world_size == 1 else f"{s.gpus} GPUs" if s.nodes == 1 else \
+        f"{s.nodes} nodes x {s.gpus} GPUs"
     return f"{', '.join(parts)} on {where}"
 
 

@@ -38,6 +38,8 @@ class TrainingRuntime:
     name: ClassVar[str] = "training"
     engines: ClassVar[tuple[str, ...]] = ("training",)
     version: ClassVar[str] = "training-" + ESTIMATOR_VERSION
+    #: plans clusters (Hardware.nodes): data parallel over every node's GPUs (plans.py)
+    multi_node: ClassVar[bool] = True
 
     def select(self, listing: Sequence[RepoFile], config: Mapping[str, Any] | None) -> Sequence[FileSelection]:
         # transformers loads model.safetensors, else the sharded index (modeling_utils
@@ -72,16 +74,18 @@ class TrainingRuntime:
                 "vocab_size": a.vocab_size, "max_position_embeddings": a.max_position_embeddings}
 
     def describe_plan(self, report: Report, plan: Plan) -> dict[str, Any]:
-        return {"training": emit.training_block(plan)}
+        return {"training": emit.training_block(plan), "commands": {k: list(v) for k, v in emit.launch_commands(plan).items()}}
 
     def emit(self, report: Report, plan: Plan, options: Mapping[str, Any]) -> Artifacts:
         files = {"plan.json": emit.plan_file(report, plan), "train.py": emit.script(report, plan)}
-        ds, acc = emit.ds_config(plan), emit.accelerate_config(plan)
+        ds = emit.ds_config(plan)
         if ds:
             files["ds_config.json"] = ds
-        if acc:
-            files["accelerate_config.yaml"] = acc
         s = plan.settings
+        for rank in range(getattr(s, "nodes", 1)):
+            acc = emit.accelerate_config(plan, rank)
+            if acc:
+                files[emit.config_name(plan, rank)] = acc
         packages = ["torch", "transformers", "accelerate"]
         if getattr(s, "method", "full") != "full":
             packages.append("peft")
@@ -89,9 +93,7 @@ class TrainingRuntime:
             packages.append("bitsandbytes")
         if ds:
             packages.append("deepspeed")
-        train: tuple[str, ...] = ("accelerate", "launch", "--config_file", "accelerate_config.yaml", "train.py") if acc else ("python", "train.py")
-        commands = {"train": train}
-        return Artifacts(files=files, commands=commands, packages=tuple(packages), main="train.py")
+        return Artifacts(files=files, commands=emit.launch_commands(plan), packages=tuple(packages), main="train.py")
 
     def verify_argv(self, plan_doc: Mapping[str, Any], plan_path: str, out_path: str) -> list[str] | None:
         emit.check_plan_doc(plan_doc)

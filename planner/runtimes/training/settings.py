@@ -12,8 +12,9 @@ OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "sgd", "adafactor")
 # Dettmers et al. 2023, sec. 4: LoRA on all linear layers is needed to match full fine-tuning)
 ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # "single": one device; "ddp": one full replica per GPU; DeepSpeed ZeRO stages 2 and 3, each with
-# or without CPU offload of the optimizer (and, for stage 3, the parameters); FSDP full sharding.
-STRATEGIES = ("single", "ddp", "zero2", "zero2-offload", "zero3", "zero3-offload", "fsdp")
+# or without CPU offload of the optimizer (and, for stage 3, the parameters); FSDP full sharding;
+# FSDP hybrid sharding (HYBRID_SHARD: full sharding within a node, replicas across nodes).
+STRATEGIES = ("single", "ddp", "zero2", "zero2-offload", "zero3", "zero3-offload", "fsdp", "fsdp-hybrid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +32,12 @@ class TrainingSettings(Settings):
         grad_accum: micro-batches per optimizer step.
         lora_r: LoRA rank (0 for full fine-tuning).
         lora_targets: the module names LoRA adapts (empty for full fine-tuning).
-        gpus: GPUs used (0: the CPU trains).
+        gpus: GPUs used on each node (0: the CPU trains).
         strategy: one of :data:`STRATEGIES`.
         trainable_parameters: parameters the optimizer updates.
         max_batch: the largest micro-batch that fits at ``seq`` with these settings.
         max_seq: the largest sequence that fits at ``batch`` with these settings.
+        nodes: machines trained on, each with ``gpus`` GPUs (1: one machine).
     """
 
     method: str
@@ -52,6 +54,12 @@ class TrainingSettings(Settings):
     trainable_parameters: int
     max_batch: int = 0
     max_seq: int = 0
+    nodes: int = 1
+
+    @property
+    def world_size(self) -> int:
+        """Data-parallel ranks in all: the GPUs of every node (accelerate's ``num_processes``)."""
+        return self.gpus * self.nodes
 
     @property
     def zero_stage(self) -> int | None:
