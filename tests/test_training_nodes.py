@@ -246,3 +246,10 @@ def test_accelerate_launch_starts_eight_ranks_per_node_with_hybrid_shard(tmp_pat
     assert (args.nproc_per_node, args.nnodes, args.node_rank, args.rdzv_endpoint) == ("8", "2", 1, "HEAD_IP:29500")
     assert env["FSDP_SHARDING_STRATEGY"] == "HYBRID_SHARD"
     assert json.loads(art.files["plan.json"])["training"]["fsdp"] == "HYBRID_SHARD"
+
+
+def test_a_cluster_with_a_cpu_only_node_is_refused_in_one_line():
+    gpu_node = resolve_hardware(hardware=H100)
+    cpu_node = resolve_hardware(hardware="cpu-laptop-16gb")
+    with pytest.raises(UsageError, match="node 1 has no CUDA GPU"):
+        _plan(cluster.combine((gpu_node, cpu_node), name="h100+laptop"))

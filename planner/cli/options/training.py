@@ -19,7 +19,7 @@ OPTIONS = [
     click.option("--gradient-checkpointing", "gradient_checkpointing", type=click.Choice(["auto", "on", "off"]),
                  help="Training: recompute activations in the backward (auto: only when needed; default auto)."),
     click.option("--gpus", "gpus", type=click.IntRange(0, 4096),
-                 help="Training: GPUs to train on, data-parallel (default: every GPU of the machine; 0: the CPU)."),
+                 help="Training: GPUs to train on, data-parallel, per node on a cluster (default: every GPU of the machine; 0: the CPU)."),
 ]
 
 _TRAIN_ONLY = ("seq", "grad_accum", "optimizer", "lora_r", "lora_targets", "gradient_checkpointing", "gpus")

@@ -92,6 +92,9 @@ def request_settings(fp: Footprint, hw: Hardware, request: Constraints) -> dict[
     gpus = request.option("gpus")
     if gpus is None:
         gpus = gpus_available
+    if len(per_node) > 1 and gpus_available == 0:
+        raise UsageError(f"{hw.name}: node {per_node.index(0)} has no CUDA GPU; training across nodes runs on every node's GPUs",
+                         hint="plan the GPU nodes only (a cluster profile without that node)")
     if len(per_node) > 1 and gpus == 0:
         raise UsageError(f"--gpus 0 on {hw.name}, a cluster of {len(per_node)} nodes: CPU training is planned on one machine",
                          hint="plan one node (leave out --nodes) or train on the GPUs")
