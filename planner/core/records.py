@@ -172,6 +172,16 @@ class Hardware(_ToDict):
     nodes: tuple[Hardware, ...] = ()
     network_bandwidth: int | None = None
 
+    def cuda_by_node(self) -> tuple[tuple[Gpu, ...], ...]:
+        """The CUDA GPUs of each node, in node order (one node for a single machine)."""
+        if not self.nodes:
+            return (tuple(g for g in self.gpus if g.backend == "cuda"),)
+        out, i = [], 0
+        for node in self.nodes:
+            out.append(tuple(g for g in self.gpus[i:i + len(node.gpus)] if g.backend == "cuda"))
+            i += len(node.gpus)
+        return tuple(out)
+
 
 # --------------------------------------------------------------------------------------------
 # What was read about a model (hub.py, local.py, catalog.py, cache.py)

@@ -72,21 +72,11 @@ class Request:
                    online_fp8=None if q is None else bool(q))
 
 
-def node_gpus(hw: Hardware) -> list[list[Gpu]]:
-    """The CUDA GPUs of each node (one node for a single machine)."""
-    if not hw.nodes:
-        return [[g for g in hw.gpus if g.backend == "cuda"]]
-    out, i = [], 0
-    for node in hw.nodes:
-        out.append([g for g in hw.gpus[i:i + len(node.gpus)] if g.backend == "cuda"])
-        i += len(node.gpus)
-    return out
-
 
 def ranks(hw: Hardware, tp: int) -> list[tuple[str, Gpu]] | None:
     """The (device, GPU) of each rank: the first ``tp`` GPUs of a node, or ``tp / per-node`` whole
     nodes; None when the machine has no such group."""
-    nodes = node_gpus(hw)
+    nodes = hw.cuda_by_node()
     for n, gpus in enumerate(nodes):
         if tp <= len(gpus):
             return [(f"node{n}:cuda:{i}", gpus[i]) for i in range(tp)]
@@ -100,7 +90,7 @@ def tp_sizes(hw: Hardware, req: Request) -> list[int]:
     """TP sizes to price: the one asked, else powers of two up to every GPU of the cluster."""
     if req.tp:
         return [req.tp]
-    total = sum(len(n) for n in node_gpus(hw))
+    total = sum(len(n) for n in hw.cuda_by_node())
     return [t for t in (1, 2, 4, 8, 16, 32, 64, 128) if t <= total and ranks(hw, t) is not None]
 
 
@@ -108,7 +98,7 @@ def plans(model: ServingModel, hw: Hardware, c: Constraints) -> list[Plan]:
     """Every candidate, priced; with ``--users`` the layouts larger than the smallest that serves
     them are turned away (the question is "how few GPUs")."""
     req = Request.of(c)
-    if not any(node_gpus(hw)):
+    if not any(hw.cuda_by_node()):
         return [_no_gpu(model, hw)]
     out = [price(model, hw, req, tp=tp, kv_dtype=kv, online_fp8=fp8)
            for tp in tp_sizes(hw, req) for fp8 in _online_fp8_choices(model, hw, req) for kv in req.kv_dtypes]
@@ -156,14 +146,14 @@ def price(model: ServingModel, hw: Hardware, req: Request, *, tp: int, kv_dtype:
     rk = ranks(hw, tp) or []
     if not rk:
         reasons.append(f"tp {tp} needs {tp} GPUs in one node or in whole nodes; {hw.name} has "
-                       + ", ".join(str(len(n)) for n in node_gpus(hw)) + " per node")
+                       + ", ".join(str(len(n)) for n in hw.cuda_by_node()) + " per node")
     gpus = [g for _, g in rk]
     if kv_dtype == KV_FP8 and any(g.compute_capability is not None and g.compute_capability < FP8_KV_MIN for g in gpus):
         reasons.append(f"--kv-cache-dtype {KV_FP8} is planned on compute capability 8.9 or newer (FP8 hardware)")
     if online_fp8 and any(g.compute_capability is not None and g.compute_capability < ONLINE_FP8_MIN for g in gpus):
         reasons.append("--quantization fp8 needs compute capability 8.0 or newer")
     # the smallest GPU the layout uses (SGLang reads the smallest visible GPU); without a layout, the machine's
-    smallest_total = min((g.total_bytes for g in gpus or [g for n in node_gpus(hw) for g in n]), default=0)
+    smallest_total = min((g.total_bytes for g in gpus or [g for n in hw.cuda_by_node() for g in n]), default=0)
     d = defaults.gpu_defaults(smallest_total, tp=tp, mla=model.mla, max_running_requests=req.max_running_requests)
     fraction = req.mem_fraction if req.mem_fraction is not None else d.mem_fraction_static
     context = req.context
@@ -204,7 +194,7 @@ def price(model: ServingModel, hw: Hardware, req: Request, *, tp: int, kv_dtype:
         notes.append("sliding-window layers take full-length KV: SGLang 0.5.23 gives a separate SWA pool only to the "
                      "architectures is_hybrid_swa_model lists")
     nodes = len({dev.split(":", 1)[0] for dev, _ in rk})
-    per_node = max((sum(1 for dev, _ in rk if dev.startswith(f"node{n}:")) for n in range(len(node_gpus(hw)))), default=0)
+    per_node = max((sum(1 for dev, _ in rk if dev.startswith(f"node{n}:")) for n in range(len(hw.cuda_by_node()))), default=0)
     settings = SglangSettings(
         layout=Layout(tensor=tp, nodes=nodes, gpus_per_node=per_node),
         kv_cache=KvPool(dtype=kv_dtype, page_size=memory.PAGE_SIZE, tokens=tokens, bytes_per_token_per_gpu=cell,

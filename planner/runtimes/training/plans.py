@@ -87,7 +87,7 @@ def request_settings(fp: Footprint, hw: Hardware, request: Constraints) -> dict[
     ckpt = request.option("gradient_checkpointing", "auto")
     if ckpt not in ("auto", "on", "off"):
         raise UsageError(f"--gradient-checkpointing {ckpt!r} is not one of auto, on, off")
-    per_node = [len(n) for n in node_gpus(hw)]
+    per_node = [len(n) for n in hw.cuda_by_node()]
     gpus_available = min(per_node)
     gpus = request.option("gpus")
     if gpus is None:
@@ -114,16 +114,6 @@ def _cuda(hw: Hardware) -> tuple[Gpu, ...]:
     return tuple(g for g in hw.gpus if g.backend == "cuda")
 
 
-def node_gpus(hw: Hardware) -> list[tuple[Gpu, ...]]:
-    """The CUDA GPUs of each node, in node order (one node for a single machine)."""
-    if not hw.nodes:
-        return [_cuda(hw)]
-    out, i = [], 0
-    for node in hw.nodes:
-        out.append(tuple(g for g in hw.gpus[i:i + len(node.gpus)] if g.backend == "cuda"))
-        i += len(node.gpus)
-    return out
-
 
 def free_bytes(hw: Hardware, s: TrainingSettings) -> dict[str, int]:
     """Every device a plan of ``s`` may use -> its free bytes: its GPUs' ranks and the host RAM
@@ -131,7 +121,7 @@ def free_bytes(hw: Hardware, s: TrainingSettings) -> dict[str, int]:
     if not hw.nodes:
         return {**{f"cuda:{i}": g.free_bytes for i, g in enumerate(_cuda(hw)[:s.gpus])}, "cpu": hw.ram_free}
     out = {}
-    for n, (node, gpus) in enumerate(zip(hw.nodes[:s.nodes], node_gpus(hw), strict=False)):
+    for n, (node, gpus) in enumerate(zip(hw.nodes[:s.nodes], hw.cuda_by_node(), strict=False)):
         out.update({f"node{n}:cuda:{i}": g.free_bytes for i, g in enumerate(gpus[:s.gpus])})
         out[f"node{n}:cpu"] = node.ram_free
     return out
@@ -141,7 +131,7 @@ def candidates(fp: Footprint, hw: Hardware, request: Constraints) -> Iterator[Tr
     """Every setting to price, in the order of preference."""
     r = request_settings(fp, hw, request)
     method, gpus, nodes = str(r["method"]), int(r["gpus"]), int(r["nodes"])  # type: ignore[call-overload]
-    gpu_list = [g for node in node_gpus(hw) for g in node[:gpus]]
+    gpu_list = [g for node in hw.cuda_by_node() for g in node[:gpus]]
     if gpus == 0:
         precisions = ["fp32"]
     elif all(g.bf16 for g in gpu_list):

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from planner.core.records import Constraints, DeviceMemory, Gpu, Hardware, Plan, Speed
+from planner.core.records import Constraints, DeviceMemory, Hardware, Plan, Speed
 from planner.core.units import fmt_bytes
 from planner.runtimes.vllm import memory as mem
 from planner.runtimes.vllm.facts import MIN_CAPABILITY, VllmModel
@@ -84,21 +84,11 @@ class Request:
         )
 
 
-def node_gpus(hw: Hardware) -> list[list[Gpu]]:
-    """The GPUs of each node (one node for a single machine)."""
-    if not hw.nodes:
-        return [[g for g in hw.gpus if g.backend == "cuda"]]
-    out, i = [], 0
-    for node in hw.nodes:
-        out.append([g for g in hw.gpus[i:i + len(node.gpus)] if g.backend == "cuda"])
-        i += len(node.gpus)
-    return out
-
 
 def layouts(model: VllmModel, hw: Hardware, req: Request) -> list[tuple[int, int]]:
     """The (tp, pp) pairs to price: TP in powers of two up to the largest node (and the one asked),
     PP up to the stages the nodes hold."""
-    nodes = node_gpus(hw)
+    nodes = hw.cuda_by_node()
     widest = max((len(n) for n in nodes), default=0)
     tps = {t for t in (1, 2, 4, 8, 16, 32, 64) if t <= widest}
     if req.tp:
@@ -115,7 +105,7 @@ def ranks(hw: Hardware, tp: int, pp: int) -> list[mem.Rank] | None:
     """The GPUs of each rank, stages filling the nodes in order; None when they do not fit."""
     out: list[mem.Rank] = []
     stage = 0
-    for n, gpus in enumerate(node_gpus(hw)):
+    for n, gpus in enumerate(hw.cuda_by_node()):
         for s in range(len(gpus) // tp):
             if stage == pp:
                 break
@@ -132,7 +122,7 @@ def plans(model: VllmModel, hw: Hardware, c: Constraints) -> list[Plan]:
     them are turned away (the question is "how few GPUs")."""
     req = Request.of(c)
     out: list[Plan] = []
-    if not any(node_gpus(hw)):
+    if not any(hw.cuda_by_node()):
         return [_no_gpu(model, hw)]
     for tp, pp in layouts(model, hw, req):
         for fp8 in _online_fp8_choices(model, hw, req):
@@ -188,7 +178,7 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     rk = ranks(hw, tp, pp) or []
     if not rk:
         reasons.append(f"tp {tp} x pp {pp} needs {tp * pp} GPUs in groups of {tp} per node; {hw.name} has "
-                       + ", ".join(str(len(n)) for n in node_gpus(hw)) + " per node")
+                       + ", ".join(str(len(n)) for n in hw.cuda_by_node()) + " per node")
     smallest_total = min((r.total for r in rk), default=0)
     batched = req.max_num_batched_tokens or _default_batched(smallest_total, rk)
     users = req.users
@@ -264,7 +254,7 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     reasons = list(dict.fromkeys(reasons))
     max_layers = max((rm.layers for rm in rms), default=0)
     nodes_used = len({d.split(":", 1)[0] for d in memory})
-    per_node = max((sum(1 for d in memory if d.startswith(f"node{n}:")) for n in range(len(node_gpus(hw)))), default=0)
+    per_node = max((sum(1 for d in memory if d.startswith(f"node{n}:")) for n in range(len(hw.cuda_by_node()))), default=0)
     settings = VllmSettings(
         parallel=Parallel(tensor=tp, pipeline=pp, nodes=nodes_used, gpus_per_node=per_node),
         kv_cache=KvCache(dtype=kv_dtype, block_size=mem.BLOCK_SIZE, blocks=blocks, tokens=tokens,
@@ -317,7 +307,7 @@ def _longest(ok: Callable[[int], bool], cap: int) -> int:
 
 def _cc(hw: Hardware, r: mem.Rank) -> tuple[int, int] | None:
     node, _, local = r.device.partition(":cuda:")
-    gpus = node_gpus(hw)[int(node[4:])]
+    gpus = hw.cuda_by_node()[int(node[4:])]
     return gpus[int(local)].compute_capability
 
 
@@ -377,7 +367,7 @@ def serving_tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms
     to, ``1 - (1 - k/E)^batch`` of them) and every sequence's KV. With pipeline parallelism the
     batch runs as ``pp`` micro-batches, one per stage at a time: the slowest stage sets the pace.
     """
-    gpus = {f"node{n}:cuda:{i}": g for n, node in enumerate(node_gpus(hw)) for i, g in enumerate(node)}
+    gpus = {f"node{n}:cuda:{i}": g for n, node in enumerate(hw.cuda_by_node()) for i, g in enumerate(node)}
     micro = max(1, batch // pp) if pp > 1 else batch
     share = 1 - (1 - model.experts_per_tok / model.num_experts) ** micro if model.num_experts else 1.0
     stage_times = []
@@ -406,7 +396,7 @@ def _tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms: list[
     all-reduces per layer and one hop between stages; stages run one after another for one
     sequence, so their times add."""
     seconds = 0.0
-    gpus = {f"node{n}:cuda:{i}": g for n, node in enumerate(node_gpus(hw)) for i, g in enumerate(node)}
+    gpus = {f"node{n}:cuda:{i}": g for n, node in enumerate(hw.cuda_by_node()) for i, g in enumerate(node)}
     expert_share = model.experts_per_tok / model.num_experts if model.num_experts else 1.0
     h_bytes = model.hidden_size * model.dtype_bytes
     links = [n.link_bandwidth for n in hw.nodes] if hw.nodes else [hw.link_bandwidth]
