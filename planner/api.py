@@ -176,7 +176,8 @@ def _solved(read: Sequence[tuple[Snapshot, Runtime, ModelFacts]], hw: Hardware, 
         read = [x for x in read if getattr(x[1], "multi_node", False)]
         if not read:
             raise UsageError(f"{hw.name} is a cluster of {len(hw.nodes)} nodes; this runtime plans one machine",
-                             hint="use --runtime vllm (or --runtime gguf for a GGUF model, over llama.cpp RPC; --train to fine-tune) for a cluster, or plan one node")
+                             hint="use --runtime vllm or --runtime sglang (--runtime gguf for a GGUF model, over llama.cpp RPC;"
+                                  " --train to fine-tune) for a cluster, or plan one node")
     # the context within the model's limit (the same model, so the first runtime's facts tell)
     limited = [(*_within_limit(snap, facts, c), rt, facts) for snap, rt, facts in read]
     c = limited[0][1]

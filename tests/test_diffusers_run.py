@@ -15,6 +15,7 @@ from diffusers_pipelines import cached
 
 from planner import api
 from planner.core.records import Constraints
+from planner.report.verify import render_verification
 from planner.core.units import MiB
 from planner.hardware.profiles import load_profile
 
@@ -68,3 +69,5 @@ def test_verify_measures_each_phase(pipes: dict[str, Path], tmp_path: Path, monk
     assert set(v.raw["diffusers_phases"]) == {"text encoding", "denoising", "VAE decode"}
     weights = {c.name: c for c in cpu.components}["weights"]
     assert weights.measured == weights.predicted  # fp32 parameters, counted exactly
+    n = v.raw["images"]
+    assert n >= 1 and f"({n} image{'s' if n != 1 else ''} generated," in render_verification(v).splitlines()[0]

@@ -55,6 +55,8 @@ def test_verify_measures_each_phase_of_a_training_plan(tiny_models, tmp_path, me
     assert comps["peak"]["predicted"] == doc["predicted"]["cpu"]["total"]
     text = render_verification(v)
     assert "backward" in text and "step" in text
+    # the header tells what the run did: training steps and the last loss, not "0 tokens generated"
+    assert f"2 training steps, last loss {v.raw['losses'][-1]:.3g}" in text.splitlines()[0] and "tokens" not in text.splitlines()[0]
     for k in ("forward", "backward", "step", "peak"):
         c = comps[k]
         assert abs(c["error_bytes"]) <= max(TARGET_BYTES, TARGET_PCT / 100 * c["measured"]), (method, k, c)

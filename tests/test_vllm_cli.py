@@ -124,8 +124,10 @@ def test_cluster_profile_format_errors(tmp_path: Path, monkeypatch: pytest.Monke
 def test_clusters_are_refused_by_single_machine_runtimes() -> None:
     snap = vm.snapshot("meta-llama/Llama-3.1-8B")
     hw = cluster.load("8x-h100-sxm-80gb", nodes=2)
-    with pytest.raises(UsageError, match="cluster of 2 nodes"):
+    with pytest.raises(UsageError, match="cluster of 2 nodes") as e:
         api.plan(snap.id, hardware=hw, snapshot=snap, runtime="transformers")
+    # the hint names every runtime that plans across machines
+    assert all(f"--runtime {name}" in (e.value.hint or "") for name in ("vllm", "sglang", "gguf")) and "--train" in (e.value.hint or "")
 
 
 def test_nodes_with_a_cluster_profile_is_refused_through_the_api() -> None:

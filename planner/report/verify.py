@@ -336,8 +336,21 @@ def signed_bytes(n: int) -> str:
     return ("+" if n > 0 else "") + fmt_bytes(n)
 
 
+def work_done(v: Verification) -> str:
+    """What the run did, in words: training steps (with the last loss), images, or tokens."""
+    losses = v.raw.get("losses")
+    if isinstance(losses, list) and losses:
+        last = losses[-1]
+        tail = f", last loss {last:.3g}" if isinstance(last, (int, float)) else ""
+        return f"{len(losses)} training step{'s' if len(losses) != 1 else ''}{tail}"
+    images = v.raw.get("images")
+    if isinstance(images, int) and images > 0:
+        return f"{images} image{'s' if images != 1 else ''} generated"
+    return f"{v.generated_tokens} tokens generated"
+
+
 def render_verification(v: Verification) -> str:
-    lines = [f"Verified: {v.label} ({v.generated_tokens} tokens generated, {v.seconds:.1f} s)",
+    lines = [f"Verified: {v.label} ({work_done(v)}, {v.seconds:.1f} s)",
              f"  {'device':<8} {'component':<10} {'predicted':>11} {'measured':>11} {'error':>11} {'error %':>8}"]
     for name, d in v.devices.items():
         for c in d.components:

@@ -24,6 +24,7 @@ from planner.core.errors import FitcheckError, HubError, HubUnavailable, Offline
 from planner.core.paths import hf_cache_dir
 from planner.core.records import Selector, Snapshot
 from planner.sources import cache, catalog
+from planner.sources.http import client_loaded
 from planner.sources.local import read_folder
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -89,6 +90,8 @@ def read(ref: str, *, select: Selector, version: str | None = None, revision: st
     repo = ids.repo_id(ref)
     rev = ids.revision(revision) or "main"
     offline = offline_now()
+    if not offline:
+        client_loaded()
     # One deadline for every request of this read: the revision check and the Hub read share it.
     deadline = time.monotonic() + timeout
 
