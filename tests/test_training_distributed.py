@@ -133,3 +133,35 @@ def test_multi_gpu_script_parses_and_launches_through_accelerate():
     eight = _plan("8x-a100-80gb", "full", optimizer="adamw-8bit")
     every = [*((eight.solution.chosen,) + eight.solution.alternatives if eight.solution else ()), *eight.rejected]
     assert {p.settings.strategy for p in every} == {"ddp"}
+
+
+# --- host RAM while the ranks load the model ------------------------------------------------------
+
+def test_host_ram_at_load_counts_a_copy_per_rank_under_ddp_and_zero2_but_one_per_node_under_fsdp():
+    from planner.core.records import Constraints
+    from planner.api import plan, resolve_hardware
+    from planner.sources import catalog
+    from test_training_plans import LLAMA_8B
+
+    def on(ram_gib: int):
+        c = Constraints(batch=1, options=tuple(sorted({"train": "full", "seq": 2048, "optimizer": "adamw",
+                                                       "gradient_checkpointing": "on"}.items())))
+        return plan(LLAMA_8B, hardware=resolve_hardware(hardware="4x-l4", ram=ram_gib * GiB), constraints=c,
+                    snapshot=catalog.lookup(LLAMA_8B), runtime="training")
+
+    r = on(192)
+    ddp, zero2, fsdp, zero3 = (_by_strategy(r, s) for s in ("ddp", "zero2", "fsdp", "zero3"))
+    whole = ddp.memory["cuda:0"].weights  # one rank's loaded model (fp32 masters of bf16-mixed: 4 B x 8.03 B params)
+    assert 29 * GiB < whole < 31 * GiB
+    # from_pretrained without a device_map: every rank of DDP and ZeRO-2 loads the whole model into host RAM
+    assert ddp.memory["cpu"].weights == zero2.memory["cpu"].weights == 4 * whole
+    # FSDP's cpu_ram_efficient_loading: local rank 0 only; ZeRO-3's zero.Init: the node's partitions
+    assert fsdp.memory["cpu"].weights == whole and zero3.memory["cpu"].weights == whole
+    assert all(p.memory["cpu"].overhead == 4 * 375 * 1024**2 for p in (ddp, fsdp))  # four processes' imports
+    # with 96 GiB of RAM the four copies (120 GiB) do not fit: the rejection says so, with the numbers
+    small = on(96)
+    z2 = _by_strategy(small, "zero2")
+    assert not z2.fits and any("on cpu" in why and "GiB usable" in why for why in z2.reasons), z2.reasons
+    assert _by_strategy(small, "fsdp").memory["cpu"].total < _by_strategy(small, "fsdp").memory["cpu"].capacity
+    fsdp_config = emit(r, fsdp).files["accelerate_config.yaml"]
+    assert "fsdp_cpu_ram_efficient_loading: true" in fsdp_config and "fsdp_sync_module_states: true" in fsdp_config

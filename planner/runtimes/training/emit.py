@@ -185,7 +185,10 @@ def accelerate_config(p: Plan, machine_rank: int = 0) -> str | None:
     elif s.strategy.startswith("fsdp"):
         lines += ["distributed_type: FSDP", "fsdp_config:", f"  fsdp_sharding_strategy: {FSDP_SHARDING[s.strategy]}",
                   "  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP", "  fsdp_state_dict_type: SHARDED_STATE_DICT",
-                  f"  fsdp_activation_checkpointing: {str(s.gradient_checkpointing).lower()}"]
+                  f"  fsdp_activation_checkpointing: {str(s.gradient_checkpointing).lower()}",
+                  # only local rank 0 of each node loads the weights into host RAM; the others get them
+                  # from it (plans.host_at_load prices this)
+                  "  fsdp_cpu_ram_efficient_loading: true", "  fsdp_sync_module_states: true"]
     else:
         lines += ["distributed_type: MULTI_GPU"]
     return "\n".join(lines) + "\n"

@@ -233,16 +233,44 @@ def peaks(fp: Footprint, hw: Hardware, s: TrainingSettings, *, seq: int | None =
     out = {}
     # every rank holds the same shard (ZeRO and FSDP partition equally), on each node the host its
     # ranks' offloaded share
+    load = host_at_load(p, s)
     for device in free_bytes(hw, s):
         if device.endswith("cpu"):
-            if sh.cpu:
-                out[device] = {"weights": 0, "gradients": 0, "optimizer": sh.cpu, "activations": 0, "compute": 0,
-                               "overhead": CPU_FIXED[s.method], "total": sh.cpu + CPU_FIXED[s.method]}
+            if sh.cpu or load:
+                # each rank is a process with its own imports; the load's copies are freed (to the
+                # GPU) before DeepSpeed allocates the offloaded states
+                host_fixed = s.gpus * CPU_FIXED[s.method]
+                out[device] = {"weights": load, "gradients": 0, "optimizer": sh.cpu, "activations": 0, "compute": 0,
+                               "overhead": host_fixed, "total": max(load, sh.cpu) + host_fixed}
             continue
         out[device] = {"weights": sh.weights, "gradients": sh.gradients, "optimizer": sh.optimizer,
                        "activations": p.activations + p.cache, "compute": sh.step, "overhead": fixed,
                        "total": max(backward, step) + fixed}
     return out
+
+
+def host_at_load(p: memory.Parts, s: TrainingSettings) -> int:
+    """Host RAM per node while the ranks of a multi-GPU plan load the model.
+
+    The emitted script loads with ``from_pretrained`` and no ``device_map`` on several GPUs, so the
+    weights land in host RAM before ``accelerator.prepare`` moves them (transformers 5.24
+    modeling_utils.py), all ranks of a node at once:
+    * DDP and ZeRO-2: every rank a whole copy, in the dtype it loads (``p.weights``);
+    * FSDP: only each node's local rank 0: accelerate launch's ``--fsdp_cpu_ram_efficient_loading``
+      (default true, accelerate 1.16 commands/launch.py line 589; the emitted config sets it) makes
+      the other ranks build on the meta device (transformers distributed/fsdp.py is_fsdp_enabled,
+      modeling_utils.py line 4862) and receive rank 0's weights (``sync_module_states``);
+    * ZeRO-3: ``deepspeed.zero.Init`` (accelerate's ``zero3_init_flag`` defaults to the config's
+      stage being 3, accelerate 1.16 utils/dataclasses.py line 1226): each rank only its partition;
+    * QLoRA: bitsandbytes quantizes on the GPU it loads to, so no host copy is kept.
+    """
+    if s.world_size <= 1 or s.method == "qlora":
+        return 0
+    if s.strategy.startswith("fsdp"):
+        return p.weights
+    if s.strategy.startswith("zero3"):
+        return p.weights * s.gpus // s.world_size
+    return s.gpus * p.weights
 
 
 def fits(fp: Footprint, hw: Hardware, request: Constraints, s: TrainingSettings, **kw: int) -> bool:
