@@ -290,7 +290,8 @@ def test_moe_experts_stay_on_the_cpu_when_the_gpu_is_small(tmp_path: Path) -> No
     assert moe, [p.label for p in ps]
     s = moe[0].settings
     assert s.n_gpu_layers == m.n_layer + 1 and 0 < s.n_cpu_moe < m.n_layer  # type: ignore[attr-defined]
-    assert s.tensor_overrides[0] == "blk\\.0\\.ffn_(up|down|gate)_exps=CPU"  # type: ignore[attr-defined]
+    # the pattern llama.cpp's --n-cpu-moe builds (common/common.h LLM_FFN_EXPS_REGEX)
+    assert s.tensor_overrides[0] == "blk\\.0\\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU"  # type: ignore[attr-defined]
     r = api.plan(str(path), hardware=hw, constraints=c, runtime="gguf")
     argv = list(api.emit(r, moe[0]).commands["llama_server"])
     assert argv[argv.index("--n-cpu-moe") + 1] == str(s.n_cpu_moe)  # type: ignore[attr-defined]
