@@ -213,3 +213,39 @@ def test_experts_kept_on_the_cpu_are_repacked_as_llama_cpp_logs(tmp_path: Path) 
     logged = over["buffers"]["model:CPU_Mapped"] + over["buffers"]["model:CPU_REPACK"]
     assert logged - 2 * LOG_ROUNDING <= cpu.weights <= logged + m.embd_bytes + 64 * 1024  # type: ignore[attr-defined]
     assert abs(cpu.total - over["peak_rss"]) <= max(64 * MiB, over["peak_rss"] // 20), (cpu.total, over["peak_rss"])
+
+
+# llama.cpp's C API with n_seq_max sequences (Llama() has no argument for it) and the
+# sliding-window cache llama-server makes by default (swa_full off; the C default is on).
+_SEQ_CHILD = r'''
+import sys
+import llama_cpp
+path, n_ctx, n_seq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+llama_cpp.llama_backend_init()
+model = llama_cpp.llama_model_load_from_file(path.encode(), llama_cpp.llama_model_default_params())
+cp = llama_cpp.llama_context_default_params()
+cp.n_ctx, cp.n_seq_max, cp.n_threads, cp.swa_full = n_ctx, n_seq, 2, False
+sys.exit(0 if llama_cpp.llama_init_from_model(model, cp) else 3)
+'''
+
+
+@pytest.mark.parametrize(("n_ctx", "n_seq"), [(2048, 2), (4096, 4), (1000, 3), (8192, 2)])
+def test_sliding_window_cache_per_sequence_matches_llama_cpp(tmp_path: Path, n_ctx: int, n_seq: int) -> None:
+    import re
+
+    from gguf_models import write_gemma2
+
+    from planner.runtimes import registry
+
+    path = write_gemma2(tmp_path / "tiny-gemma2-Q8_0.gguf", n_swa=256)
+    m = registry.get("gguf").model(api.read_model(str(path), runtime="gguf"))
+    proc = subprocess.run([sys.executable, "-c", _SEQ_CHILD, str(path), str(n_ctx), str(n_seq)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # llama-kv-cache-iswa.cpp logs the cells of one stream: the non-SWA cache first, then the SWA one
+    full, window = (int(x) for x in re.findall(r"creating\s+(?:non-)?SWA KV cache, size = (\d+) cells", proc.stderr))
+    s = memory.Setting(n_ctx=n_ctx, n_gpu_layers=0, n_seq=n_seq)
+    assert (memory.cells(m, s, False), memory.cells(m, s, True)) == (full * n_seq, window * n_seq)
+    logged = sum(float(x) for x in re.findall(r"CPU KV buffer size =\s+([0-9.]+) MiB", proc.stderr))
+    ours = sum(memory.kv_layer(m, il, s) for il in range(m.n_layer))  # type: ignore[arg-type]
+    assert abs(ours - logged * MiB) <= 2 * LOG_ROUNDING

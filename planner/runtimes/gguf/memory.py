@@ -92,17 +92,21 @@ def kv_type_problem(m: GgufModel, s: Setting) -> str | None:
 
 
 def cells(m: GgufModel, s: Setting, swa: bool) -> int:
-    """KV cells of a layer: n_ctx padded to 256; a sliding-window layer keeps
-    pad256(min(n_ctx, n_swa x n_seq + n_ubatch)) unless --swa-full (src/llama-kv-cache-iswa.cpp
-    size_swa)."""
-    # src/llama-context.cpp lines 288-301 (a tree of the 0.3.36 era, commit not pinned): n_ctx =
-    # GGML_PAD(n_ctx, 256); without a unified cache each of the n_seq streams gets n_ctx_seq =
-    # GGML_PAD(n_ctx / n_seq, 256) cells (measured: a jamba at -c 2048 with 3 sequences logs
-    # 2304 cells, 2.25 MiB)
-    full = pad(pad(s.n_ctx) // s.n_seq) * s.n_seq if s.n_seq > 1 else pad(s.n_ctx)
+    """KV cells of a layer, all sequences: n_ctx padded to 256, split among the n_seq streams
+    (fitcheck emits -np, so llama-server's cache is not unified); a sliding-window layer keeps
+    pad256(min(n_ctx_seq, n_swa + n_ubatch)) per stream unless --swa-full."""
+    # llama.cpp vendored in llama-cpp-python 0.3.36 (ggml-org/llama.cpp@0c1e57098),
+    # src/llama-context.cpp:290-296: n_ctx = GGML_PAD(n_ctx, 256); without a unified cache each of
+    # the n_seq streams gets n_ctx_seq = GGML_PAD(n_ctx / n_seq, 256) cells (measured: a jamba at
+    # -c 2048 with 3 sequences logs 2304 cells, 2.25 MiB). src/llama-kv-cache-iswa.cpp:73: size_swa
+    # = GGML_PAD(min(n_ctx_seq, n_swa x (unified ? n_seq : 1) + n_ubatch), 256) per stream
+    # (measured, tiny gemma2 with n_swa 256, tests/test_gguf_real.py: -c 2048/4096/1000/8192 with
+    # 2/4/3/2 sequences log 768/768/512/768 SWA cells per stream).
+    n_ctx_seq = pad(pad(s.n_ctx) // s.n_seq) if s.n_seq > 1 else pad(s.n_ctx)
+    n_stream = max(1, s.n_seq)
     if swa and m.n_swa and not s.swa_full:
-        return min(full, pad(m.n_swa * s.n_seq + s.n_ubatch))
-    return full
+        return pad(min(n_ctx_seq, m.n_swa + s.n_ubatch)) * n_stream
+    return n_ctx_seq * n_stream
 
 
 def _kv_row(m: GgufModel, n_head_kv: int, s: Setting) -> int:
