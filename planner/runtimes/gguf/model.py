@@ -1,7 +1,8 @@
 """The GGUF runtime's model facts: what llama.cpp's memory model needs, from one GGUF header.
 
-Hyperparameters come from the ``{arch}.*`` keys llama.cpp reads (src/llama-arch.cpp LLM_KV_*
-names, src/llama-model.cpp ``load_hparams``); tensor bytes per layer from the tensor infos
+Hyperparameters come from the ``{arch}.*`` keys llama.cpp reads (llama.cpp vendored in
+llama-cpp-python 0.3.36: src/llama-arch.cpp:165 LLM_KV_NAMES, src/llama-model.cpp:1298
+``load_hparams`` and each arch's src/models/*.cpp); tensor bytes per layer from the tensor infos
 (``blk.{i}.*`` is layer i; ``output.weight``/``output_norm.weight`` the output layer; the rest,
 ``token_embd.weight`` above all, the input layer that llama.cpp keeps on the CPU).
 
@@ -38,9 +39,10 @@ REPACKED = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "Q2_K", "MXFP4"})
 # the routed experts: common/common.h:1198 LLM_FFN_EXPS_REGEX "\\.ffn_(up|down|gate|gate_up)_(ch|)exps",
 # the tensors --cpu-moe / --n-cpu-moe override (src/llama-arch.cpp:679 names the chexps)
 _EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down|gate_up)_(ch)?exps\.")
-# src/llama-model.cpp load_hparams: the sliding-window pattern llama.cpp sets per architecture
-# when the file does not carry one (hparams.set_swa_pattern(n): layer il is SWA unless
-# il % n == n - 1; src/llama-hparams.cpp set_swa_pattern).
+# The sliding-window pattern llama.cpp sets per architecture when the file does not carry one
+# (src/models/gemma2.cpp:6, gemma3.cpp:7, gemma3n.cpp:5, cohere2.cpp:5, llama4.cpp:19
+# load_swa_pattern(ml, n); src/llama-model.cpp:3433-3441 reads the file's array or number first;
+# src/llama-hparams.cpp:8-17 set_swa_pattern: layer il is SWA unless il % n == n - 1).
 SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4}
 # Architectures whose cache is not the plain per-layer K/V and that fitcheck has not checked
 # against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba and jamba):

@@ -101,7 +101,8 @@ class GgufSettings(Settings):
 
 def n_ctx_of(c: Constraints) -> int:
     """-c for the request: every sequence's prompt and answer (llama.cpp splits n_ctx among the
-    -np sequences: src/llama-context.cpp n_ctx_seq = n_ctx / n_seq_max)."""
+    -np sequences: llama.cpp vendored in llama-cpp-python 0.3.36, src/llama-context.cpp:295
+    n_ctx_seq = n_ctx / n_seq_max)."""
     return (c.context + c.new_tokens) * c.batch
 
 
@@ -263,7 +264,8 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
         kv[dev] += mem.kv_layer(m, il, st)
         read[dev] += mem.kv_layer(m, il, st)
     out_dev = names[where[m.n_layer] + 1]
-    # tied output: on a GPU, llama.cpp loads token_embd again there (TENSOR_DUPLICATED); on the
+    # tied output: on a GPU, llama.cpp loads token_embd again there (TENSOR_DUPLICATED:
+    # src/models/llama.cpp:45, placed as the output layer by src/llama-model-loader.cpp:1166); on the
     # CPU it is the same mapped bytes as the input embedding.
     out_bytes = m.output_bytes - (m.embd_bytes if m.tied and out_dev == "cpu" else 0)
     unread = 0 if m.tied and out_dev == "cpu" else _unread_embedding(m, st)
