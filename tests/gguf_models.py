@@ -120,11 +120,12 @@ def _writer(path: Path, *, arch: str, n_layer: int, n_embd: int, n_ff: int, n_he
 
 def write_llama(path: Path, *, qtype: str = "Q8_0", n_layer: int = 2, n_embd: int = 64, n_ff: int = 128, n_head: int = 4,
                 n_head_kv: int = 2, n_vocab: int = 320, n_ctx_train: int = 2048, seed: int = 0, tied: bool = False,
-                n_expert: int = 0, n_expert_used: int = 0, expert_qtype: str = "") -> Path:
+                n_expert: int = 0, n_expert_used: int = 0, expert_qtype: str = "", arch: str = "llama", swa: int = 0) -> Path:
     """Write a tiny llama (or, with ``n_expert``, a Mixtral-style MoE, its experts in
-    ``expert_qtype`` when given) GGUF file at ``path``."""
-    w = _writer(path, arch="llama", n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv, n_vocab=n_vocab,
-                n_ctx_train=n_ctx_train, qtype=qtype, n_expert=n_expert, n_expert_used=n_expert_used)
+    ``expert_qtype`` when given) GGUF file at ``path``; ``arch`` and ``swa`` (a sliding_window
+    key) only label it, for header-only tests of other archs."""
+    w = _writer(path, arch=arch, n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv, n_vocab=n_vocab,
+                n_ctx_train=n_ctx_train, qtype=qtype, n_expert=n_expert, n_expert_used=n_expert_used, swa=swa)
     for name, data, raw in llama_tensors(n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv,
                                          n_vocab=n_vocab, qtype=qtype, seed=seed, tied=tied, n_expert=n_expert,
                                          expert_qtype=expert_qtype):

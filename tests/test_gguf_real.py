@@ -249,3 +249,21 @@ def test_sliding_window_cache_per_sequence_matches_llama_cpp(tmp_path: Path, n_c
     logged = sum(float(x) for x in re.findall(r"CPU KV buffer size =\s+([0-9.]+) MiB", proc.stderr))
     ours = sum(memory.kv_layer(m, il, s) for il in range(m.n_layer))  # type: ignore[arg-type]
     assert abs(ours - logged * MiB) <= 2 * LOG_ROUNDING
+
+
+def test_a_sliding_window_key_llama_cpp_does_not_read_keeps_the_full_cache(tmp_path: Path) -> None:
+    import re
+
+    from planner.runtimes import registry
+
+    # llama.cpp's llama arch never reads {arch}.attention.sliding_window: a full cache on every layer
+    path = write_llama(tmp_path / "tiny-swa-Q8_0.gguf", n_layer=4, n_embd=256, n_ff=512, n_vocab=1000, swa=256)
+    m = registry.get("gguf").model(api.read_model(str(path), runtime="gguf"))
+    assert m.n_swa == 0 and not any(la.swa for la in m.layers)  # type: ignore[attr-defined]
+    proc = subprocess.run([sys.executable, "-c", _SEQ_CHILD, str(path), "2048", "1"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SWA KV cache" not in proc.stderr
+    logged = sum(float(x) for x in re.findall(r"CPU KV buffer size =\s+([0-9.]+) MiB", proc.stderr))
+    s = memory.Setting(n_ctx=2048, n_gpu_layers=0)
+    assert abs(sum(memory.kv_layer(m, il, s) for il in range(m.n_layer)) - logged * MiB) <= LOG_ROUNDING  # type: ignore[arg-type]

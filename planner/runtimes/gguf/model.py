@@ -40,10 +40,16 @@ REPACKED = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "Q2_K", "MXFP4"})
 # the tensors --cpu-moe / --n-cpu-moe override (src/llama-arch.cpp:679 names the chexps)
 _EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down|gate_up)_(ch)?exps\.")
 # The sliding-window pattern llama.cpp sets per architecture when the file does not carry one
-# (src/models/gemma2.cpp:6, gemma3.cpp:7, gemma3n.cpp:5, cohere2.cpp:5, llama4.cpp:19
-# load_swa_pattern(ml, n); src/llama-model.cpp:3433-3441 reads the file's array or number first;
-# src/llama-hparams.cpp:8-17 set_swa_pattern: layer il is SWA unless il % n == n - 1).
-SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4}
+# (load_swa_pattern(ml, n) in src/models/gemma2.cpp:6, gemma3.cpp:7, gemma3n.cpp:5, cohere2.cpp:5,
+# llama4.cpp:19, openai-moe.cpp:9 (gpt-oss), afmoe.cpp:17, olmo2.cpp:9, plamo3.cpp:9, mellum.cpp:11,
+# muse-glimmer.cpp:13; arch names src/llama-arch.cpp:11-158); src/llama-model.cpp:3433-3441 reads
+# the file's array or number first; src/llama-hparams.cpp:8-17 set_swa_pattern: layer il is SWA
+# unless il % n == n - 1, or with dense_first (cohere2moe.cpp:28, laguna.cpp:39) unless il % n == 0.
+# Any other arch keeps a full cache on every layer whatever its sliding_window key says
+# (llama-model.cpp:1383 clears is_swa; llama, qwen2, mistral never read the key).
+SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4, "gpt-oss": 2, "afmoe": 4, "olmo2": 4,
+               "plamo3": 8, "mellum": 4, "muse-glimmer": 4}
+SWA_DENSE_FIRST = {"cohere2moe": 4, "laguna": 4}
 # Architectures whose cache is not the plain per-layer K/V and that fitcheck has not checked
 # against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba and jamba):
 # refused rather than guessed.
@@ -229,10 +235,12 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
     if n_swa:
         if isinstance(pattern, list) and len(pattern) == n_layer:
             swa = [bool(p) for p in pattern]
-        else:
-            n = pattern if isinstance(pattern, int) and pattern > 0 else SWA_PATTERN.get(arch, 0)
-            # no pattern known: every layer uses the window (mistral-style, llama.cpp's default n_pattern 0)
-            swa = [n == 0 or il % n < n - 1 for il in range(n_layer)]
+        elif arch in SWA_PATTERN or arch in SWA_DENSE_FIRST:
+            first = arch in SWA_DENSE_FIRST
+            n = pattern if isinstance(pattern, int) and pattern > 0 else (SWA_DENSE_FIRST if first else SWA_PATTERN)[arch]
+            swa = [il % n != 0 if first else il % n < n - 1 for il in range(n_layer)]
+        else:  # llama.cpp does not window this arch: every layer keeps the full cache
+            n_swa = 0
 
     per: list[list[int]] = [[0, 0, 0, 0] for _ in range(n_layer)]
     input_bytes = output_bytes = output_repack = params = 0
