@@ -41,12 +41,14 @@ def _quant(data: np.ndarray, qtype: Any) -> tuple[np.ndarray, Any]:
 
 
 def llama_tensors(*, n_layer: int, n_embd: int, n_ff: int, n_head: int, n_head_kv: int, n_vocab: int, qtype: str,
-                  seed: int = 0, tied: bool = False, n_expert: int = 0) -> list[tuple[str, np.ndarray, Any]]:
-    """(name, data, raw ggml type or None) in llama.cpp's naming (gguf-py constants.MODEL_TENSOR)."""
+                  seed: int = 0, tied: bool = False, n_expert: int = 0, expert_qtype: str = "") -> list[tuple[str, np.ndarray, Any]]:
+    """(name, data, raw ggml type or None) in llama.cpp's naming (gguf-py constants.MODEL_TENSOR);
+    the experts in ``expert_qtype`` when given, else in ``qtype`` like the rest."""
     from gguf import GGMLQuantizationType as T
 
     rng = np.random.default_rng(seed)
     q = T[qtype]
+    qe = T[expert_qtype] if expert_qtype else q
     head_dim = n_embd // n_head
 
     def w(*shape: int) -> np.ndarray:
@@ -68,9 +70,9 @@ def llama_tensors(*, n_layer: int, n_embd: int, n_ff: int, n_head: int, n_head_k
         add(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32), T.F32)
         if n_expert:
             add(f"blk.{i}.ffn_gate_inp.weight", w(n_expert, n_embd), T.F32)
-            add(f"blk.{i}.ffn_gate_exps.weight", w(n_expert, n_ff, n_embd))
-            add(f"blk.{i}.ffn_up_exps.weight", w(n_expert, n_ff, n_embd))
-            add(f"blk.{i}.ffn_down_exps.weight", w(n_expert, n_embd, n_ff))
+            add(f"blk.{i}.ffn_gate_exps.weight", w(n_expert, n_ff, n_embd), qe)
+            add(f"blk.{i}.ffn_up_exps.weight", w(n_expert, n_ff, n_embd), qe)
+            add(f"blk.{i}.ffn_down_exps.weight", w(n_expert, n_embd, n_ff), qe)
         else:
             add(f"blk.{i}.ffn_gate.weight", w(n_ff, n_embd))
             add(f"blk.{i}.ffn_up.weight", w(n_ff, n_embd))
@@ -118,12 +120,15 @@ def _writer(path: Path, *, arch: str, n_layer: int, n_embd: int, n_ff: int, n_he
 
 def write_llama(path: Path, *, qtype: str = "Q8_0", n_layer: int = 2, n_embd: int = 64, n_ff: int = 128, n_head: int = 4,
                 n_head_kv: int = 2, n_vocab: int = 320, n_ctx_train: int = 2048, seed: int = 0, tied: bool = False,
-                n_expert: int = 0, n_expert_used: int = 0) -> Path:
-    """Write a tiny llama (or, with ``n_expert``, a Mixtral-style MoE) GGUF file at ``path``."""
-    w = _writer(path, arch="llama", n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv, n_vocab=n_vocab,
-                n_ctx_train=n_ctx_train, qtype=qtype, n_expert=n_expert, n_expert_used=n_expert_used)
+                n_expert: int = 0, n_expert_used: int = 0, expert_qtype: str = "", arch: str = "llama", swa: int = 0) -> Path:
+    """Write a tiny llama (or, with ``n_expert``, a Mixtral-style MoE, its experts in
+    ``expert_qtype`` when given) GGUF file at ``path``; ``arch`` and ``swa`` (a sliding_window
+    key) only label it, for header-only tests of other archs."""
+    w = _writer(path, arch=arch, n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv, n_vocab=n_vocab,
+                n_ctx_train=n_ctx_train, qtype=qtype, n_expert=n_expert, n_expert_used=n_expert_used, swa=swa)
     for name, data, raw in llama_tensors(n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv,
-                                         n_vocab=n_vocab, qtype=qtype, seed=seed, tied=tied, n_expert=n_expert):
+                                         n_vocab=n_vocab, qtype=qtype, seed=seed, tied=tied, n_expert=n_expert,
+                                         expert_qtype=expert_qtype):
         w.add_tensor(name, data, raw_dtype=raw)
     w.write_header_to_file()
     w.write_kv_data_to_file()

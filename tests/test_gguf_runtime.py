@@ -290,7 +290,8 @@ def test_moe_experts_stay_on_the_cpu_when_the_gpu_is_small(tmp_path: Path) -> No
     assert moe, [p.label for p in ps]
     s = moe[0].settings
     assert s.n_gpu_layers == m.n_layer + 1 and 0 < s.n_cpu_moe < m.n_layer  # type: ignore[attr-defined]
-    assert s.tensor_overrides[0] == "blk\\.0\\.ffn_(up|down|gate)_exps=CPU"  # type: ignore[attr-defined]
+    # the pattern llama.cpp's --n-cpu-moe builds (common/common.h LLM_FFN_EXPS_REGEX)
+    assert s.tensor_overrides[0] == "blk\\.0\\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU"  # type: ignore[attr-defined]
     r = api.plan(str(path), hardware=hw, constraints=c, runtime="gguf")
     argv = list(api.emit(r, moe[0]).commands["llama_server"])
     assert argv[argv.index("--n-cpu-moe") + 1] == str(s.n_cpu_moe)  # type: ignore[attr-defined]
@@ -373,3 +374,16 @@ def test_ollama_plans_carry_their_context_past_ollamas_vram_based_default(hub: F
     # `ollama run hf.co/...` reads no Modelfile: the server must be told the planned context
     assert out.environment["OLLAMA_CONTEXT_LENGTH"] == "264"
     assert "without it Ollama takes 262144" in out.files["Modelfile"]
+
+
+@pytest.mark.parametrize(("arch", "expected"), [
+    ("gpt-oss", [True, False, True, False, True, False]),  # src/models/openai-moe.cpp load_swa_pattern(ml, 2)
+    ("olmo2", [True, True, True, False, True, True]),  # load_swa_pattern(ml, 4)
+    ("cohere2moe", [False, True, True, True, False, True]),  # load_swa_pattern(ml, 4, dense_first)
+    ("qwen2", [False] * 6),  # never reads the key: a full cache
+])
+def test_sliding_window_layers_follow_llama_cpp_per_arch(tmp_path: Path, arch: str, expected: list[bool]) -> None:
+    path = write_llama(tmp_path / f"tiny-{arch}-Q8_0.gguf", n_layer=6, arch=arch, swa=128)
+    m = registry.get("gguf").model(api.read_model(str(path), runtime="gguf"))
+    assert [la.swa for la in m.layers] == expected  # type: ignore[attr-defined]
+    assert m.n_swa == (128 if any(expected) else 0)  # type: ignore[attr-defined]

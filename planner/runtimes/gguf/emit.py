@@ -18,7 +18,8 @@ from planner.runtimes.gguf.plans import GgufSettings
 from planner.runtimes.gguf.rpc import RpcSettings, rpc_flag
 
 # llama-cpp-python's GGML type constants for -ctk/-ctv (llama_cpp/llama_cpp.py GGML_TYPE_*,
-# the ggml type ids of ggml/include/ggml.h).
+# the ggml type ids of ggml/include/ggml.h:390-420 enum ggml_type, llama.cpp vendored in
+# llama-cpp-python 0.3.36).
 GGML_TYPE_ID = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 PACKAGES = ("llama-cpp-python>=0.3",)
 
@@ -78,8 +79,9 @@ def script(r: Report, p: Plan) -> str:
     s = settings_of(p)
     kwargs: dict[str, Any] = {"n_ctx": s.n_ctx, "n_gpu_layers": s.n_gpu_layers, "flash_attn": s.flash_attn,
                               "type_k": GGML_TYPE_ID[s.cache_type_k], "type_v": GGML_TYPE_ID[s.cache_type_v],
-                              # llama.cpp's C default is a full-size sliding-window cache (llama_context_default_params
-                              # swa_full = true); the plan, like llama-server, keeps only the window
+                              # llama.cpp's C default is a full-size sliding-window cache (src/llama-context.cpp:3788
+                              # llama_context_default_params swa_full = true); the plan, like llama-server
+                              # (common/common.h:574 swa_full = false), keeps only the window
                               "swa_full": False}
     if s.tensor_split:
         kwargs["tensor_split"] = [round(x / sum(s.tensor_split), 4) for x in s.tensor_split]

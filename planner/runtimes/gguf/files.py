@@ -18,7 +18,8 @@ from planner.core.errors import printable
 from planner.core.records import FileSelection, RepoFile
 from planner.sources.formats.gguf import split_info
 
-# Quant types as llama.cpp's quantize names them (tools/quantize/quantize.cpp QUANT_OPTIONS), plus
+# Quant types as llama.cpp's quantize names them (tools/quantize/quantize.cpp:34 QUANT_OPTIONS, the
+# tree vendored in llama-cpp-python 0.3.36), plus
 # the float types and the unsloth "UD-" dynamic and "_XL" variants.
 _QUANT = re.compile(r"^(?:UD-)?(I?Q[1-8](?:_[0-9A-Z]+)*|TQ[12]_0|MXFP4(?:_MOE)?|BF16|F16|FP16|F32)$", re.IGNORECASE)
 # When no --quant is given, the group read first: the usual default of GGUF users (llama.cpp's

@@ -1,8 +1,9 @@
 """llama.cpp's memory, per device, for one setting: weights, KV cache, compute and output buffers.
 
-Every constant names its source: a llama.cpp file and function (the tree of ggml-org/llama.cpp,
-``src/``), or a measurement with llama-cpp-python 0.3.36 on this machine's CPU (the grid in
-docs/gguf.md, "Calibration"). GPU figures are peer figures until a GPU run measures them.
+Every constant names its source: a llama.cpp file:line (the tree vendored in llama-cpp-python
+0.3.36, ggml-org/llama.cpp@0c1e57098 by its CHANGELOG; the sdist's vendor/llama.cpp), or a
+measurement with llama-cpp-python 0.3.36 on this machine's CPU (the grid in docs/gguf.md,
+"Calibration"). GPU figures are peer figures until a GPU run measures them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from planner.runtimes.gguf.model import GgufModel
 from planner.sources.formats.gguf import TYPE_BY_NAME, row_bytes
 
 MiB = 1024**2
-# src/llama-context.cpp (llama_context constructor): n_ctx is padded to 256 cells
+# src/llama-context.cpp:290 (llama_context constructor): n_ctx is padded to 256 cells
 # (GGML_PAD(n_ctx, 256)); measured: -c 1000 gives "n_ctx = 1024".
 CTX_PAD = 256
-# common/common.h and llama-cpp-python Llama(): n_batch 2048 (llama-server) / 512 (llama-cpp-python),
-# n_ubatch 512 for both; the graph is reserved for n_ubatch tokens (src/llama-context.cpp
-# sched_reserve "worst-case: n_tokens = 512").
+# common/common.h:453-454 and llama-cpp-python's Llama() (llama_cpp/llama.py:76-77): n_batch 2048
+# (llama-server) / 512 (llama-cpp-python), n_ubatch 512 for both; the graph is reserved for
+# min(n_ctx, n_ubatch) tokens (src/llama-context.cpp:629, logged "worst-case: n_tokens" at :655).
 N_UBATCH = 512
 KV_TYPES = ("f16", "q8_0", "q4_0")
 
@@ -41,7 +42,7 @@ RECURRENT_BESIDE_LOGITS = 2
 COMPUTE_SLACK = 1024 * 1024  # the measured figures exceed the fitted terms by 0.01 MiB; the m/1024 outlier by 0.42
 # The ggml CPU backend's work buffer, allocated beside the compute buffer when the CPU runs
 # attention without flash attention: KQ converted to f16 for the product with V, n_ubatch x n_kv
-# x n_head x 2 bytes (ggml/src/ggml-cpu/ggml-cpu.c ggml_graph_plan: MUL_MAT work_size =
+# x n_head x 2 bytes (ggml/src/ggml-cpu/ggml-cpu.c:2883-2887 ggml_graph_plan: MUL_MAT work_size =
 # ggml_row_size(vec_dot_type, nelements(src1))); it explains the RSS that grows with n_ctx
 # beyond the compute buffer (m: 12.2 MiB more at n_ctx 4096 than 512; predicted 14).
 # A process running llama-cpp-python with its ggml CPU backend, before any model: peak RSS of
@@ -76,8 +77,10 @@ class Setting:
 def kv_type_problem(m: GgufModel, s: Setting) -> str | None:
     """Why llama.cpp refuses this cache type combination, or None.
 
-    src/llama-context.cpp llama_init_from_model: "V cache quantization requires flash_attn";
-    "K cache type %s with block size %u does not divide n_embd_head_k=%u" (and the same for V).
+    src/llama-context.cpp:3840-3846 llama_init_from_model: "quantized V cache requires
+    flash_attn to be enabled" when it is off (with -fa auto llama.cpp turns it on instead; fitcheck
+    emits -fa on|off); :3851-3870: "K cache type %s with block size %u does not divide
+    n_embd_head_k=%u" (and the same for V) with flash attention.
     """
     for which, t, dim in (("K", s.type_k, m.head_dim_k), ("V", s.type_v, m.head_dim_v)):
         name = t.upper()
@@ -92,17 +95,21 @@ def kv_type_problem(m: GgufModel, s: Setting) -> str | None:
 
 
 def cells(m: GgufModel, s: Setting, swa: bool) -> int:
-    """KV cells of a layer: n_ctx padded to 256; a sliding-window layer keeps
-    pad256(min(n_ctx, n_swa x n_seq + n_ubatch)) unless --swa-full (src/llama-kv-cache-iswa.cpp
-    size_swa)."""
-    # src/llama-context.cpp lines 288-301 (a tree of the 0.3.36 era, commit not pinned): n_ctx =
-    # GGML_PAD(n_ctx, 256); without a unified cache each of the n_seq streams gets n_ctx_seq =
-    # GGML_PAD(n_ctx / n_seq, 256) cells (measured: a jamba at -c 2048 with 3 sequences logs
-    # 2304 cells, 2.25 MiB)
-    full = pad(pad(s.n_ctx) // s.n_seq) * s.n_seq if s.n_seq > 1 else pad(s.n_ctx)
+    """KV cells of a layer, all sequences: n_ctx padded to 256, split among the n_seq streams
+    (fitcheck emits -np, so llama-server's cache is not unified); a sliding-window layer keeps
+    pad256(min(n_ctx_seq, n_swa + n_ubatch)) per stream unless --swa-full."""
+    # llama.cpp vendored in llama-cpp-python 0.3.36 (ggml-org/llama.cpp@0c1e57098),
+    # src/llama-context.cpp:290-296: n_ctx = GGML_PAD(n_ctx, 256); without a unified cache each of
+    # the n_seq streams gets n_ctx_seq = GGML_PAD(n_ctx / n_seq, 256) cells (measured: a jamba at
+    # -c 2048 with 3 sequences logs 2304 cells, 2.25 MiB). src/llama-kv-cache-iswa.cpp:73: size_swa
+    # = GGML_PAD(min(n_ctx_seq, n_swa x (unified ? n_seq : 1) + n_ubatch), 256) per stream
+    # (measured, tiny gemma2 with n_swa 256, tests/test_gguf_real.py: -c 2048/4096/1000/8192 with
+    # 2/4/3/2 sequences log 768/768/512/768 SWA cells per stream).
+    n_ctx_seq = pad(pad(s.n_ctx) // s.n_seq) if s.n_seq > 1 else pad(s.n_ctx)
+    n_stream = max(1, s.n_seq)
     if swa and m.n_swa and not s.swa_full:
-        return min(full, pad(m.n_swa * s.n_seq + s.n_ubatch))
-    return full
+        return pad(min(n_ctx_seq, m.n_swa + s.n_ubatch)) * n_stream
+    return n_ctx_seq * n_stream
 
 
 def _kv_row(m: GgufModel, n_head_kv: int, s: Setting) -> int:
@@ -117,18 +124,19 @@ def _kv_row(m: GgufModel, n_head_kv: int, s: Setting) -> int:
 def state_layer(m: GgufModel) -> int:
     """f32 bytes of one recurrent layer's state for one sequence: the conv state, n_embd_r() =
     (d_conv - 1) x (d_inner + 2 n_group d_state), and the SSM state, n_embd_s() = d_state x
-    d_inner (src/llama-hparams.cpp n_embd_r / n_embd_s; src/llama-memory-recurrent.cpp allocates
-    r and s as F32 rows of those widths per cell)."""
+    d_inner (src/llama-hparams.cpp:208 n_embd_r, :236 n_embd_s; src/llama-memory-recurrent.cpp:102-103
+    allocates r and s as F32 rows of those widths per cell)."""
     r = (m.ssm_d_conv - 1 if m.ssm_d_conv > 0 else 0) * (m.ssm_d_inner + 2 * m.ssm_n_group * m.ssm_d_state)
     return 4 * (r + m.ssm_d_state * m.ssm_d_inner)
 
 
 def kv_layer(m: GgufModel, il: int, s: Setting) -> int:
-    """Bytes of layer ``il``'s cache. An attention layer: K and V (src/llama-kv-cache.cpp:
+    """Bytes of layer ``il``'s cache. An attention layer: K and V (src/llama-kv-cache.cpp:233:
     k = ggml_new_tensor_3d(type_k, n_embd_k_gqa, kv_size, n_stream)). A recurrent layer: its
-    state times max(1, n_seq_max) cells, whatever n_ctx (src/llama-model.cpp create_memory:
+    state times max(1, n_seq_max) cells, whatever n_ctx (src/llama-model.cpp:2670-2675 create_memory:
     llama_memory_recurrent(..., std::max((uint32_t) 1, cparams.n_seq_max), ...)); the hybrid
-    memory gives each layer one of the two (llama_memory_hybrid's filter_attn / filter_recr)."""
+    memory gives each layer one of the two (src/llama-memory-hybrid.cpp:31-50 filter_attn /
+    filter_recr)."""
     la = m.layers[il]
     if la.recurrent:
         return state_layer(m) * max(1, s.n_seq)
@@ -178,14 +186,16 @@ def cpu_work(m: GgufModel, s: Setting) -> int:
 
 
 def output_buffer(m: GgufModel, s: Setting) -> int:
-    """The host output buffer: n_vocab x n_outputs x 4 (src/llama-context.cpp output_reserve),
+    """The host output buffer: n_vocab x n_outputs x 4 (src/llama-context.cpp:2116
+    output_reserve: n_outputs_max = max(n_outputs, n_seq_max) at :2120, logits n_vocab x
+    n_outputs_max at :2141),
     reserved for n_seq outputs at first (the logits of one token per sequence)."""
     return m.n_vocab * max(1, s.n_seq) * 4
 
 
 def gpu_of_layers(m: GgufModel, s: Setting, splits: list[float]) -> list[int]:
     """The device of each layer index 0..n_layer (n_layer: the output layer): -1 for the CPU,
-    else the GPU's position. src/llama-model.cpp load_tensors: i_gpu_start =
+    else the GPU's position. src/llama-model.cpp:1589-1597 load_tensors: i_gpu_start =
     max(n_layer + 1 - n_gpu_layers, 0); act_gpu_layers = min(n_gpu_layers, n_layer + 1);
     layer_gpu = upper_bound(splits, (il - i_gpu_start) / act_gpu_layers) over the cumulative,
     normalised tensor split."""

@@ -1,7 +1,8 @@
 """The GGUF runtime's model facts: what llama.cpp's memory model needs, from one GGUF header.
 
-Hyperparameters come from the ``{arch}.*`` keys llama.cpp reads (src/llama-arch.cpp LLM_KV_*
-names, src/llama-model.cpp ``load_hparams``); tensor bytes per layer from the tensor infos
+Hyperparameters come from the ``{arch}.*`` keys llama.cpp reads (llama.cpp vendored in
+llama-cpp-python 0.3.36: src/llama-arch.cpp:165 LLM_KV_NAMES, src/llama-model.cpp:1298
+``load_hparams`` and each arch's src/models/*.cpp); tensor bytes per layer from the tensor infos
 (``blk.{i}.*`` is layer i; ``output.weight``/``output_norm.weight`` the output layer; the rest,
 ``token_embd.weight`` above all, the input layer that llama.cpp keeps on the CPU).
 
@@ -21,20 +22,34 @@ from planner.core.errors import UnsupportedModel
 from planner.core.records import Snapshot, _ToDict, from_plain
 from planner.runtimes.gguf.files import groups
 
-FACTS_VERSION = "gguf-4"
+FACTS_VERSION = "gguf-5"  # 5: Layer.experts_repack
 _BLK = re.compile(r"^blk\.(\d+)\.")
 # Types the ggml CPU backend repacks into its CPU_REPACK buffer, a second copy beside the mapped
-# file (ggml/src/ggml-cpu/repack.cpp: q4_0 4x4/4x8/8x8, q4_K 8x8, iq4_nl 4x4/8x8, q2_K 8x8,
-# mxfp4). Measured here: both copies are resident: a 6-layer Q4_0 model (44.6 MB file) peaked at
+# file, on x86 (llama.cpp vendored in llama-cpp-python 0.3.36, ggml/src/ggml-cpu/repack.cpp:4925
+# ggml_repack_get_optimal_repack_type: Q4_0 with AVX2 at :4974, Q4_K with AVX2 at :5006, Q2_K
+# with AVX512 at :5033, IQ4_NL with AVX2 at :5072, MXFP4 with AVX2 at :5094; each needs ne[1] % 8
+# == 0). Measured here: both copies are resident: a 6-layer Q4_0 model (44.6 MB file) peaked at
 # 164.4 MiB RSS against 128.1 MiB for its Q4_1 twin (49.5 MB, not repacked), the difference being
 # the 41.89 MiB "CPU_REPACK model buffer"; MXFP4 repacks too (0.73 + 0.73 MiB). Q8_0, Q4_1,
-# Q5_0, Q5_1 and F16 are not repacked by this build. token_embd never is (get_rows reads it).
+# Q5_0, Q5_1 and F16 are not repacked on x86. On ARM (NEON dotprod / i8mm) the same function also
+# repacks Q5_K (:5050), Q6_K (:5061), Q8_0 (:5105) and Q1_0 (:5127): not modelled (fitcheck
+# plans the x86 set). token_embd never is (get_rows reads it: src/llama-model-loader.cpp:1404
+# logs it "cannot be used with preferred buffer type CPU_REPACK").
 REPACKED = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "Q2_K", "MXFP4"})
-_EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down|gate_up)_exps\.")
-# src/llama-model.cpp load_hparams: the sliding-window pattern llama.cpp sets per architecture
-# when the file does not carry one (hparams.set_swa_pattern(n): layer il is SWA unless
-# il % n == n - 1; src/llama-hparams.cpp set_swa_pattern).
-SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4}
+# the routed experts: common/common.h:1198 LLM_FFN_EXPS_REGEX "\\.ffn_(up|down|gate|gate_up)_(ch|)exps",
+# the tensors --cpu-moe / --n-cpu-moe override (src/llama-arch.cpp:679 names the chexps)
+_EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down|gate_up)_(ch)?exps\.")
+# The sliding-window pattern llama.cpp sets per architecture when the file does not carry one
+# (load_swa_pattern(ml, n) in src/models/gemma2.cpp:6, gemma3.cpp:7, gemma3n.cpp:5, cohere2.cpp:5,
+# llama4.cpp:19, openai-moe.cpp:9 (gpt-oss), afmoe.cpp:17, olmo2.cpp:9, plamo3.cpp:9, mellum.cpp:11,
+# muse-glimmer.cpp:13; arch names src/llama-arch.cpp:11-158); src/llama-model.cpp:3433-3441 reads
+# the file's array or number first; src/llama-hparams.cpp:8-17 set_swa_pattern: layer il is SWA
+# unless il % n == n - 1, or with dense_first (cohere2moe.cpp:28, laguna.cpp:39) unless il % n == 0.
+# Any other arch keeps a full cache on every layer whatever its sliding_window key says
+# (llama-model.cpp:1383 clears is_swa; llama, qwen2, mistral never read the key).
+SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4, "gpt-oss": 2, "afmoe": 4, "olmo2": 4,
+               "plamo3": 8, "mellum": 4, "muse-glimmer": 4}
+SWA_DENSE_FIRST = {"cohere2moe": 4, "laguna": 4}
 # Architectures whose cache is not the plain per-layer K/V and that fitcheck has not checked
 # against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba and jamba):
 # refused rather than guessed.
@@ -50,7 +65,9 @@ HYBRID_ARCHS = frozenset({"jamba"})
 class Layer(_ToDict):
     """One repeating layer: its tensor bytes, of which ``experts`` are the routed experts
     (``ffn_*_exps``), its KV heads, whether it is a sliding-window layer, and the bytes of its
-    matrices the CPU backend repacks into a second copy when the layer runs on the CPU."""
+    matrices the CPU backend repacks into a second copy when they are kept on the CPU:
+    ``repack`` all of them, ``experts_repack`` the experts' share (repacked also when
+    --n-cpu-moe keeps a GPU layer's experts on the CPU: planner.runtimes.gguf.plans.evaluate)."""
 
     bytes: int
     experts: int
@@ -58,6 +75,7 @@ class Layer(_ToDict):
     swa: bool = False
     repack: int = 0
     recurrent: bool = False
+    experts_repack: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +179,8 @@ class GgufModel(_ToDict):
         if g is None or not g.size:
             raise UnsupportedModel(f"{self.repo}: has no quant {quant!r}")
         f = g.size / max(1, self.weight_bytes)
-        layers = tuple(replace(la, bytes=int(la.bytes * f), experts=int(la.experts * f), repack=int(la.repack * f)) for la in self.layers)
+        layers = tuple(replace(la, bytes=int(la.bytes * f), experts=int(la.experts * f), repack=int(la.repack * f),
+                               experts_repack=int(la.experts_repack * f)) for la in self.layers)
         return replace(self, quant=quant, files=g.files, layers=layers, input_bytes=int(self.input_bytes * f),
                        output_bytes=int(self.output_bytes * f), embd_bytes=int(self.embd_bytes * f), weight_bytes=g.size,
                        output_repack=int(self.output_repack * f))
@@ -216,12 +235,14 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
     if n_swa:
         if isinstance(pattern, list) and len(pattern) == n_layer:
             swa = [bool(p) for p in pattern]
-        else:
-            n = pattern if isinstance(pattern, int) and pattern > 0 else SWA_PATTERN.get(arch, 0)
-            # no pattern known: every layer uses the window (mistral-style, llama.cpp's default n_pattern 0)
-            swa = [n == 0 or il % n < n - 1 for il in range(n_layer)]
+        elif arch in SWA_PATTERN or arch in SWA_DENSE_FIRST:
+            first = arch in SWA_DENSE_FIRST
+            n = pattern if isinstance(pattern, int) and pattern > 0 else (SWA_DENSE_FIRST if first else SWA_PATTERN)[arch]
+            swa = [il % n != 0 if first else il % n < n - 1 for il in range(n_layer)]
+        else:  # llama.cpp does not window this arch: every layer keeps the full cache
+            n_swa = 0
 
-    per: list[list[int]] = [[0, 0, 0] for _ in range(n_layer)]
+    per: list[list[int]] = [[0, 0, 0, 0] for _ in range(n_layer)]
     input_bytes = output_bytes = output_repack = params = 0
     names = set()
     embd = 0
@@ -235,10 +256,12 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
         if m and int(m.group(1)) < n_layer:
             i = int(m.group(1))
             per[i][0] += t.nbytes
-            if _EXPS.match(t.name):
+            exps = bool(_EXPS.match(t.name))
+            if exps:
                 per[i][1] += t.nbytes
             if t.dtype in REPACKED and len(t.shape) >= 2:
                 per[i][2] += t.nbytes
+                per[i][3] += t.nbytes if exps else 0
         elif t.name.startswith(("output.", "output_norm.")):
             output_bytes += t.nbytes
             if t.dtype in REPACKED and len(t.shape) >= 2:
@@ -251,8 +274,8 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
     if tied:
         output_bytes += embd
     weight = sum(t.nbytes for t in snap.tensors)
-    layers = tuple(Layer(bytes=b, experts=e, n_head_kv=n_head_kv[i], swa=swa[i], repack=rp, recurrent=recurrent[i])
-                   for i, (b, e, rp) in enumerate(per))
+    layers = tuple(Layer(bytes=b, experts=e, n_head_kv=n_head_kv[i], swa=swa[i], repack=rp, recurrent=recurrent[i], experts_repack=erp)
+                   for i, (b, e, rp, erp) in enumerate(per))
     listing = groups(snap.files)
     gs = tuple(Group(quant=q, files=tuple(f.path for f in fs), size=sum(f.size or 0 for f in fs)) for q, fs in listing.items())
     read_files = tuple(snap.weight_files)

@@ -82,8 +82,10 @@ class GgufSettings(Settings):
 
     @property
     def tensor_overrides(self) -> tuple[str, ...]:
-        """The -ot entries --n-cpu-moe stands for (common/arg.cpp: "blk\\.%d\\.ffn_(up|down|gate)_exps=CPU")."""
-        return tuple(f"blk\\.{i}\\.ffn_(up|down|gate)_exps=CPU" for i in range(self.n_cpu_moe))
+        """The -ot entries --n-cpu-moe stands for (llama.cpp vendored in llama-cpp-python 0.3.36:
+        common/arg.cpp:2773 llm_add_n_cpu_ffn_overrides, common/common.h:1198-1218: pattern
+        "blk\\.%d" + LLM_FFN_EXPS_REGEX, buffer type ggml_backend_cpu_buffer_type())."""
+        return tuple(f"blk\\.{i}\\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU" for i in range(self.n_cpu_moe))
 
     def setting(self) -> mem.Setting:
         return mem.Setting(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, type_k=self.cache_type_k, type_v=self.cache_type_v,
@@ -99,7 +101,8 @@ class GgufSettings(Settings):
 
 def n_ctx_of(c: Constraints) -> int:
     """-c for the request: every sequence's prompt and answer (llama.cpp splits n_ctx among the
-    -np sequences: src/llama-context.cpp n_ctx_seq = n_ctx / n_seq_max)."""
+    -np sequences: llama.cpp vendored in llama-cpp-python 0.3.36, src/llama-context.cpp:295
+    n_ctx_seq = n_ctx / n_seq_max)."""
     return (c.context + c.new_tokens) * c.batch
 
 
@@ -243,14 +246,26 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
         dense = la.bytes - la.experts
         w[dev] += dense
         w["cpu" if experts_cpu else dev] += la.experts
+        # the CPU backend's repacked copy (model.REPACKED) of the matrices kept on the CPU. Experts
+        # --n-cpu-moe overrides to the CPU are repacked too, on a GPU layer as on a CPU one: an
+        # override to ggml_backend_cpu_buffer_type() picks from the CPU list with its extra buffer
+        # types (llama.cpp vendored in llama-cpp-python 0.3.36, src/llama-model-loader.cpp:1240-1242;
+        # that list is make_cpu_buft_list's, CPU_REPACK before CPU: src/llama-model.cpp:1110-1132,
+        # passed at :1966). Measured (tests/test_gguf_real.py, 4-layer MoE, Q4_0, 8 experts, CPU):
+        # "CPU_REPACK model buffer size" 29.24 MiB and peak RSS 125.3 MiB without overrides, 29.24
+        # and 125.0-125.1 MiB with the experts of 1, 2 or 4 layers overridden to CPU (logged
+        # "overridden to CPU_REPACK"), 96.2 MiB with the extra buffer types off.
         if dev == "cpu":
-            w["cpu"] += la.repack  # the CPU backend's repacked copy (model.REPACKED)
+            w["cpu"] += la.repack - la.experts_repack
+        if dev == "cpu" or experts_cpu:
+            w["cpu"] += la.experts_repack
         read[dev] += dense
         read["cpu" if experts_cpu else dev] += int(la.experts * active)
         kv[dev] += mem.kv_layer(m, il, st)
         read[dev] += mem.kv_layer(m, il, st)
     out_dev = names[where[m.n_layer] + 1]
-    # tied output: on a GPU, llama.cpp loads token_embd again there (TENSOR_DUPLICATED); on the
+    # tied output: on a GPU, llama.cpp loads token_embd again there (TENSOR_DUPLICATED:
+    # src/models/llama.cpp:45, placed as the output layer by src/llama-model-loader.cpp:1166); on the
     # CPU it is the same mapped bytes as the input embedding.
     out_bytes = m.output_bytes - (m.embd_bytes if m.tied and out_dev == "cpu" else 0)
     unread = 0 if m.tied and out_dev == "cpu" else _unread_embedding(m, st)

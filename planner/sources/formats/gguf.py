@@ -1,6 +1,7 @@
 """Strict, bounded parsing of GGUF headers, from bytes that strangers wrote.
 
-A GGUF file (ggml docs/gguf.md; llama.cpp ggml/src/gguf.cpp ``gguf_init_from_file_impl``) is::
+A GGUF file (ggml docs/gguf.md; llama.cpp ggml/src/gguf.cpp:460 ``gguf_init_from_reader``, the
+tree vendored in llama-cpp-python 0.3.36, where every file:line below points) is::
 
     magic "GGUF" | u32 version | u64 n_tensors | u64 n_kv
     n_kv x (string key | u32 type | value)          value: scalar, string, or array(u32 type, u64 n, n values)
@@ -31,18 +32,19 @@ from planner.core.errors import BadHeader
 from planner.core.ids import show
 from planner.core.records import Tensor, _ToDict
 
-# b"GGUF" read as a little-endian u32 (ggml/include/gguf.h GGUF_MAGIC).
+# b"GGUF" read as a little-endian u32 (ggml/include/gguf.h:41 GGUF_MAGIC).
 MAGIC = b"GGUF"
 # Versions llama.cpp reads: 1 had 32-bit counts and is refused by gguf.cpp ("GGUFv1 is no longer
-# supported"); 2 and 3 share the layout (3 added big-endian files, which we refuse as llama.cpp
-# does on little-endian hosts). ggml/src/gguf.cpp gguf_init_from_file_impl.
+# supported", ggml/src/gguf.cpp:512); 2 and 3 share the layout (3 added big-endian files, which we
+# refuse as llama.cpp does on little-endian hosts: gguf.cpp:500-507, "is there a mismatch between
+# the host and model endianness?"; newer than 3 is refused at :515).
 VERSIONS = (2, 3)
-# ggml/include/gguf.h GGUF_DEFAULT_ALIGNMENT.
+# ggml/include/gguf.h:46 GGUF_DEFAULT_ALIGNMENT.
 DEFAULT_ALIGNMENT = 32
-# ggml/include/ggml.h GGML_MAX_DIMS.
+# ggml/include/ggml.h:222 GGML_MAX_DIMS.
 MAX_DIMS = 4
 
-# ggml type id -> (name, elements per block, bytes per block): ggml/src/ggml.c type_traits
+# ggml type id -> (name, elements per block, bytes per block): ggml/src/ggml.c:632 type_traits
 # (blck_size, type_size), the same table as gguf-py's constants.GGML_QUANT_SIZES (a test compares
 # the two). Ids 4, 5 (Q4_2, Q4_3) and 31-33, 36-38 are removed or unused types; files using them
 # are refused.
@@ -86,10 +88,10 @@ MAX_HEADER_BYTES = 256 * 1024 * 1024
 # merges) takes a handful of requests, small enough that a tiny file is read in one.
 CHUNK = 4 * 1024 * 1024
 
-# "Model-00001-of-00003.gguf": llama.cpp's split naming (src/llama.cpp llama_split_path:
+# "Model-00001-of-00003.gguf": llama.cpp's split naming (src/llama.cpp:545-552 llama_split_path:
 # "%s-%05d-of-%05d.gguf").
 SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf\Z")
-# gguf-split writes these into every shard (tools/gguf-split/gguf-split.cpp LLM_KV_SPLIT_*).
+# gguf-split writes these into every shard (tools/gguf-split/gguf-split.cpp:243-245 LLM_KV_SPLIT_*).
 KEY_SPLIT_NO, KEY_SPLIT_COUNT, KEY_SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
 
 Reader = Callable[[int, int], bytes]
@@ -280,7 +282,7 @@ def parse(read: Reader, *, file: str, where: str, file_size: int | None, chunk: 
             raise BadHeader(f"{where}: {label} has unknown ggml type {tid}")
         tname, block, _ = GGML_TYPES[tid]
         if shape and shape[0] % block:
-            # gguf.cpp: "tensor '%s' of type %d (%s) number of elements (%ld) is not a multiple of block size"
+            # gguf.cpp:737-743: "tensor '%s' of type %d (%s) has %ld elements per row, not a multiple of block size"
             raise BadHeader(f"{where}: {label} row of {shape[0]} elements is not a multiple of the {tname} block ({block})")
         offset = cur.u64(f"the offset of {label}")
         if offset % alignment:
@@ -289,7 +291,7 @@ def parse(read: Reader, *, file: str, where: str, file_size: int | None, chunk: 
 
     data_offset = -(-cur.pos // alignment) * alignment
     # gguf.cpp lays tensors out in order, each padded to the alignment, and refuses any other
-    # offset ("tensor '%s' has offset %zu, expected %zu").
+    # offset (gguf.cpp:790-800: "tensor '%s' has offset %zu, expected %zu").
     expected = 0
     tensors: list[Tensor] = []
     for name, shape, tname, offset, nbytes in infos:
@@ -359,7 +361,7 @@ def split_info(path: str) -> tuple[str, int, int] | None:
 def check_split(headers: list[GgufHeader], *, where: str) -> None:
     """Shards of one split set, in order: each names its number and the same count, and together
     they hold ``split.tensors.count`` tensors (llama.cpp src/llama-model-loader.cpp refuses
-    "invalid split count", "corrupted model: %d tensors expected but %d found")."""
+    "invalid split count" at :615 and "corrupted model: %d tensors expected but %d found" at :669)."""
     n = len(headers)
     first = headers[0].metadata
     count = first.get(KEY_SPLIT_COUNT, 1 if n == 1 else None)
