@@ -36,14 +36,31 @@ _EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down|gate_up)_exps\.")
 # il % n == n - 1; src/llama-hparams.cpp set_swa_pattern).
 SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4}
 # Architectures whose cache is not the plain per-layer K/V and that fitcheck has not checked
-# against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba and jamba):
-# refused rather than guessed.
-RECURRENT_PREFIXES = ("mamba2", "rwkv", "falcon-h1", "granitehybrid", "lfm2", "plamo2", "nemotron_h", "qwen3next")
+# against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba, mamba2,
+# jamba and granitehybrid): refused rather than guessed, each with the reason it is not sized.
+UNVERIFIED_CACHES = {
+    "rwkv": "RWKV's token-shift and WKV state (llama.cpp n_embd_r = token_shift_count x n_embd, "
+            "n_embd_s = n_embd x wkv_head_size) has not been checked against a llama.cpp load",
+    "arwkv": "RWKV-7 time mixing with a token-shift and WKV state, not checked against a llama.cpp load",
+    "qwen3next": "its gated delta-net layers' conv and recurrent state have not been checked against a llama.cpp load",
+    "qwen35": "its gated delta-net layers' conv and recurrent state have not been checked against a llama.cpp load",
+    "falcon-h1": "every layer holds both a K/V cache and a Mamba-2 state, not checked against a llama.cpp load",
+    "lfm2": "its short-conv state (n_embd x (shortconv.l_cache - 1) floats per layer) has not been checked against a llama.cpp load",
+    "plamo2": "its Mamba and attention layer split has not been checked against a llama.cpp load",
+    "nemotron_h": "its three layer kinds (Mamba-2, attention, FFN only) have not been checked against a llama.cpp load",
+}
+RECURRENT_PREFIXES = tuple(UNVERIFIED_CACHES)
 # Recurrent (all layers) and hybrid (a layer is recurrent where its head_count_kv is 0) archs
 # sized from their ssm.* keys: src/llama-arch.cpp llm_arch_is_recurrent / llm_arch_is_hybrid;
-# jamba's load_hparams sets recurrent_layer_arr[i] = n_head_kv(i) == 0.
-RECURRENT_ARCHS = frozenset({"mamba"})
-HYBRID_ARCHS = frozenset({"jamba"})
+# jamba's and granitehybrid's load_arch_hparams set is_recr_impl[i] = n_head_kv(i) == 0
+# (llama.cpp vendored in llama-cpp-python 0.3.36, src/models/jamba.cpp:12, src/models/granite-hybrid.cpp:24).
+RECURRENT_ARCHS = frozenset({"mamba", "mamba2"})
+HYBRID_ARCHS = frozenset({"jamba", "granitehybrid"})
+# Archs whose Mamba layers are Mamba-2 and read ssm.group_count (n_group: B and C are
+# n_group x d_state wide, so the conv state is (d_conv - 1) x (d_inner + 2 n_group d_state));
+# mamba and jamba do not read the key and llama.cpp keeps n_group 0 for them
+# (src/models/mamba2.cpp:8, src/models/granite-hybrid.cpp:14, src/llama-hparams.cpp:229).
+MAMBA2_ARCHS = frozenset({"mamba2", "granitehybrid"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +199,11 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
         raise UnsupportedModel(f"{snap.id}: GGUF has no general.architecture")
     mla = f"{arch}.attention.key_length_mla" in md and f"{arch}.attention.value_length_mla" in md
     ssm = arch in RECURRENT_ARCHS or arch in HYBRID_ARCHS
-    if arch.startswith(RECURRENT_PREFIXES) or (f"{arch}.attention.kv_lora_rank" in md and not mla) \
-            or (f"{arch}.ssm.state_size" in md and not ssm) or f"{arch}.ssm.group_count" in md:
+    why = _unverified_cache(arch)
+    if why:
+        raise UnsupportedModel(f"{snap.id}: GGUF architecture {arch!r} is not sized by fitcheck yet: {why}")
+    if (f"{arch}.attention.kv_lora_rank" in md and not mla) or (f"{arch}.ssm.state_size" in md and not ssm) \
+            or (f"{arch}.ssm.group_count" in md and arch not in MAMBA2_ARCHS):
         raise UnsupportedModel(f"{snap.id}: GGUF architecture {arch!r} (recurrent or MLA cache) is not sized by fitcheck yet")
 
     def key(name: str, default: Any = None) -> Any:
@@ -202,6 +222,7 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
         d_conv = _int(key("ssm.conv_kernel"), snap.id, "ssm.conv_kernel")
         d_inner = _int(key("ssm.inner_size"), snap.id, "ssm.inner_size")
         d_state = _int(key("ssm.state_size"), snap.id, "ssm.state_size")
+    n_group = _int(key("ssm.group_count"), snap.id, "ssm.group_count") if any(recurrent) and arch in MAMBA2_ARCHS else 0
     head0 = max(n_head) or 1
     if arch in RECURRENT_ARCHS:  # no K/V at all (the converter writes key_length 0)
         head0 = head_dim_k = head_dim_v = 0
@@ -270,8 +291,16 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
                      params=params, n_swa=n_swa, n_expert=int(key("expert_count", 0) or 0),
                      n_expert_used=int(key("expert_used_count", 0) or 0), groups=gs, output_repack=output_repack,
                      attn_softcap=bool(key("attn_logit_softcapping", 0)), mla=mla, ssm_d_conv=d_conv, ssm_d_inner=d_inner,
-                     ssm_d_state=d_state,
+                     ssm_d_state=d_state, ssm_n_group=n_group,
                      name=str(md.get("general.name", "")))
+
+
+def _unverified_cache(arch: str) -> str:
+    """Why fitcheck does not size ``arch``'s cache ("" when it does)."""
+    for prefix, why in UNVERIFIED_CACHES.items():
+        if arch.startswith(prefix):
+            return why
+    return ""
 
 
 def _int(v: Any, repo: str, what: str) -> int:
