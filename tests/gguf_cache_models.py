@@ -260,3 +260,42 @@ def write_granitehybrid(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, at
     t.f32s("output_norm.weight", n_embd, value=1.0)
     t.mat("output.weight", n_vocab, n_embd)
     return _finish(w, t, path)
+
+
+def write_nemotron_h(path: Path, *, qtype: str = "Q8_0", pattern: str = "MAMF", n_embd: int = 256, n_ff: int = 512, n_head: int = 4,
+                     n_head_kv: int = 2, d_inner: int = 512, d_state: int = 64, d_conv: int = 4, ssm_head: int = 8, n_group: int = 1,
+                     n_vocab: int = 2000, seed: int = 0) -> Path:
+    """A tiny Nemotron-H: one block kind per layer, as ``pattern`` spells it (M: Mamba-2, A:
+    attention, F: a ReLU-squared FFN alone), told apart by head_count_kv and feed_forward_length
+    per layer (llama.cpp src/models/nemotron-h.cpp: recurrent where both are 0, attention where
+    head_count_kv is not, FFN where feed_forward_length is not)."""
+    kv = [n_head_kv if c == "A" else 0 for c in pattern]
+    ff = [n_ff if c == "F" else 0 for c in pattern]
+    w = _start(path, "nemotron_h", n_layer=len(pattern), n_embd=n_embd, n_ff=0, n_head=n_head, n_head_kv=kv, n_vocab=n_vocab,
+               qtype=qtype)
+    del w.kv_data[0]["nemotron_h.feed_forward_length"]
+    w.add_feed_forward_length(ff)
+    w.add_layer_norm_eps(1e-5)  # required: the MTP head's final_layernorm epsilon (load_arch_hparams)
+    _ssm2_keys(w, d_conv=d_conv, d_inner=d_inner, d_state=d_state, n_head=ssm_head, n_group=n_group)
+    head_dim = n_embd // n_head
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    t = _Tensors(qtype, seed)
+    t.mat("token_embd.weight", n_vocab, n_embd)
+    for i, c in enumerate(pattern):
+        b = f"blk.{i}."
+        t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
+        if c == "M":
+            _mamba2_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, n_head=ssm_head, n_group=n_group)
+        elif c == "A":
+            t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
+            t.mat(b + "attn_k.weight", n_head_kv * head_dim, n_embd)
+            t.mat(b + "attn_v.weight", n_head_kv * head_dim, n_embd)
+            t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
+        else:
+            t.mat(b + "ffn_up.weight", n_ff, n_embd)
+            t.mat(b + "ffn_down.weight", n_embd, n_ff)
+    t.f32s("output_norm.weight", n_embd, value=1.0)
+    t.mat("output.weight", n_vocab, n_embd)
+    return _finish(w, t, path)

@@ -17,7 +17,7 @@ import pytest
 if importlib.util.find_spec("llama_cpp") is None:
     pytest.skip("llama-cpp-python is not installed (docs/gguf.md: building it)", allow_module_level=True)
 
-from gguf_cache_models import write_deepseek2, write_granitehybrid, write_jamba, write_mamba, write_mamba2
+from gguf_cache_models import write_deepseek2, write_granitehybrid, write_jamba, write_mamba, write_mamba2, write_nemotron_h
 
 from planner import api
 from planner.core.errors import UnsupportedModel
@@ -97,7 +97,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                         n_head=32, n_group=2, n_vocab=1000),
             "granitehybrid": write_granitehybrid(d / "tiny-granitehybrid-Q8_0.gguf"),
             "granitehybrid-2": write_granitehybrid(d / "tiny-granitehybrid-2-Q8_0.gguf", n_layer=6, attn_every=3, n_group=2,
-                                                   n_vocab=4000)}
+                                                   n_vocab=4000),
+            "nemotron_h": write_nemotron_h(d / "tiny-nemotron_h-Q8_0.gguf"),
+            "nemotron_h-2": write_nemotron_h(d / "tiny-nemotron_h-2-Q8_0.gguf", pattern="MFMAMFMFA", n_group=2, n_head_kv=1,
+                                             n_embd=512, n_head=8, d_inner=1024, ssm_head=16, n_vocab=4000)}
 
 
 def parts(m: GgufModel, s: memory.Setting) -> dict[str, int]:
@@ -122,6 +125,8 @@ def parts(m: GgufModel, s: memory.Setting) -> dict[str, int]:
     ("mamba2-wide", 2048, 4, True, "q8_0"),
     ("granitehybrid", 1000, 1, False, "f16"), ("granitehybrid", 4096, 2, True, "q8_0"), ("granitehybrid-2", 2048, 3, False, "f16"),
     ("granitehybrid-2", 8192, 1, True, "q4_0"),
+    ("nemotron_h", 1024, 1, False, "f16"), ("nemotron_h", 4096, 2, True, "q8_0"), ("nemotron_h-2", 2048, 3, False, "f16"),
+    ("nemotron_h-2", 8192, 1, True, "q4_0"),
 ])
 def test_cache_bytes_are_what_llama_cpp_allocates(models: dict[str, Path], name: str, n_ctx: int, n_seq: int, fa: bool,
                                                   kv: str) -> None:
@@ -159,6 +164,11 @@ def test_the_state_does_not_grow_with_the_context(models: dict[str, Path]) -> No
     granite = facts(models["granitehybrid-2"])
     assert [la.recurrent for la in granite.layers] == [True, True, False, True, True, False]
     assert memory.kv_per_token(granite, long) == 2 * 2 * (2 * 64 * 2)
+    nemotron = facts(models["nemotron_h-2"])
+    # M F M A M F M F A: an FFN block holds neither K/V nor state
+    assert [la.recurrent for la in nemotron.layers] == [c == "M" for c in "MFMAMFMFA"]
+    assert [la.n_head_kv for la in nemotron.layers] == [int(c == "A") for c in "MFMAMFMFA"]
+    assert sum(memory.kv_layer(nemotron, il, short) for il in (1, 5, 7)) == 0
 
 
 @pytest.mark.parametrize(("name", "n_ctx", "fa", "n_seq"), [
@@ -167,6 +177,8 @@ def test_the_state_does_not_grow_with_the_context(models: dict[str, Path]) -> No
     ("mamba-wide", 2048, False, 1), ("mamba2", 512, False, 1), ("mamba2", 4096, True, 1), ("mamba2-wide", 1024, False, 1),
     ("mamba2-wide", 1024, False, 4), ("granitehybrid", 1024, False, 1), ("granitehybrid", 4096, True, 1), ("granitehybrid-2", 2048, True, 4),
     ("granitehybrid-2", 8192, True, 1), ("granitehybrid-2", 512, False, 1), ("jamba", 16384, True, 1),
+    ("nemotron_h", 1024, False, 1), ("nemotron_h", 8192, True, 1), ("nemotron_h-2", 512, False, 1), ("nemotron_h-2", 4096, True, 1),
+    ("nemotron_h-2", 2048, True, 4),
 ])
 def test_compute_buffer_covers_what_llama_cpp_reserves(models: dict[str, Path], name: str, n_ctx: int, fa: bool,
                                                        n_seq: int) -> None:

@@ -47,7 +47,8 @@ UNVERIFIED_CACHES = {
     "falcon-h1": "every layer holds both a K/V cache and a Mamba-2 state, not checked against a llama.cpp load",
     "lfm2": "its short-conv state (n_embd x (shortconv.l_cache - 1) floats per layer) has not been checked against a llama.cpp load",
     "plamo2": "its Mamba and attention layer split has not been checked against a llama.cpp load",
-    "nemotron_h": "its three layer kinds (Mamba-2, attention, FFN only) have not been checked against a llama.cpp load",
+    "nemotron_h_moe": "its three layer kinds with routed experts on a latent (moe_latent_size) and MTP blocks "
+                      "have not been checked against a llama.cpp load",
 }
 RECURRENT_PREFIXES = tuple(UNVERIFIED_CACHES)
 # Recurrent (all layers) and hybrid (a layer is recurrent where its head_count_kv is 0) archs
@@ -55,12 +56,17 @@ RECURRENT_PREFIXES = tuple(UNVERIFIED_CACHES)
 # jamba's and granitehybrid's load_arch_hparams set is_recr_impl[i] = n_head_kv(i) == 0
 # (llama.cpp vendored in llama-cpp-python 0.3.36, src/models/jamba.cpp:12, src/models/granite-hybrid.cpp:24).
 RECURRENT_ARCHS = frozenset({"mamba", "mamba2"})
-HYBRID_ARCHS = frozenset({"jamba", "granitehybrid"})
+HYBRID_ARCHS = frozenset({"jamba", "granitehybrid", "nemotron_h"})
 # Archs whose Mamba layers are Mamba-2 and read ssm.group_count (n_group: B and C are
 # n_group x d_state wide, so the conv state is (d_conv - 1) x (d_inner + 2 n_group d_state));
 # mamba and jamba do not read the key and llama.cpp keeps n_group 0 for them
 # (src/models/mamba2.cpp:8, src/models/granite-hybrid.cpp:14, src/llama-hparams.cpp:229).
-MAMBA2_ARCHS = frozenset({"mamba2", "granitehybrid"})
+MAMBA2_ARCHS = frozenset({"mamba2", "granitehybrid", "nemotron_h"})
+# nemotron_h has three layer kinds: Mamba-2 where head_count_kv and feed_forward_length are both
+# 0, attention where head_count_kv is not, an FFN block (no cache at all) where
+# feed_forward_length is not (src/models/nemotron-h.cpp:10-12; create_memory's filter_attn /
+# filter_recr in src/llama-model.cpp both require n_ff(il) == 0).
+RECURRENT_NEEDS_NO_FFN = frozenset({"nemotron_h"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +206,8 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
     mla = f"{arch}.attention.key_length_mla" in md and f"{arch}.attention.value_length_mla" in md
     ssm = arch in RECURRENT_ARCHS or arch in HYBRID_ARCHS
     why = _unverified_cache(arch)
+    if not why and arch in HYBRID_ARCHS and md.get(f"{arch}.nextn_predict_layers"):
+        why = f"its {md[f'{arch}.nextn_predict_layers']} MTP (nextn) blocks are not sized"
     if why:
         raise UnsupportedModel(f"{snap.id}: GGUF architecture {arch!r} is not sized by fitcheck yet: {why}")
     if (f"{arch}.attention.kv_lora_rank" in md and not mla) or (f"{arch}.ssm.state_size" in md and not ssm) \
@@ -216,7 +224,9 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
     else:
         n_head = _per_layer(key("attention.head_count"), n_layer, snap.id, "attention.head_count")
         n_head_kv = _per_layer(key("attention.head_count_kv", n_head), n_layer, snap.id, "attention.head_count_kv")
-    recurrent = [arch in RECURRENT_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0) for il in range(n_layer)]
+    ffs = _per_layer(key("feed_forward_length", 0), n_layer, snap.id, "feed_forward_length", zero=True) \
+        if arch in RECURRENT_NEEDS_NO_FFN else [0] * n_layer
+    recurrent = [arch in RECURRENT_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0 and ffs[il] == 0) for il in range(n_layer)]
     d_conv = d_inner = d_state = 0
     if any(recurrent):
         d_conv = _int(key("ssm.conv_kernel"), snap.id, "ssm.conv_kernel")
@@ -309,9 +319,12 @@ def _int(v: Any, repo: str, what: str) -> int:
     return v
 
 
-def _per_layer(v: Any, n_layer: int, repo: str, what: str) -> list[int]:
+def _per_layer(v: Any, n_layer: int, repo: str, what: str, zero: bool = False) -> list[int]:
+    """One count per layer from a scalar or an array key; ``zero``: a scalar 0 is allowed (FFN widths)."""
     if isinstance(v, list):
-        if len(v) != n_layer or not all(type(x) is int and 0 <= x <= 1 << 16 for x in v):
+        if len(v) != n_layer or not all(type(x) is int and 0 <= x <= (1 << 24 if zero else 1 << 16) for x in v):
             raise UnsupportedModel(f"{repo}: GGUF {what} is not one count per layer")
         return list(v)
+    if zero and v == 0:
+        return [0] * n_layer
     return [_int(v, repo, what)] * n_layer
