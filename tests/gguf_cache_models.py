@@ -299,3 +299,39 @@ def write_nemotron_h(path: Path, *, qtype: str = "Q8_0", pattern: str = "MAMF", 
     t.f32s("output_norm.weight", n_embd, value=1.0)
     t.mat("output.weight", n_vocab, n_embd)
     return _finish(w, t, path)
+
+
+def write_lfm2(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, attn_every: int = 2, n_embd: int = 256, n_ff: int = 512,
+               n_head: int = 4, n_head_kv: int = 2, l_cache: int = 3, n_vocab: int = 2000, seed: int = 0) -> Path:
+    """A tiny LFM2: short-conv layers (head_count_kv 0: in_proj to B, C, x, a depthwise conv of
+    ``shortconv.l_cache`` taps, out_proj) and attention layers with q/k norms where il %
+    attn_every == attn_every - 1, dense FFN everywhere; the output norm is named
+    token_embd_norm (llama.cpp src/models/lfm2.cpp, src/llama-arch.cpp LLM_TENSOR_OUTPUT_NORM_LFM2)."""
+    kv = [n_head_kv if il % attn_every == attn_every - 1 else 0 for il in range(n_layer)]
+    w = _start(path, "lfm2", n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=kv, n_vocab=n_vocab, qtype=qtype)
+    w.add_shortconv_l_cache(l_cache)
+    head_dim = n_embd // n_head
+    w.add_rope_dimension_count(head_dim)
+    t = _Tensors(qtype, seed)
+    t.mat("token_embd.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
+        if kv[i]:
+            t.f32s(b + "attn_q_norm.weight", head_dim, value=1.0)
+            t.f32s(b + "attn_k_norm.weight", head_dim, value=1.0)
+            t.mat(b + "attn_q.weight", n_embd, n_embd)
+            t.mat(b + "attn_k.weight", kv[i] * head_dim, n_embd)
+            t.mat(b + "attn_v.weight", kv[i] * head_dim, n_embd)
+            t.mat(b + "attn_output.weight", n_embd, n_embd)
+        else:
+            t.f32s(b + "shortconv.conv.weight", n_embd, l_cache)
+            t.mat(b + "shortconv.in_proj.weight", 3 * n_embd, n_embd)
+            t.mat(b + "shortconv.out_proj.weight", n_embd, n_embd)
+        t.f32s(b + "ffn_norm.weight", n_embd, value=1.0)
+        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
+        t.mat(b + "ffn_up.weight", n_ff, n_embd)
+        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+    t.f32s("token_embd_norm.weight", n_embd, value=1.0)
+    t.mat("output.weight", n_vocab, n_embd)
+    return _finish(w, t, path)

@@ -17,7 +17,15 @@ import pytest
 if importlib.util.find_spec("llama_cpp") is None:
     pytest.skip("llama-cpp-python is not installed (docs/gguf.md: building it)", allow_module_level=True)
 
-from gguf_cache_models import write_deepseek2, write_granitehybrid, write_jamba, write_mamba, write_mamba2, write_nemotron_h
+from gguf_cache_models import (
+    write_deepseek2,
+    write_granitehybrid,
+    write_jamba,
+    write_lfm2,
+    write_mamba,
+    write_mamba2,
+    write_nemotron_h,
+)
 
 from planner import api
 from planner.core.errors import UnsupportedModel
@@ -100,7 +108,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                                    n_vocab=4000),
             "nemotron_h": write_nemotron_h(d / "tiny-nemotron_h-Q8_0.gguf"),
             "nemotron_h-2": write_nemotron_h(d / "tiny-nemotron_h-2-Q8_0.gguf", pattern="MFMAMFMFA", n_group=2, n_head_kv=1,
-                                             n_embd=512, n_head=8, d_inner=1024, ssm_head=16, n_vocab=4000)}
+                                             n_embd=512, n_head=8, d_inner=1024, ssm_head=16, n_vocab=4000),
+            "lfm2": write_lfm2(d / "tiny-lfm2-Q8_0.gguf"),
+            # 6 short-conv layers 1024 wide, so that 8 sequences' conv state shows (0.38 MiB)
+            "lfm2-wide": write_lfm2(d / "tiny-lfm2-wide-Q8_0.gguf", n_layer=8, attn_every=4, n_embd=1024, n_ff=2048, n_head=8,
+                                    n_head_kv=4, n_vocab=4000),
+            "lfm2-l4": write_lfm2(d / "tiny-lfm2-l4-Q8_0.gguf", n_embd=512, n_ff=1024, n_head=8, l_cache=4, n_vocab=8000)}
 
 
 def parts(m: GgufModel, s: memory.Setting) -> dict[str, int]:
@@ -127,6 +140,8 @@ def parts(m: GgufModel, s: memory.Setting) -> dict[str, int]:
     ("granitehybrid-2", 8192, 1, True, "q4_0"),
     ("nemotron_h", 1024, 1, False, "f16"), ("nemotron_h", 4096, 2, True, "q8_0"), ("nemotron_h-2", 2048, 3, False, "f16"),
     ("nemotron_h-2", 8192, 1, True, "q4_0"),
+    ("lfm2", 1024, 1, False, "f16"), ("lfm2", 2048, 8, True, "q8_0"), ("lfm2-wide", 2048, 8, True, "f16"),
+    ("lfm2-wide", 4096, 3, False, "f16"), ("lfm2-l4", 8192, 6, True, "q4_0"),
 ])
 def test_cache_bytes_are_what_llama_cpp_allocates(models: dict[str, Path], name: str, n_ctx: int, n_seq: int, fa: bool,
                                                   kv: str) -> None:
@@ -169,6 +184,10 @@ def test_the_state_does_not_grow_with_the_context(models: dict[str, Path]) -> No
     assert [la.recurrent for la in nemotron.layers] == [c == "M" for c in "MFMAMFMFA"]
     assert [la.n_head_kv for la in nemotron.layers] == [int(c == "A") for c in "MFMAMFMFA"]
     assert sum(memory.kv_layer(nemotron, il, short) for il in (1, 5, 7)) == 0
+    lfm2 = facts(models["lfm2-wide"])
+    # a short-conv layer: (l_cache - 1) x n_embd conv floats, no SSM state (llama.cpp n_embd_r, n_embd_s)
+    assert [la.recurrent for la in lfm2.layers] == [True, True, True, False] * 2
+    assert memory.state_layer(lfm2) == 4 * 2 * 1024
 
 
 @pytest.mark.parametrize(("name", "n_ctx", "fa", "n_seq"), [
@@ -178,7 +197,8 @@ def test_the_state_does_not_grow_with_the_context(models: dict[str, Path]) -> No
     ("mamba2-wide", 1024, False, 4), ("granitehybrid", 1024, False, 1), ("granitehybrid", 4096, True, 1), ("granitehybrid-2", 2048, True, 4),
     ("granitehybrid-2", 8192, True, 1), ("granitehybrid-2", 512, False, 1), ("jamba", 16384, True, 1),
     ("nemotron_h", 1024, False, 1), ("nemotron_h", 8192, True, 1), ("nemotron_h-2", 512, False, 1), ("nemotron_h-2", 4096, True, 1),
-    ("nemotron_h-2", 2048, True, 4),
+    ("nemotron_h-2", 2048, True, 4), ("lfm2", 512, False, 1), ("lfm2", 8192, True, 1), ("lfm2-wide", 512, True, 1),
+    ("lfm2-wide", 4096, False, 1), ("lfm2-wide", 2048, True, 8), ("lfm2-l4", 512, True, 1), ("lfm2-l4", 8192, True, 1),
 ])
 def test_compute_buffer_covers_what_llama_cpp_reserves(models: dict[str, Path], name: str, n_ctx: int, fa: bool,
                                                        n_seq: int) -> None:
@@ -205,9 +225,9 @@ def test_unverified_caches_are_still_refused(tmp_path: Path) -> None:
     import gguf
     import numpy as np
 
-    # rwkv, falcon-h1, lfm2, nemotron_h and qwen3next were not loaded here; deepseek2 in the
+    # rwkv, falcon-h1, lfm2moe, nemotron_h_moe and qwen3next were not loaded here; deepseek2 in the
     # pre-MLA layout (kv_lora_rank without key_length_mla) caches full per-head K and V: not checked either
-    why = {"rwkv6": "WKV state", "falcon-h1": "both a K/V cache and a Mamba-2 state", "lfm2": "short-conv state",
+    why = {"rwkv6": "WKV state", "falcon-h1": "both a K/V cache and a Mamba-2 state", "lfm2moe": "routed-expert",
            "nemotron_h_moe": "three layer kinds", "qwen3next": "delta-net", "deepseek2": "MLA cache"}
     for arch, reason in why.items():
         path = tmp_path / f"{arch}.gguf"

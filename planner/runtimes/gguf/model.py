@@ -45,7 +45,7 @@ UNVERIFIED_CACHES = {
     "qwen3next": "its gated delta-net layers' conv and recurrent state have not been checked against a llama.cpp load",
     "qwen35": "its gated delta-net layers' conv and recurrent state have not been checked against a llama.cpp load",
     "falcon-h1": "every layer holds both a K/V cache and a Mamba-2 state, not checked against a llama.cpp load",
-    "lfm2": "its short-conv state (n_embd x (shortconv.l_cache - 1) floats per layer) has not been checked against a llama.cpp load",
+    "lfm2moe": "its routed-expert layers after the dense lead have not been checked against a llama.cpp load",
     "plamo2": "its Mamba and attention layer split has not been checked against a llama.cpp load",
     "nemotron_h_moe": "its three layer kinds with routed experts on a latent (moe_latent_size) and MTP blocks "
                       "have not been checked against a llama.cpp load",
@@ -56,7 +56,11 @@ RECURRENT_PREFIXES = tuple(UNVERIFIED_CACHES)
 # jamba's and granitehybrid's load_arch_hparams set is_recr_impl[i] = n_head_kv(i) == 0
 # (llama.cpp vendored in llama-cpp-python 0.3.36, src/models/jamba.cpp:12, src/models/granite-hybrid.cpp:24).
 RECURRENT_ARCHS = frozenset({"mamba", "mamba2"})
-HYBRID_ARCHS = frozenset({"jamba", "granitehybrid", "nemotron_h"})
+HYBRID_ARCHS = frozenset({"jamba", "granitehybrid", "nemotron_h", "lfm2"})
+# lfm2's recurrent layers are short convolutions: a conv state of n_embd x (l_cache - 1) f32 and no
+# SSM state (src/llama-hparams.cpp:214-217 n_embd_r; n_embd_s is ssm_d_state x ssm_d_inner = 0),
+# held here as d_conv = shortconv.l_cache, d_inner = n_embd, d_state 0.
+SHORTCONV_ARCHS = frozenset({"lfm2"})
 # Archs whose Mamba layers are Mamba-2 and read ssm.group_count (n_group: B and C are
 # n_group x d_state wide, so the conv state is (d_conv - 1) x (d_inner + 2 n_group d_state));
 # mamba and jamba do not read the key and llama.cpp keeps n_group 0 for them
@@ -228,7 +232,9 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
         if arch in RECURRENT_NEEDS_NO_FFN else [0] * n_layer
     recurrent = [arch in RECURRENT_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0 and ffs[il] == 0) for il in range(n_layer)]
     d_conv = d_inner = d_state = 0
-    if any(recurrent):
+    if any(recurrent) and arch in SHORTCONV_ARCHS:
+        d_conv, d_inner = _int(key("shortconv.l_cache"), snap.id, "shortconv.l_cache"), n_embd
+    elif any(recurrent):
         d_conv = _int(key("ssm.conv_kernel"), snap.id, "ssm.conv_kernel")
         d_inner = _int(key("ssm.inner_size"), snap.id, "ssm.inner_size")
         d_state = _int(key("ssm.state_size"), snap.id, "ssm.state_size")
