@@ -335,3 +335,35 @@ def write_lfm2(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, attn_every:
     t.f32s("token_embd_norm.weight", n_embd, value=1.0)
     t.mat("output.weight", n_vocab, n_embd)
     return _finish(w, t, path)
+
+
+def write_falcon_h1(path: Path, *, qtype: str = "Q8_0", n_layer: int = 3, n_embd: int = 256, n_ff: int = 512, n_head: int = 4,
+                    n_head_kv: int = 2, d_inner: int = 512, d_state: int = 64, d_conv: int = 4, ssm_head: int = 8, n_group: int = 1,
+                    n_vocab: int = 2000, seed: int = 0) -> Path:
+    """A tiny Falcon-H1: every layer runs attention and a Mamba-2 mixer side by side (their
+    outputs added, src/models/falcon-h1.cpp), then a dense FFN; llama.cpp looks its FFN norm up
+    as ``blk.{i}.ffn_norm`` with no ``.weight`` (load_arch_tensors: tn(LLM_TENSOR_FFN_NORM, i))."""
+    w = _start(path, "falcon-h1", n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv, n_vocab=n_vocab,
+               qtype=qtype)
+    _ssm2_keys(w, d_conv=d_conv, d_inner=d_inner, d_state=d_state, n_head=ssm_head, n_group=n_group)
+    head_dim = n_embd // n_head
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    t = _Tensors(qtype, seed)
+    t.mat("token_embd.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
+        _mamba2_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, n_head=ssm_head, n_group=n_group)
+        t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
+        t.mat(b + "attn_k.weight", n_head_kv * head_dim, n_embd)
+        t.mat(b + "attn_v.weight", n_head_kv * head_dim, n_embd)
+        t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
+        t.f32s(b + "ffn_norm", n_embd, value=1.0)
+        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
+        t.mat(b + "ffn_up.weight", n_ff, n_embd)
+        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+    t.f32s("output_norm.weight", n_embd, value=1.0)
+    t.mat("output.weight", n_vocab, n_embd)
+    return _finish(w, t, path)

@@ -19,6 +19,7 @@ if importlib.util.find_spec("llama_cpp") is None:
 
 from gguf_cache_models import (
     write_deepseek2,
+    write_falcon_h1,
     write_granitehybrid,
     write_jamba,
     write_lfm2,
@@ -113,17 +114,20 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             # 6 short-conv layers 1024 wide, so that 8 sequences' conv state shows (0.38 MiB)
             "lfm2-wide": write_lfm2(d / "tiny-lfm2-wide-Q8_0.gguf", n_layer=8, attn_every=4, n_embd=1024, n_ff=2048, n_head=8,
                                     n_head_kv=4, n_vocab=4000),
+            "falcon-h1": write_falcon_h1(d / "tiny-falcon-h1-Q8_0.gguf"),
+            "falcon-h1-wide": write_falcon_h1(d / "tiny-falcon-h1-wide-Q8_0.gguf", n_layer=4, n_embd=512, n_ff=1024, n_head=8,
+                                              n_head_kv=2, d_inner=768, d_state=128, ssm_head=12, n_group=2, n_vocab=4000),
             "lfm2-l4": write_lfm2(d / "tiny-lfm2-l4-Q8_0.gguf", n_embd=512, n_ff=1024, n_head=8, l_cache=4, n_vocab=8000)}
 
 
 def parts(m: GgufModel, s: memory.Setting) -> dict[str, int]:
     """fitcheck's cache bytes split as llama.cpp logs them."""
-    attn = [il for il, la in enumerate(m.layers) if not la.recurrent]
+    attn = [il for il, la in enumerate(m.layers) if la.n_head_kv]  # falcon-h1's layers are in both lists
     recr = [la for la in m.layers if la.recurrent]
     k = sum(memory.cells(m, s, m.layers[il].swa) * memory.row_bytes(s.type_k.upper(), m.head_dim_k * m.layers[il].n_head_kv)
             for il in attn)
-    kv = sum(memory.kv_layer(m, il, s) for il in attn)
-    state = sum(memory.kv_layer(m, il, s) for il, la in enumerate(m.layers) if la.recurrent)
+    state = memory.state_layer(m) * max(1, s.n_seq) * len(recr)
+    kv = sum(memory.kv_layer(m, il, s) for il in range(m.n_layer)) - state
     conv = 4 * (m.ssm_d_conv - 1) * (m.ssm_d_inner + 2 * m.ssm_n_group * m.ssm_d_state) * len(recr) * max(1, s.n_seq)
     return {"kv_buffer": kv, "k": k, "v": kv - k, "rs_buffer": state, "r": conv, "s": state - conv}
 
@@ -142,6 +146,8 @@ def parts(m: GgufModel, s: memory.Setting) -> dict[str, int]:
     ("nemotron_h-2", 8192, 1, True, "q4_0"),
     ("lfm2", 1024, 1, False, "f16"), ("lfm2", 2048, 8, True, "q8_0"), ("lfm2-wide", 2048, 8, True, "f16"),
     ("lfm2-wide", 4096, 3, False, "f16"), ("lfm2-l4", 8192, 6, True, "q4_0"),
+    ("falcon-h1", 1024, 1, False, "f16"), ("falcon-h1", 4096, 2, True, "q8_0"), ("falcon-h1-wide", 2048, 3, False, "f16"),
+    ("falcon-h1-wide", 8192, 1, True, "q4_0"),
 ])
 def test_cache_bytes_are_what_llama_cpp_allocates(models: dict[str, Path], name: str, n_ctx: int, n_seq: int, fa: bool,
                                                   kv: str) -> None:
@@ -151,7 +157,7 @@ def test_cache_bytes_are_what_llama_cpp_allocates(models: dict[str, Path], name:
     logged = load(models[name], n_ctx, n_seq, fa, kv)
     ours = parts(m, s)
     has_kv, has_rs = "kv_buffer" in logged, "rs_buffer" in logged
-    assert has_kv == any(not la.recurrent for la in m.layers) and has_rs == any(la.recurrent for la in m.layers), logged
+    assert has_kv == any(la.n_head_kv for la in m.layers) and has_rs == any(la.recurrent for la in m.layers), logged
     for key in (["kv_buffer", "k", "v"] if has_kv else []) + (["rs_buffer", "r", "s"] if has_rs else []):
         assert mib(ours[key]) == logged[key], (key, ours[key], logged)
     total = sum(memory.kv_layer(m, il, s) for il in range(m.n_layer))
@@ -188,6 +194,11 @@ def test_the_state_does_not_grow_with_the_context(models: dict[str, Path]) -> No
     # a short-conv layer: (l_cache - 1) x n_embd conv floats, no SSM state (llama.cpp n_embd_r, n_embd_s)
     assert [la.recurrent for la in lfm2.layers] == [True, True, True, False] * 2
     assert memory.state_layer(lfm2) == 4 * 2 * 1024
+    falcon = facts(models["falcon-h1-wide"])
+    # every layer both attends and scans: K/V per token and a state per sequence on all 4
+    assert all(la.recurrent and la.n_head_kv == 2 for la in falcon.layers)
+    assert memory.kv_per_token(falcon, long) == 4 * (2 * 64 * 2 * 2)
+    assert memory.kv_layer(falcon, 0, long) - memory.kv_layer(falcon, 0, short) == (32768 - 512) * 2 * 64 * 2 * 2
 
 
 @pytest.mark.parametrize(("name", "n_ctx", "fa", "n_seq"), [
@@ -199,6 +210,8 @@ def test_the_state_does_not_grow_with_the_context(models: dict[str, Path]) -> No
     ("nemotron_h", 1024, False, 1), ("nemotron_h", 8192, True, 1), ("nemotron_h-2", 512, False, 1), ("nemotron_h-2", 4096, True, 1),
     ("nemotron_h-2", 2048, True, 4), ("lfm2", 512, False, 1), ("lfm2", 8192, True, 1), ("lfm2-wide", 512, True, 1),
     ("lfm2-wide", 4096, False, 1), ("lfm2-wide", 2048, True, 8), ("lfm2-l4", 512, True, 1), ("lfm2-l4", 8192, True, 1),
+    ("falcon-h1", 1024, False, 1), ("falcon-h1", 8192, True, 1), ("falcon-h1-wide", 512, False, 1), ("falcon-h1-wide", 4096, True, 1),
+    ("falcon-h1-wide", 2048, True, 4),
 ])
 def test_compute_buffer_covers_what_llama_cpp_reserves(models: dict[str, Path], name: str, n_ctx: int, fa: bool,
                                                        n_seq: int) -> None:
@@ -225,9 +238,9 @@ def test_unverified_caches_are_still_refused(tmp_path: Path) -> None:
     import gguf
     import numpy as np
 
-    # rwkv, falcon-h1, lfm2moe, nemotron_h_moe and qwen3next were not loaded here; deepseek2 in the
+    # rwkv, plamo2, lfm2moe, nemotron_h_moe and qwen3next were not loaded here; deepseek2 in the
     # pre-MLA layout (kv_lora_rank without key_length_mla) caches full per-head K and V: not checked either
-    why = {"rwkv6": "WKV state", "falcon-h1": "both a K/V cache and a Mamba-2 state", "lfm2moe": "routed-expert",
+    why = {"rwkv6": "WKV state", "plamo2": "layer split", "lfm2moe": "routed-expert",
            "nemotron_h_moe": "three layer kinds", "qwen3next": "delta-net", "deepseek2": "MLA cache"}
     for arch, reason in why.items():
         path = tmp_path / f"{arch}.gguf"

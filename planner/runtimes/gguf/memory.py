@@ -145,16 +145,18 @@ def kv_layer(m: GgufModel, il: int, s: Setting) -> int:
     k = ggml_new_tensor_3d(type_k, n_embd_k_gqa, kv_size, n_stream)). A recurrent layer: its
     state times max(1, n_seq_max) cells, whatever n_ctx (src/llama-model.cpp create_memory:
     llama_memory_recurrent(..., std::max((uint32_t) 1, cparams.n_seq_max), ...)); the hybrid
-    memory gives each layer one of the two (llama_memory_hybrid's filter_attn / filter_recr)."""
+    memory gives each layer one of the two (llama_memory_hybrid's filter_attn / filter_recr), or
+    both where a recurrent layer also attends (falcon-h1: its layers have KV heads)."""
     la = m.layers[il]
-    if la.recurrent:
-        return state_layer(m) * max(1, s.n_seq)
-    return cells(m, s, la.swa) * _kv_row(m, la.n_head_kv, s)
+    state = state_layer(m) * max(1, s.n_seq) if la.recurrent else 0
+    if la.recurrent and not la.n_head_kv:
+        return state
+    return state + cells(m, s, la.swa) * _kv_row(m, la.n_head_kv, s)
 
 
 def kv_per_token(m: GgufModel, s: Setting) -> int:
     """Cache bytes each token of context adds (recurrent state does not grow with it)."""
-    return sum(_kv_row(m, la.n_head_kv, s) for la in m.layers if not la.recurrent)
+    return sum(_kv_row(m, la.n_head_kv, s) for la in m.layers if not la.recurrent or la.n_head_kv)
 
 
 def compute(m: GgufModel, s: Setting) -> int:
@@ -172,7 +174,7 @@ def compute(m: GgufModel, s: Setting) -> int:
         if m.ssm_n_group:
             scan += RECURRENT_STATE_COPIES_X2 * max(1, s.n_seq) * state_layer(m) // 2
         logits = max(logits + 4 * ub * RECURRENT_BESIDE_LOGITS * m.ssm_d_inner, scan)
-        if all(la.recurrent for la in m.layers):  # no attention, no mask: nothing grows with n_ctx
+        if not any(la.n_head_kv for la in m.layers):  # no attention, no mask: nothing grows with n_ctx
             return logits + COMPUTE_SLACK
         mask = (2 if s.flash_attn else 4) * ub * n_kv
         logits = max(logits, scan + mask + 4 * ub * HYBRID_FLOATS_PER_EMBD * m.n_embd)

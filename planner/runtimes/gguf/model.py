@@ -44,7 +44,6 @@ UNVERIFIED_CACHES = {
     "arwkv": "RWKV-7 time mixing with a token-shift and WKV state, not checked against a llama.cpp load",
     "qwen3next": "its gated delta-net layers' conv and recurrent state have not been checked against a llama.cpp load",
     "qwen35": "its gated delta-net layers' conv and recurrent state have not been checked against a llama.cpp load",
-    "falcon-h1": "every layer holds both a K/V cache and a Mamba-2 state, not checked against a llama.cpp load",
     "lfm2moe": "its routed-expert layers after the dense lead have not been checked against a llama.cpp load",
     "plamo2": "its Mamba and attention layer split has not been checked against a llama.cpp load",
     "nemotron_h_moe": "its three layer kinds with routed experts on a latent (moe_latent_size) and MTP blocks "
@@ -56,7 +55,11 @@ RECURRENT_PREFIXES = tuple(UNVERIFIED_CACHES)
 # jamba's and granitehybrid's load_arch_hparams set is_recr_impl[i] = n_head_kv(i) == 0
 # (llama.cpp vendored in llama-cpp-python 0.3.36, src/models/jamba.cpp:12, src/models/granite-hybrid.cpp:24).
 RECURRENT_ARCHS = frozenset({"mamba", "mamba2"})
-HYBRID_ARCHS = frozenset({"jamba", "granitehybrid", "nemotron_h", "lfm2"})
+HYBRID_ARCHS = frozenset({"jamba", "granitehybrid", "nemotron_h", "lfm2", "falcon-h1"})
+# falcon-h1 runs attention and a Mamba-2 mixer side by side in every layer: each layer holds K/V
+# and a state (src/llama-model.cpp create_memory: filter_attn and filter_recr both true;
+# src/models/falcon-h1.cpp load_arch_hparams fills is_recr_impl with true).
+PARALLEL_ARCHS = frozenset({"falcon-h1"})
 # lfm2's recurrent layers are short convolutions: a conv state of n_embd x (l_cache - 1) f32 and no
 # SSM state (src/llama-hparams.cpp:214-217 n_embd_r; n_embd_s is ssm_d_state x ssm_d_inner = 0),
 # held here as d_conv = shortconv.l_cache, d_inner = n_embd, d_state 0.
@@ -65,7 +68,7 @@ SHORTCONV_ARCHS = frozenset({"lfm2"})
 # n_group x d_state wide, so the conv state is (d_conv - 1) x (d_inner + 2 n_group d_state));
 # mamba and jamba do not read the key and llama.cpp keeps n_group 0 for them
 # (src/models/mamba2.cpp:8, src/models/granite-hybrid.cpp:14, src/llama-hparams.cpp:229).
-MAMBA2_ARCHS = frozenset({"mamba2", "granitehybrid", "nemotron_h"})
+MAMBA2_ARCHS = frozenset({"mamba2", "granitehybrid", "nemotron_h", "falcon-h1"})
 # nemotron_h has three layer kinds: Mamba-2 where head_count_kv and feed_forward_length are both
 # 0, attention where head_count_kv is not, an FFN block (no cache at all) where
 # feed_forward_length is not (src/models/nemotron-h.cpp:10-12; create_memory's filter_attn /
@@ -230,7 +233,7 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
         n_head_kv = _per_layer(key("attention.head_count_kv", n_head), n_layer, snap.id, "attention.head_count_kv")
     ffs = _per_layer(key("feed_forward_length", 0), n_layer, snap.id, "feed_forward_length", zero=True) \
         if arch in RECURRENT_NEEDS_NO_FFN else [0] * n_layer
-    recurrent = [arch in RECURRENT_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0 and ffs[il] == 0) for il in range(n_layer)]
+    recurrent = [arch in RECURRENT_ARCHS or arch in PARALLEL_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0 and ffs[il] == 0) for il in range(n_layer)]
     d_conv = d_inner = d_state = 0
     if any(recurrent) and arch in SHORTCONV_ARCHS:
         d_conv, d_inner = _int(key("shortconv.l_cache"), snap.id, "shortconv.l_cache"), n_embd
