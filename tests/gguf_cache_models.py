@@ -1,10 +1,13 @@
 """Tiny real GGUF models whose cache is not plain per-layer K/V, written with the ``gguf`` package:
-``deepseek2`` (MLA: llama.cpp caches the compressed latent), ``mamba`` (a recurrent state per
-sequence) and ``jamba`` (a hybrid: attention layers where ``head_count_kv`` is non-zero, Mamba
-layers elsewhere). Random weights; llama.cpp loads and runs them.
+``deepseek2`` (MLA: llama.cpp caches the compressed latent), ``mamba`` and ``mamba2`` (a
+recurrent state per sequence), ``jamba``, ``granitehybrid`` and ``lfm2`` (hybrids: attention
+layers where ``head_count_kv`` is non-zero, Mamba or short-conv layers elsewhere), ``nemotron_h``
+(Mamba-2, attention and FFN-only blocks) and ``falcon-h1`` (attention and Mamba-2 side by side in
+every layer). Random weights; llama.cpp loads and runs them.
 
 Tensor names and shapes follow gguf-py (constants.MODEL_TENSORS) and llama.cpp's
-``load_tensors`` for each architecture (src/models/deepseek2.cpp, mamba.cpp, jamba.cpp); the
+``load_tensors`` for each architecture (src/models/deepseek2.cpp, mamba.cpp, mamba2.cpp, jamba.cpp,
+granite-hybrid.cpp, nemotron-h.cpp, lfm2.cpp, falcon-h1.cpp); the
 numpy shapes below are ggml's ``ne`` reversed.
 """
 

@@ -1,6 +1,7 @@
 """GGUF caches that are not plain per-layer K/V, against real llama.cpp loads (llama-cpp-python
 on CPU): an MLA latent cache (deepseek2), a recurrent state per sequence (mamba, mamba2) and
-hybrids (jamba, granitehybrid: K/V on their attention layers, state on their Mamba layers). fitcheck's bytes must print as
+hybrids (jamba, granitehybrid, nemotron_h, lfm2: K/V on their attention layers, state on their
+Mamba or short-conv layers; falcon-h1: both on every layer). fitcheck's bytes must print as
 llama.cpp prints its own ("%8.2f MiB", src/llama-kv-cache.cpp and src/llama-memory-recurrent.cpp):
 the buffer totals and each of K, V, R and S, over contexts, cache types and sequence counts."""
 

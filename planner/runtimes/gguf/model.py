@@ -36,8 +36,8 @@ _EXPS = re.compile(r"^blk\.\d+\.ffn_(gate|up|down|gate_up)_exps\.")
 # il % n == n - 1; src/llama-hparams.cpp set_swa_pattern).
 SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4}
 # Architectures whose cache is not the plain per-layer K/V and that fitcheck has not checked
-# against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba, mamba2,
-# jamba and granitehybrid): refused rather than guessed, each with the reason it is not sized.
+# against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba, mamba2, jamba,
+# granitehybrid, nemotron_h, lfm2 and falcon-h1): refused rather than guessed, with the reason.
 UNVERIFIED_CACHES = {
     "rwkv": "RWKV's token-shift and WKV state (llama.cpp n_embd_r = token_shift_count x n_embd, "
             "n_embd_s = n_embd x wkv_head_size) has not been checked against a llama.cpp load",
@@ -233,7 +233,8 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
         n_head_kv = _per_layer(key("attention.head_count_kv", n_head), n_layer, snap.id, "attention.head_count_kv")
     ffs = _per_layer(key("feed_forward_length", 0), n_layer, snap.id, "feed_forward_length", zero=True) \
         if arch in RECURRENT_NEEDS_NO_FFN else [0] * n_layer
-    recurrent = [arch in RECURRENT_ARCHS or arch in PARALLEL_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0 and ffs[il] == 0) for il in range(n_layer)]
+    recurrent = [arch in RECURRENT_ARCHS or arch in PARALLEL_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0 and ffs[il] == 0)
+                 for il in range(n_layer)]
     d_conv = d_inner = d_state = 0
     if any(recurrent) and arch in SHORTCONV_ARCHS:
         d_conv, d_inner = _int(key("shortconv.l_cache"), snap.id, "shortconv.l_cache"), n_embd
