@@ -1,10 +1,13 @@
 """Tiny real GGUF models whose cache is not plain per-layer K/V, written with the ``gguf`` package:
-``deepseek2`` (MLA: llama.cpp caches the compressed latent), ``mamba`` (a recurrent state per
-sequence) and ``jamba`` (a hybrid: attention layers where ``head_count_kv`` is non-zero, Mamba
-layers elsewhere). Random weights; llama.cpp loads and runs them.
+``deepseek2`` (MLA: llama.cpp caches the compressed latent), ``mamba`` and ``mamba2`` (a
+recurrent state per sequence), ``jamba``, ``granitehybrid`` and ``lfm2`` (hybrids: attention
+layers where ``head_count_kv`` is non-zero, Mamba or short-conv layers elsewhere), ``nemotron_h``
+(Mamba-2, attention and FFN-only blocks) and ``falcon-h1`` (attention and Mamba-2 side by side in
+every layer). Random weights; llama.cpp loads and runs them.
 
 Tensor names and shapes follow gguf-py (constants.MODEL_TENSORS) and llama.cpp's
-``load_tensors`` for each architecture (src/models/deepseek2.cpp, mamba.cpp, jamba.cpp); the
+``load_tensors`` for each architecture (src/models/deepseek2.cpp, mamba.cpp, mamba2.cpp, jamba.cpp,
+granite-hybrid.cpp, nemotron-h.cpp, lfm2.cpp, falcon-h1.cpp); the
 numpy shapes below are ggml's ``ne`` reversed.
 """
 
@@ -181,6 +184,186 @@ def write_jamba(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, attn_every
         else:
             _mamba_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, dt_rank=dt_rank, norms=True)
         t.f32s(b + "ffn_norm.weight", n_embd, value=1.0)
+        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
+        t.mat(b + "ffn_up.weight", n_ff, n_embd)
+        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+    t.f32s("output_norm.weight", n_embd, value=1.0)
+    t.mat("output.weight", n_vocab, n_embd)
+    return _finish(w, t, path)
+
+
+def _mamba2_layer(t: _Tensors, b: str, *, n_embd: int, d_inner: int, d_state: int, d_conv: int, n_head: int, n_group: int) -> None:
+    """A Mamba-2 mixer as llama.cpp's mamba2 / granite-hybrid load_arch_tensors create it: one
+    in_proj to z, xBC and dt (2 d_inner + 2 n_group d_state + n_head rows), a conv over xBC, a
+    per-head dt bias, A and D, a grouped RMS norm and out_proj."""
+    conv_dim = d_inner + 2 * n_group * d_state
+    t.mat(b + "ssm_in.weight", 2 * d_inner + 2 * n_group * d_state + n_head, n_embd)
+    t.f32s(b + "ssm_conv1d.weight", conv_dim, d_conv)
+    t.f32s(b + "ssm_conv1d.bias", conv_dim)
+    t.f32s(b + "ssm_dt.bias", n_head)
+    t.f32s(b + "ssm_a", n_head, 1, value=-1.0)
+    t.f32s(b + "ssm_d", n_head, 1, value=1.0)
+    t.f32s(b + "ssm_norm.weight", n_group, d_inner // n_group, value=1.0)
+    t.mat(b + "ssm_out.weight", n_embd, d_inner)
+
+
+def _ssm2_keys(w: Any, *, d_conv: int, d_inner: int, d_state: int, n_head: int, n_group: int) -> None:
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(n_head)
+    w.add_ssm_group_count(n_group)
+
+
+def write_mamba2(path: Path, *, qtype: str = "Q8_0", n_layer: int = 3, n_embd: int = 256, d_inner: int = 512, d_state: int = 64,
+                 d_conv: int = 4, n_head: int = 8, n_group: int = 1, n_vocab: int = 2000, seed: int = 0) -> Path:
+    """A tiny Mamba-2 model: ssm.{conv_kernel, inner_size, state_size, time_step_rank (the SSM
+    head count), group_count} as convert_hf_to_gguf.py Mamba2Model writes them; no attention."""
+    w = _start(path, "mamba2", n_layer=n_layer, n_embd=n_embd, n_ff=0, n_head=0, n_head_kv=0, n_vocab=n_vocab, qtype=qtype)
+    _ssm2_keys(w, d_conv=d_conv, d_inner=d_inner, d_state=d_state, n_head=n_head, n_group=n_group)
+    t = _Tensors(qtype, seed)
+    t.mat("token_embd.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        t.f32s(f"blk.{i}.attn_norm.weight", n_embd, value=1.0)
+        _mamba2_layer(t, f"blk.{i}.", n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, n_head=n_head, n_group=n_group)
+    t.f32s("output_norm.weight", n_embd, value=1.0)
+    t.mat("output.weight", n_vocab, n_embd)
+    return _finish(w, t, path)
+
+
+def write_granitehybrid(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, attn_every: int = 4, n_embd: int = 256,
+                        n_ff: int = 512, n_head: int = 4, n_head_kv: int = 2, d_state: int = 64, d_conv: int = 4,
+                        ssm_head: int = 8, n_group: int = 1, n_vocab: int = 2000, seed: int = 0) -> Path:
+    """A tiny Granite-4.0-H-style hybrid: Mamba-2 layers (head_count_kv 0) with an attention
+    layer where il % attn_every == attn_every - 1, dense FFN on every layer; d_inner = 2 n_embd
+    (granite-hybrid load_arch_tensors asserts an expansion of 2)."""
+    kv = [n_head_kv if il % attn_every == attn_every - 1 else 0 for il in range(n_layer)]
+    w = _start(path, "granitehybrid", n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=kv, n_vocab=n_vocab,
+               qtype=qtype)
+    d_inner = 2 * n_embd
+    _ssm2_keys(w, d_conv=d_conv, d_inner=d_inner, d_state=d_state, n_head=ssm_head, n_group=n_group)
+    head_dim = n_embd // n_head
+    w.add_rope_dimension_count(head_dim)
+    t = _Tensors(qtype, seed)
+    t.mat("token_embd.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
+        if kv[i]:
+            t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
+            t.mat(b + "attn_k.weight", kv[i] * head_dim, n_embd)
+            t.mat(b + "attn_v.weight", kv[i] * head_dim, n_embd)
+            t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
+        else:
+            _mamba2_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, n_head=ssm_head, n_group=n_group)
+        t.f32s(b + "ffn_norm.weight", n_embd, value=1.0)
+        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
+        t.mat(b + "ffn_up.weight", n_ff, n_embd)
+        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+    t.f32s("output_norm.weight", n_embd, value=1.0)
+    t.mat("output.weight", n_vocab, n_embd)
+    return _finish(w, t, path)
+
+
+def write_nemotron_h(path: Path, *, qtype: str = "Q8_0", pattern: str = "MAMF", n_embd: int = 256, n_ff: int = 512, n_head: int = 4,
+                     n_head_kv: int = 2, d_inner: int = 512, d_state: int = 64, d_conv: int = 4, ssm_head: int = 8, n_group: int = 1,
+                     n_vocab: int = 2000, seed: int = 0) -> Path:
+    """A tiny Nemotron-H: one block kind per layer, as ``pattern`` spells it (M: Mamba-2, A:
+    attention, F: a ReLU-squared FFN alone), told apart by head_count_kv and feed_forward_length
+    per layer (llama.cpp src/models/nemotron-h.cpp: recurrent where both are 0, attention where
+    head_count_kv is not, FFN where feed_forward_length is not)."""
+    kv = [n_head_kv if c == "A" else 0 for c in pattern]
+    ff = [n_ff if c == "F" else 0 for c in pattern]
+    w = _start(path, "nemotron_h", n_layer=len(pattern), n_embd=n_embd, n_ff=0, n_head=n_head, n_head_kv=kv, n_vocab=n_vocab,
+               qtype=qtype)
+    del w.kv_data[0]["nemotron_h.feed_forward_length"]
+    w.add_feed_forward_length(ff)
+    w.add_layer_norm_eps(1e-5)  # required: the MTP head's final_layernorm epsilon (load_arch_hparams)
+    _ssm2_keys(w, d_conv=d_conv, d_inner=d_inner, d_state=d_state, n_head=ssm_head, n_group=n_group)
+    head_dim = n_embd // n_head
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    t = _Tensors(qtype, seed)
+    t.mat("token_embd.weight", n_vocab, n_embd)
+    for i, c in enumerate(pattern):
+        b = f"blk.{i}."
+        t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
+        if c == "M":
+            _mamba2_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, n_head=ssm_head, n_group=n_group)
+        elif c == "A":
+            t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
+            t.mat(b + "attn_k.weight", n_head_kv * head_dim, n_embd)
+            t.mat(b + "attn_v.weight", n_head_kv * head_dim, n_embd)
+            t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
+        else:
+            t.mat(b + "ffn_up.weight", n_ff, n_embd)
+            t.mat(b + "ffn_down.weight", n_embd, n_ff)
+    t.f32s("output_norm.weight", n_embd, value=1.0)
+    t.mat("output.weight", n_vocab, n_embd)
+    return _finish(w, t, path)
+
+
+def write_lfm2(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, attn_every: int = 2, n_embd: int = 256, n_ff: int = 512,
+               n_head: int = 4, n_head_kv: int = 2, l_cache: int = 3, n_vocab: int = 2000, seed: int = 0) -> Path:
+    """A tiny LFM2: short-conv layers (head_count_kv 0: in_proj to B, C, x, a depthwise conv of
+    ``shortconv.l_cache`` taps, out_proj) and attention layers with q/k norms where il %
+    attn_every == attn_every - 1, dense FFN everywhere; the output norm is named
+    token_embd_norm (llama.cpp src/models/lfm2.cpp, src/llama-arch.cpp LLM_TENSOR_OUTPUT_NORM_LFM2)."""
+    kv = [n_head_kv if il % attn_every == attn_every - 1 else 0 for il in range(n_layer)]
+    w = _start(path, "lfm2", n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=kv, n_vocab=n_vocab, qtype=qtype)
+    w.add_shortconv_l_cache(l_cache)
+    head_dim = n_embd // n_head
+    w.add_rope_dimension_count(head_dim)
+    t = _Tensors(qtype, seed)
+    t.mat("token_embd.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
+        if kv[i]:
+            t.f32s(b + "attn_q_norm.weight", head_dim, value=1.0)
+            t.f32s(b + "attn_k_norm.weight", head_dim, value=1.0)
+            t.mat(b + "attn_q.weight", n_embd, n_embd)
+            t.mat(b + "attn_k.weight", kv[i] * head_dim, n_embd)
+            t.mat(b + "attn_v.weight", kv[i] * head_dim, n_embd)
+            t.mat(b + "attn_output.weight", n_embd, n_embd)
+        else:
+            t.f32s(b + "shortconv.conv.weight", n_embd, l_cache)
+            t.mat(b + "shortconv.in_proj.weight", 3 * n_embd, n_embd)
+            t.mat(b + "shortconv.out_proj.weight", n_embd, n_embd)
+        t.f32s(b + "ffn_norm.weight", n_embd, value=1.0)
+        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
+        t.mat(b + "ffn_up.weight", n_ff, n_embd)
+        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+    t.f32s("token_embd_norm.weight", n_embd, value=1.0)
+    t.mat("output.weight", n_vocab, n_embd)
+    return _finish(w, t, path)
+
+
+def write_falcon_h1(path: Path, *, qtype: str = "Q8_0", n_layer: int = 3, n_embd: int = 256, n_ff: int = 512, n_head: int = 4,
+                    n_head_kv: int = 2, d_inner: int = 512, d_state: int = 64, d_conv: int = 4, ssm_head: int = 8, n_group: int = 1,
+                    n_vocab: int = 2000, seed: int = 0) -> Path:
+    """A tiny Falcon-H1: every layer runs attention and a Mamba-2 mixer side by side (their
+    outputs added, src/models/falcon-h1.cpp), then a dense FFN; llama.cpp looks its FFN norm up
+    as ``blk.{i}.ffn_norm`` with no ``.weight`` (load_arch_tensors: tn(LLM_TENSOR_FFN_NORM, i))."""
+    w = _start(path, "falcon-h1", n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv, n_vocab=n_vocab,
+               qtype=qtype)
+    _ssm2_keys(w, d_conv=d_conv, d_inner=d_inner, d_state=d_state, n_head=ssm_head, n_group=n_group)
+    head_dim = n_embd // n_head
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    t = _Tensors(qtype, seed)
+    t.mat("token_embd.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
+        _mamba2_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, n_head=ssm_head, n_group=n_group)
+        t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
+        t.mat(b + "attn_k.weight", n_head_kv * head_dim, n_embd)
+        t.mat(b + "attn_v.weight", n_head_kv * head_dim, n_embd)
+        t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
+        t.f32s(b + "ffn_norm", n_embd, value=1.0)
         t.mat(b + "ffn_gate.weight", n_ff, n_embd)
         t.mat(b + "ffn_up.weight", n_ff, n_embd)
         t.mat(b + "ffn_down.weight", n_embd, n_ff)

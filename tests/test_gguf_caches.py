@@ -1,6 +1,7 @@
 """GGUF caches that are not plain per-layer K/V, against real llama.cpp loads (llama-cpp-python
-on CPU): an MLA latent cache (deepseek2), a recurrent state per sequence (mamba) and a hybrid
-(jamba: K/V on its attention layers, state on its Mamba layers). fitcheck's bytes must print as
+on CPU): an MLA latent cache (deepseek2), a recurrent state per sequence (mamba, mamba2) and
+hybrids (jamba, granitehybrid, nemotron_h, lfm2: K/V on their attention layers, state on their
+Mamba or short-conv layers; falcon-h1: both on every layer). fitcheck's bytes must print as
 llama.cpp prints its own ("%8.2f MiB", src/llama-kv-cache.cpp and src/llama-memory-recurrent.cpp):
 the buffer totals and each of K, V, R and S, over contexts, cache types and sequence counts."""
 
@@ -17,7 +18,16 @@ import pytest
 if importlib.util.find_spec("llama_cpp") is None:
     pytest.skip("llama-cpp-python is not installed (docs/gguf.md: building it)", allow_module_level=True)
 
-from gguf_cache_models import write_deepseek2, write_jamba, write_mamba
+from gguf_cache_models import (
+    write_deepseek2,
+    write_falcon_h1,
+    write_granitehybrid,
+    write_jamba,
+    write_lfm2,
+    write_mamba,
+    write_mamba2,
+    write_nemotron_h,
+)
 
 from planner import api
 from planner.core.errors import UnsupportedModel
@@ -90,18 +100,36 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "deepseek2-wide": write_deepseek2(d / "tiny-deepseek2-wide-Q8_0.gguf", n_head=8, n_vocab=4000),
             # a wider mamba, so that its state is far from the log's 0.01 MiB resolution
             "mamba-wide": write_mamba(d / "tiny-mamba-wide-Q8_0.gguf", n_layer=4, n_embd=1024, d_inner=2048, d_state=32, d_conv=4,
-                                      dt_rank=64, n_vocab=1000)}
+                                      dt_rank=64, n_vocab=1000),
+            "mamba2": write_mamba2(d / "tiny-mamba2-Q8_0.gguf"),
+            # two groups of B/C and a wider state, so that n_group shows in the conv state
+            "mamba2-wide": write_mamba2(d / "tiny-mamba2-wide-Q8_0.gguf", n_layer=4, n_embd=1024, d_inner=2048, d_state=128,
+                                        n_head=32, n_group=2, n_vocab=1000),
+            "granitehybrid": write_granitehybrid(d / "tiny-granitehybrid-Q8_0.gguf"),
+            "granitehybrid-2": write_granitehybrid(d / "tiny-granitehybrid-2-Q8_0.gguf", n_layer=6, attn_every=3, n_group=2,
+                                                   n_vocab=4000),
+            "nemotron_h": write_nemotron_h(d / "tiny-nemotron_h-Q8_0.gguf"),
+            "nemotron_h-2": write_nemotron_h(d / "tiny-nemotron_h-2-Q8_0.gguf", pattern="MFMAMFMFA", n_group=2, n_head_kv=1,
+                                             n_embd=512, n_head=8, d_inner=1024, ssm_head=16, n_vocab=4000),
+            "lfm2": write_lfm2(d / "tiny-lfm2-Q8_0.gguf"),
+            # 6 short-conv layers 1024 wide, so that 8 sequences' conv state shows (0.38 MiB)
+            "lfm2-wide": write_lfm2(d / "tiny-lfm2-wide-Q8_0.gguf", n_layer=8, attn_every=4, n_embd=1024, n_ff=2048, n_head=8,
+                                    n_head_kv=4, n_vocab=4000),
+            "falcon-h1": write_falcon_h1(d / "tiny-falcon-h1-Q8_0.gguf"),
+            "falcon-h1-wide": write_falcon_h1(d / "tiny-falcon-h1-wide-Q8_0.gguf", n_layer=4, n_embd=512, n_ff=1024, n_head=8,
+                                              n_head_kv=2, d_inner=768, d_state=128, ssm_head=12, n_group=2, n_vocab=4000),
+            "lfm2-l4": write_lfm2(d / "tiny-lfm2-l4-Q8_0.gguf", n_embd=512, n_ff=1024, n_head=8, l_cache=4, n_vocab=8000)}
 
 
 def parts(m: GgufModel, s: memory.Setting) -> dict[str, int]:
     """fitcheck's cache bytes split as llama.cpp logs them."""
-    attn = [il for il, la in enumerate(m.layers) if not la.recurrent]
+    attn = [il for il, la in enumerate(m.layers) if la.n_head_kv]  # falcon-h1's layers are in both lists
     recr = [la for la in m.layers if la.recurrent]
     k = sum(memory.cells(m, s, m.layers[il].swa) * memory.row_bytes(s.type_k.upper(), m.head_dim_k * m.layers[il].n_head_kv)
             for il in attn)
-    kv = sum(memory.kv_layer(m, il, s) for il in attn)
-    state = sum(memory.kv_layer(m, il, s) for il, la in enumerate(m.layers) if la.recurrent)
-    conv = 4 * (m.ssm_d_conv - 1) * m.ssm_d_inner * len(recr) * max(1, s.n_seq)
+    state = memory.state_layer(m) * max(1, s.n_seq) * len(recr)
+    kv = sum(memory.kv_layer(m, il, s) for il in range(m.n_layer)) - state
+    conv = 4 * (m.ssm_d_conv - 1) * (m.ssm_d_inner + 2 * m.ssm_n_group * m.ssm_d_state) * len(recr) * max(1, s.n_seq)
     return {"kv_buffer": kv, "k": k, "v": kv - k, "rs_buffer": state, "r": conv, "s": state - conv}
 
 
@@ -111,6 +139,16 @@ def parts(m: GgufModel, s: memory.Setting) -> dict[str, int]:
     ("mamba", 1024, 1, False, "f16"), ("mamba", 4096, 3, True, "f16"), ("mamba-wide", 512, 1, False, "f16"),
     ("mamba-wide", 2048, 4, True, "q8_0"),
     ("jamba", 1000, 1, False, "f16"), ("jamba", 4096, 2, True, "q8_0"), ("jamba", 2048, 3, False, "f16"),
+    ("mamba2", 1024, 1, False, "f16"), ("mamba2", 4096, 3, True, "f16"), ("mamba2-wide", 512, 1, False, "f16"),
+    ("mamba2-wide", 2048, 4, True, "q8_0"),
+    ("granitehybrid", 1000, 1, False, "f16"), ("granitehybrid", 4096, 2, True, "q8_0"), ("granitehybrid-2", 2048, 3, False, "f16"),
+    ("granitehybrid-2", 8192, 1, True, "q4_0"),
+    ("nemotron_h", 1024, 1, False, "f16"), ("nemotron_h", 4096, 2, True, "q8_0"), ("nemotron_h-2", 2048, 3, False, "f16"),
+    ("nemotron_h-2", 8192, 1, True, "q4_0"),
+    ("lfm2", 1024, 1, False, "f16"), ("lfm2", 2048, 8, True, "q8_0"), ("lfm2-wide", 2048, 8, True, "f16"),
+    ("lfm2-wide", 4096, 3, False, "f16"), ("lfm2-l4", 8192, 6, True, "q4_0"),
+    ("falcon-h1", 1024, 1, False, "f16"), ("falcon-h1", 4096, 2, True, "q8_0"), ("falcon-h1-wide", 2048, 3, False, "f16"),
+    ("falcon-h1-wide", 8192, 1, True, "q4_0"),
 ])
 def test_cache_bytes_are_what_llama_cpp_allocates(models: dict[str, Path], name: str, n_ctx: int, n_seq: int, fa: bool,
                                                   kv: str) -> None:
@@ -120,7 +158,7 @@ def test_cache_bytes_are_what_llama_cpp_allocates(models: dict[str, Path], name:
     logged = load(models[name], n_ctx, n_seq, fa, kv)
     ours = parts(m, s)
     has_kv, has_rs = "kv_buffer" in logged, "rs_buffer" in logged
-    assert has_kv == any(not la.recurrent for la in m.layers) and has_rs == any(la.recurrent for la in m.layers), logged
+    assert has_kv == any(la.n_head_kv for la in m.layers) and has_rs == any(la.recurrent for la in m.layers), logged
     for key in (["kv_buffer", "k", "v"] if has_kv else []) + (["rs_buffer", "r", "s"] if has_rs else []):
         assert mib(ours[key]) == logged[key], (key, ours[key], logged)
     total = sum(memory.kv_layer(m, il, s) for il in range(m.n_layer))
@@ -142,16 +180,45 @@ def test_the_state_does_not_grow_with_the_context(models: dict[str, Path]) -> No
     assert [la.recurrent for la in jamba.layers] == [True, False, True, False]
     # the two attention layers: 2 KV heads of 64, K and V in f16
     assert memory.kv_per_token(jamba, long) == 2 * 2 * (2 * 64 * 2)
+    m2 = facts(models["mamba2-wide"])
+    # Mamba-2: the conv state also holds B and C, 2 n_group d_state wide (llama.cpp n_embd_r)
+    assert (m2.ssm_n_group, memory.state_layer(m2)) == (2, 4 * (3 * (2048 + 2 * 2 * 128) + 128 * 2048))
+    granite = facts(models["granitehybrid-2"])
+    assert [la.recurrent for la in granite.layers] == [True, True, False, True, True, False]
+    assert memory.kv_per_token(granite, long) == 2 * 2 * (2 * 64 * 2)
+    nemotron = facts(models["nemotron_h-2"])
+    # M F M A M F M F A: an FFN block holds neither K/V nor state
+    assert [la.recurrent for la in nemotron.layers] == [c == "M" for c in "MFMAMFMFA"]
+    assert [la.n_head_kv for la in nemotron.layers] == [int(c == "A") for c in "MFMAMFMFA"]
+    assert sum(memory.kv_layer(nemotron, il, short) for il in (1, 5, 7)) == 0
+    lfm2 = facts(models["lfm2-wide"])
+    # a short-conv layer: (l_cache - 1) x n_embd conv floats, no SSM state (llama.cpp n_embd_r, n_embd_s)
+    assert [la.recurrent for la in lfm2.layers] == [True, True, True, False] * 2
+    assert memory.state_layer(lfm2) == 4 * 2 * 1024
+    falcon = facts(models["falcon-h1-wide"])
+    # every layer both attends and scans: K/V per token and a state per sequence on all 4
+    assert all(la.recurrent and la.n_head_kv == 2 for la in falcon.layers)
+    assert memory.kv_per_token(falcon, long) == 4 * (2 * 64 * 2 * 2)
+    assert memory.kv_layer(falcon, 0, long) - memory.kv_layer(falcon, 0, short) == (32768 - 512) * 2 * 64 * 2 * 2
 
 
-@pytest.mark.parametrize(("name", "n_ctx", "fa"), [("mamba", 512, False), ("mamba", 4096, False), ("jamba", 1024, False),
-                                                   ("jamba", 4096, True), ("deepseek2", 1024, False), ("deepseek2", 4096, True),
-                                                   ("deepseek2-wide", 1024, True), ("deepseek2-wide", 4096, False),
-                                                   ("mamba-wide", 2048, False)])
-def test_compute_buffer_covers_what_llama_cpp_reserves(models: dict[str, Path], name: str, n_ctx: int, fa: bool) -> None:
+@pytest.mark.parametrize(("name", "n_ctx", "fa", "n_seq"), [
+    ("mamba", 512, False, 1), ("mamba", 4096, False, 1), ("jamba", 1024, False, 1), ("jamba", 4096, True, 1),
+    ("deepseek2", 1024, False, 1), ("deepseek2", 4096, True, 1), ("deepseek2-wide", 1024, True, 1), ("deepseek2-wide", 4096, False, 1),
+    ("mamba-wide", 2048, False, 1), ("mamba2", 512, False, 1), ("mamba2", 4096, True, 1), ("mamba2-wide", 1024, False, 1),
+    ("mamba2-wide", 1024, False, 4), ("granitehybrid", 1024, False, 1), ("granitehybrid", 4096, True, 1), ("granitehybrid-2", 2048, True, 4),
+    ("granitehybrid-2", 8192, True, 1), ("granitehybrid-2", 512, False, 1), ("jamba", 16384, True, 1),
+    ("nemotron_h", 1024, False, 1), ("nemotron_h", 8192, True, 1), ("nemotron_h-2", 512, False, 1), ("nemotron_h-2", 4096, True, 1),
+    ("nemotron_h-2", 2048, True, 4), ("lfm2", 512, False, 1), ("lfm2", 8192, True, 1), ("lfm2-wide", 512, True, 1),
+    ("lfm2-wide", 4096, False, 1), ("lfm2-wide", 2048, True, 8), ("lfm2-l4", 512, True, 1), ("lfm2-l4", 8192, True, 1),
+    ("falcon-h1", 1024, False, 1), ("falcon-h1", 8192, True, 1), ("falcon-h1-wide", 512, False, 1), ("falcon-h1-wide", 4096, True, 1),
+    ("falcon-h1-wide", 2048, True, 4),
+])
+def test_compute_buffer_covers_what_llama_cpp_reserves(models: dict[str, Path], name: str, n_ctx: int, fa: bool,
+                                                       n_seq: int) -> None:
     m = facts(models[name])
-    s = memory.Setting(n_ctx=n_ctx, n_gpu_layers=0, flash_attn=fa)
-    logged = float(load(models[name], n_ctx, 1, fa, "f16")["compute"]) * MiB
+    s = memory.Setting(n_ctx=n_ctx, n_gpu_layers=0, flash_attn=fa, n_seq=n_seq)
+    logged = float(load(models[name], n_ctx, n_seq, fa, "f16")["compute"]) * MiB
     predicted = memory.compute(m, s)
     assert logged <= predicted <= logged * 1.6 + MiB, (predicted, logged)
 
@@ -172,9 +239,11 @@ def test_unverified_caches_are_still_refused(tmp_path: Path) -> None:
     import gguf
     import numpy as np
 
-    # rwkv, mamba2 and falcon-h1 were not loaded here; deepseek2 in the pre-MLA layout
-    # (kv_lora_rank without key_length_mla) caches full per-head K and V: not checked either
-    for arch in ("rwkv6", "mamba2", "falcon-h1", "deepseek2"):
+    # rwkv, plamo2, lfm2moe, nemotron_h_moe and qwen3next were not loaded here; deepseek2 in the
+    # pre-MLA layout (kv_lora_rank without key_length_mla) caches full per-head K and V: not checked either
+    why = {"rwkv6": "WKV state", "plamo2": "layer split", "lfm2moe": "routed-expert",
+           "nemotron_h_moe": "three layer kinds", "qwen3next": "delta-net", "deepseek2": "MLA cache"}
+    for arch, reason in why.items():
         path = tmp_path / f"{arch}.gguf"
         w = gguf.GGUFWriter(str(path), arch)
         w.add_block_count(2)
@@ -187,5 +256,5 @@ def test_unverified_caches_are_still_refused(tmp_path: Path) -> None:
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        with pytest.raises(UnsupportedModel, match="not sized by fitcheck yet"):
+        with pytest.raises(UnsupportedModel, match=f"not sized by fitcheck yet.*{reason}|{reason}.*not sized by fitcheck yet"):
             api.plan(str(path), hardware=HW, constraints=Constraints(context=256, new_tokens=16), runtime="gguf")

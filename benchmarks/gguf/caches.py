@@ -1,5 +1,6 @@
 """GGUF cache benchmark: fitcheck's cache and compute bytes against what llama.cpp allocates for
-MLA (deepseek2), recurrent (mamba) and hybrid (jamba) models.
+MLA (deepseek2), recurrent (mamba, mamba2) and hybrid (jamba, granitehybrid, nemotron_h, lfm2,
+falcon-h1) models.
 
     PYTHONPATH=. python benchmarks/gguf/caches.py [--out benchmarks/gguf]
 
@@ -21,7 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from gguf_cache_models import write_deepseek2, write_jamba, write_mamba
+from gguf_cache_models import (
+    write_deepseek2,
+    write_falcon_h1,
+    write_granitehybrid,
+    write_jamba,
+    write_lfm2,
+    write_mamba,
+    write_mamba2,
+    write_nemotron_h,
+)
 from test_gguf_caches import facts, load, mib, parts
 
 from planner.runtimes.gguf import memory
@@ -30,12 +40,25 @@ MiB = 1024**2
 WRITERS = {"deepseek2": (write_deepseek2, {}), "deepseek2-wide": (write_deepseek2, {"n_head": 8, "n_vocab": 4000}),
            "mamba": (write_mamba, {}), "mamba-wide": (write_mamba, {"n_layer": 4, "n_embd": 1024, "d_inner": 2048, "d_state": 32,
                                                                    "dt_rank": 64, "n_vocab": 1000}),
-           "jamba": (write_jamba, {}), "jamba-deep": (write_jamba, {"n_layer": 8, "attn_every": 4, "n_embd": 512, "d_inner": 1024})}
+           "jamba": (write_jamba, {}), "jamba-deep": (write_jamba, {"n_layer": 8, "attn_every": 4, "n_embd": 512, "d_inner": 1024}),
+           "mamba2": (write_mamba2, {}), "mamba2-wide": (write_mamba2, {"n_layer": 4, "n_embd": 1024, "d_inner": 2048, "d_state": 128,
+                                                                      "n_head": 32, "n_group": 2, "n_vocab": 1000}),
+           "granitehybrid": (write_granitehybrid, {}),
+           "granitehybrid-2": (write_granitehybrid, {"n_layer": 6, "attn_every": 3, "n_group": 2, "n_vocab": 4000}),
+           "nemotron_h": (write_nemotron_h, {"pattern": "MFMAMFMFA", "n_group": 2, "n_head_kv": 1, "n_embd": 512, "n_head": 8,
+                                             "d_inner": 1024, "ssm_head": 16, "n_vocab": 4000}),
+           "lfm2": (write_lfm2, {"n_layer": 8, "attn_every": 4, "n_embd": 1024, "n_ff": 2048, "n_head": 8, "n_head_kv": 4,
+                                 "n_vocab": 4000}),
+           "falcon-h1": (write_falcon_h1, {"n_layer": 4, "n_embd": 512, "n_ff": 1024, "n_head": 8, "n_head_kv": 2, "d_inner": 768,
+                                           "d_state": 128, "ssm_head": 12, "n_group": 2, "n_vocab": 4000})}
 # (model, n_ctx, n_seq, flash attention, cache type)
 SCENARIOS = [("deepseek2", 1024, 1, False, "f16"), ("deepseek2", 4096, 1, True, "q8_0"), ("deepseek2-wide", 4096, 1, False, "f16"),
              ("deepseek2-wide", 8192, 2, True, "f16"), ("mamba", 4096, 1, False, "f16"), ("mamba-wide", 2048, 4, True, "f16"),
              ("jamba", 2048, 1, False, "f16"), ("jamba", 8192, 3, True, "q8_0"), ("jamba-deep", 4096, 2, False, "f16"),
-             ("jamba-deep", 16384, 1, True, "q4_0")]
+             ("jamba-deep", 16384, 1, True, "q4_0"), ("mamba2", 4096, 1, False, "f16"), ("mamba2-wide", 2048, 4, True, "f16"),
+             ("granitehybrid", 2048, 1, False, "f16"), ("granitehybrid-2", 8192, 3, True, "q8_0"), ("nemotron_h", 4096, 2, False, "f16"),
+             ("nemotron_h", 16384, 1, True, "q4_0"), ("lfm2", 2048, 8, True, "f16"), ("lfm2", 4096, 1, False, "f16"),
+             ("falcon-h1", 2048, 3, False, "f16"), ("falcon-h1", 8192, 1, True, "q8_0")]
 
 
 def run(out: Path) -> list[dict]:

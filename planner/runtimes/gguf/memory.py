@@ -39,6 +39,23 @@ FA_FLOATS_PER_EMBD = 12
 QUANT_KV_FLOATS_PER_EMBD = 4
 RECURRENT_FLOATS_PER_INNER = 7
 RECURRENT_BESIDE_LOGITS = 2
+# Mamba-2 layers: the scan's B and C (2 n_group d_state wide) take 3 floats per token each
+# column, and the scan's output carries the final states of the n_seq sequences (ggml_ssm_scan
+# returns y and the states in one tensor, src/models/mamba-base.cpp build_mamba2_layer), which
+# the graph keeps beside about half of one more copy. Measured on 7 tiny mamba2 models (d_inner
+# 512-2048, d_state 64/128, n_group 1/2/4, 8-32 heads), n_ctx 512/4096/1024 with 1/4 sequences:
+# 6.53 d_inner + 3.0 x 2 n_group d_state floats per token (7.28/8.04/9.54/13.81/29.13 MiB
+# logged at n_group d_state 64/128/256/64/256), and 4 sequences add 0.80/1.55/5.17 MiB where 4
+# states of one layer are 0.53/1.03/4.12 MiB; the head count adds under 0.02 MiB.
+RECURRENT_FLOATS_PER_BC = 3
+RECURRENT_STATE_COPIES_X2 = 3
+# A hybrid's Mamba layers run beside the attention mask (a graph input, live for the whole graph:
+# f32 without flash attention, f16 with it) and about 2 n_embd floats per token more. Measured
+# with flash attention on tiny granitehybrids (n_embd 256/512) and a jamba, n_ctx 512-16384: the
+# buffer grows by exactly the f16 mask (1.00 MiB per 1024 cells: 8.68/12.18/16.18 MiB at n_ctx
+# 512/4096/8192; jamba 7.05/10.55/14.55/22.55 to 16384) over a base 0.90 (n_embd 256) and 1.98
+# MiB (n_embd 512) above the pure mamba2 figure; jamba's base equals its pure mamba's 6.55.
+HYBRID_FLOATS_PER_EMBD = 2
 COMPUTE_SLACK = 1024 * 1024  # the measured figures exceed the fitted terms by 0.01 MiB; the m/1024 outlier by 0.42
 # The ggml CPU backend's work buffer, allocated beside the compute buffer when the CPU runs
 # attention without flash attention: KQ converted to f16 for the product with V, n_ubatch x n_kv
@@ -136,16 +153,17 @@ def kv_layer(m: GgufModel, il: int, s: Setting) -> int:
     state times max(1, n_seq_max) cells, whatever n_ctx (src/llama-model.cpp:2670-2675 create_memory:
     llama_memory_recurrent(..., std::max((uint32_t) 1, cparams.n_seq_max), ...)); the hybrid
     memory gives each layer one of the two (src/llama-memory-hybrid.cpp:31-50 filter_attn /
-    filter_recr)."""
+    filter_recr), or both where a recurrent layer also attends (falcon-h1: its layers have KV heads)."""
     la = m.layers[il]
-    if la.recurrent:
-        return state_layer(m) * max(1, s.n_seq)
-    return cells(m, s, la.swa) * _kv_row(m, la.n_head_kv, s)
+    state = state_layer(m) * max(1, s.n_seq) if la.recurrent else 0
+    if la.recurrent and not la.n_head_kv:
+        return state
+    return state + cells(m, s, la.swa) * _kv_row(m, la.n_head_kv, s)
 
 
 def kv_per_token(m: GgufModel, s: Setting) -> int:
     """Cache bytes each token of context adds (recurrent state does not grow with it)."""
-    return sum(_kv_row(m, la.n_head_kv, s) for la in m.layers if not la.recurrent)
+    return sum(_kv_row(m, la.n_head_kv, s) for la in m.layers if not la.recurrent or la.n_head_kv)
 
 
 def compute(m: GgufModel, s: Setting) -> int:
@@ -159,9 +177,14 @@ def compute(m: GgufModel, s: Setting) -> int:
         # Measured on tiny mambas (expansion 2, d_state 16-32), every n_ctx 512-4096: d_inner
         # 512/1024/2048 log 6.55/13.09/26.30 MiB (6.55 d_inner floats per token each; 4
         # sequences add under 0.9 MiB); d_inner 512 with n_vocab 8000 logs 17.13 (logits 15.63).
-        logits = max(logits + 4 * ub * RECURRENT_BESIDE_LOGITS * m.ssm_d_inner, 4 * ub * RECURRENT_FLOATS_PER_INNER * m.ssm_d_inner)
-        if all(la.recurrent for la in m.layers):  # no attention, no mask: nothing grows with n_ctx
+        scan = 4 * ub * (RECURRENT_FLOATS_PER_INNER * m.ssm_d_inner + RECURRENT_FLOATS_PER_BC * 2 * m.ssm_n_group * m.ssm_d_state)
+        if m.ssm_n_group:
+            scan += RECURRENT_STATE_COPIES_X2 * max(1, s.n_seq) * state_layer(m) // 2
+        logits = max(logits + 4 * ub * RECURRENT_BESIDE_LOGITS * m.ssm_d_inner, scan)
+        if not any(la.n_head_kv for la in m.layers):  # no attention, no mask: nothing grows with n_ctx
             return logits + COMPUTE_SLACK
+        mask = (2 if s.flash_attn else 4) * ub * n_kv
+        logits = max(logits, scan + mask + 4 * ub * HYBRID_FLOATS_PER_EMBD * m.n_embd)
     if s.flash_attn:
         attn = 2 * ub * n_kv + 4 * ub * FA_FLOATS_PER_EMBD * m.n_embd
     else:

@@ -51,14 +51,44 @@ SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4
                "plamo3": 8, "mellum": 4, "muse-glimmer": 4}
 SWA_DENSE_FIRST = {"cohere2moe": 4, "laguna": 4}
 # Architectures whose cache is not the plain per-layer K/V and that fitcheck has not checked
-# against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba and jamba):
-# refused rather than guessed.
-RECURRENT_PREFIXES = ("mamba2", "rwkv", "falcon-h1", "granitehybrid", "lfm2", "plamo2", "nemotron_h", "qwen3next")
+# against a real llama.cpp load (tests/test_gguf_caches.py checks deepseek2, mamba, mamba2, jamba,
+# granitehybrid, nemotron_h, lfm2 and falcon-h1): refused rather than guessed, with the reason.
+UNVERIFIED_CACHES = {
+    "rwkv": "RWKV's token-shift and WKV state (llama.cpp n_embd_r = token_shift_count x n_embd, "
+            "n_embd_s = n_embd x wkv_head_size) has not been checked against a llama.cpp load",
+    "arwkv": "RWKV-7 time mixing with a token-shift and WKV state, not checked against a llama.cpp load",
+    "qwen3next": "its gated delta-net layers' conv and recurrent state have not been checked against a llama.cpp load",
+    "qwen35": "its gated delta-net layers' conv and recurrent state have not been checked against a llama.cpp load",
+    "lfm2moe": "its routed-expert layers after the dense lead have not been checked against a llama.cpp load",
+    "plamo2": "its Mamba and attention layer split has not been checked against a llama.cpp load",
+    "nemotron_h_moe": "its three layer kinds with routed experts on a latent (moe_latent_size) and MTP blocks "
+                      "have not been checked against a llama.cpp load",
+}
+RECURRENT_PREFIXES = tuple(UNVERIFIED_CACHES)
 # Recurrent (all layers) and hybrid (a layer is recurrent where its head_count_kv is 0) archs
 # sized from their ssm.* keys: src/llama-arch.cpp llm_arch_is_recurrent / llm_arch_is_hybrid;
-# jamba's load_hparams sets recurrent_layer_arr[i] = n_head_kv(i) == 0.
-RECURRENT_ARCHS = frozenset({"mamba"})
-HYBRID_ARCHS = frozenset({"jamba"})
+# jamba's and granitehybrid's load_arch_hparams set is_recr_impl[i] = n_head_kv(i) == 0
+# (llama.cpp vendored in llama-cpp-python 0.3.36, src/models/jamba.cpp:12, src/models/granite-hybrid.cpp:24).
+RECURRENT_ARCHS = frozenset({"mamba", "mamba2"})
+HYBRID_ARCHS = frozenset({"jamba", "granitehybrid", "nemotron_h", "lfm2", "falcon-h1"})
+# falcon-h1 runs attention and a Mamba-2 mixer side by side in every layer: each layer holds K/V
+# and a state (src/llama-model.cpp create_memory: filter_attn and filter_recr both true;
+# src/models/falcon-h1.cpp load_arch_hparams fills is_recr_impl with true).
+PARALLEL_ARCHS = frozenset({"falcon-h1"})
+# lfm2's recurrent layers are short convolutions: a conv state of n_embd x (l_cache - 1) f32 and no
+# SSM state (src/llama-hparams.cpp:214-217 n_embd_r; n_embd_s is ssm_d_state x ssm_d_inner = 0),
+# held here as d_conv = shortconv.l_cache, d_inner = n_embd, d_state 0.
+SHORTCONV_ARCHS = frozenset({"lfm2"})
+# Archs whose Mamba layers are Mamba-2 and read ssm.group_count (n_group: B and C are
+# n_group x d_state wide, so the conv state is (d_conv - 1) x (d_inner + 2 n_group d_state));
+# mamba and jamba do not read the key and llama.cpp keeps n_group 0 for them
+# (src/models/mamba2.cpp:8, src/models/granite-hybrid.cpp:14, src/llama-hparams.cpp:229).
+MAMBA2_ARCHS = frozenset({"mamba2", "granitehybrid", "nemotron_h", "falcon-h1"})
+# nemotron_h has three layer kinds: Mamba-2 where head_count_kv and feed_forward_length are both
+# 0, attention where head_count_kv is not, an FFN block (no cache at all) where
+# feed_forward_length is not (src/models/nemotron-h.cpp:10-12; create_memory's filter_attn /
+# filter_recr in src/llama-model.cpp both require n_ff(il) == 0).
+RECURRENT_NEEDS_NO_FFN = frozenset({"nemotron_h"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +231,13 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
         raise UnsupportedModel(f"{snap.id}: GGUF has no general.architecture")
     mla = f"{arch}.attention.key_length_mla" in md and f"{arch}.attention.value_length_mla" in md
     ssm = arch in RECURRENT_ARCHS or arch in HYBRID_ARCHS
-    if arch.startswith(RECURRENT_PREFIXES) or (f"{arch}.attention.kv_lora_rank" in md and not mla) \
-            or (f"{arch}.ssm.state_size" in md and not ssm) or f"{arch}.ssm.group_count" in md:
+    why = _unverified_cache(arch)
+    if not why and arch in HYBRID_ARCHS and md.get(f"{arch}.nextn_predict_layers"):
+        why = f"its {md[f'{arch}.nextn_predict_layers']} MTP (nextn) blocks are not sized"
+    if why:
+        raise UnsupportedModel(f"{snap.id}: GGUF architecture {arch!r} is not sized by fitcheck yet: {why}")
+    if (f"{arch}.attention.kv_lora_rank" in md and not mla) or (f"{arch}.ssm.state_size" in md and not ssm) \
+            or (f"{arch}.ssm.group_count" in md and arch not in MAMBA2_ARCHS):
         raise UnsupportedModel(f"{snap.id}: GGUF architecture {arch!r} (recurrent or MLA cache) is not sized by fitcheck yet")
 
     def key(name: str, default: Any = None) -> Any:
@@ -215,12 +250,18 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
     else:
         n_head = _per_layer(key("attention.head_count"), n_layer, snap.id, "attention.head_count")
         n_head_kv = _per_layer(key("attention.head_count_kv", n_head), n_layer, snap.id, "attention.head_count_kv")
-    recurrent = [arch in RECURRENT_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0) for il in range(n_layer)]
+    ffs = _per_layer(key("feed_forward_length", 0), n_layer, snap.id, "feed_forward_length", zero=True) \
+        if arch in RECURRENT_NEEDS_NO_FFN else [0] * n_layer
+    recurrent = [arch in RECURRENT_ARCHS or arch in PARALLEL_ARCHS or (arch in HYBRID_ARCHS and n_head_kv[il] == 0 and ffs[il] == 0)
+                 for il in range(n_layer)]
     d_conv = d_inner = d_state = 0
-    if any(recurrent):
+    if any(recurrent) and arch in SHORTCONV_ARCHS:
+        d_conv, d_inner = _int(key("shortconv.l_cache"), snap.id, "shortconv.l_cache"), n_embd
+    elif any(recurrent):
         d_conv = _int(key("ssm.conv_kernel"), snap.id, "ssm.conv_kernel")
         d_inner = _int(key("ssm.inner_size"), snap.id, "ssm.inner_size")
         d_state = _int(key("ssm.state_size"), snap.id, "ssm.state_size")
+    n_group = _int(key("ssm.group_count"), snap.id, "ssm.group_count") if any(recurrent) and arch in MAMBA2_ARCHS else 0
     head0 = max(n_head) or 1
     if arch in RECURRENT_ARCHS:  # no K/V at all (the converter writes key_length 0)
         head0 = head_dim_k = head_dim_v = 0
@@ -293,8 +334,16 @@ def build(snap: Snapshot, cached: Mapping[str, Any] | None = None) -> GgufModel:
                      params=params, n_swa=n_swa, n_expert=int(key("expert_count", 0) or 0),
                      n_expert_used=int(key("expert_used_count", 0) or 0), groups=gs, output_repack=output_repack,
                      attn_softcap=bool(key("attn_logit_softcapping", 0)), mla=mla, ssm_d_conv=d_conv, ssm_d_inner=d_inner,
-                     ssm_d_state=d_state,
+                     ssm_d_state=d_state, ssm_n_group=n_group,
                      name=str(md.get("general.name", "")))
+
+
+def _unverified_cache(arch: str) -> str:
+    """Why fitcheck does not size ``arch``'s cache ("" when it does)."""
+    for prefix, why in UNVERIFIED_CACHES.items():
+        if arch.startswith(prefix):
+            return why
+    return ""
 
 
 def _int(v: Any, repo: str, what: str) -> int:
@@ -303,9 +352,12 @@ def _int(v: Any, repo: str, what: str) -> int:
     return v
 
 
-def _per_layer(v: Any, n_layer: int, repo: str, what: str) -> list[int]:
+def _per_layer(v: Any, n_layer: int, repo: str, what: str, zero: bool = False) -> list[int]:
+    """One count per layer from a scalar or an array key; ``zero``: a scalar 0 is allowed (FFN widths)."""
     if isinstance(v, list):
-        if len(v) != n_layer or not all(type(x) is int and 0 <= x <= 1 << 16 for x in v):
+        if len(v) != n_layer or not all(type(x) is int and 0 <= x <= (1 << 24 if zero else 1 << 16) for x in v):
             raise UnsupportedModel(f"{repo}: GGUF {what} is not one count per layer")
         return list(v)
+    if zero and v == 0:
+        return [0] * n_layer
     return [_int(v, repo, what)] * n_layer
