@@ -205,6 +205,16 @@ def kv_groups(model: VllmModel) -> KvGroups:
     return KvGroups(full=split(full_ids), sliding=split(slide_ids))
 
 
+def kv_read_tokens(model: VllmModel, start: int, end: int, context: int) -> int:
+    """Token-layers of KV one decode step reads for a sequence of ``context`` tokens on a rank
+    holding layers ``[start, end)``: ``context`` on a full-attention layer, at most the window on
+    a sliding one: a query attends to itself and the ``sliding_window - 1`` tokens before it
+    (``window_size = (sliding_window - 1, 0)``, vllm 0.34.0 v1/attention/backends/flash_attn.py:164-166)."""
+    window = model.sliding_window
+    sliding = set(model.sliding_layer_ids) if window else set()
+    return sum(min(context, window) if i in sliding and window else context for i in range(start, end))
+
+
 def in_flight_tokens(pp: int, batched_tokens: int) -> int:
     """Tokens scheduled but not yet settled: ``max_concurrent_batches x max_num_batched_tokens``
     (vllm config/vllm.py:560-577); async scheduling, on by default for generative models with the

@@ -364,7 +364,8 @@ def serving_tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms
     """Decode tokens/s of the whole engine with ``batch`` sequences of ``context`` tokens each.
 
     One step reads each rank's weights once for the batch (MoE: the experts some sequence routes
-    to, ``1 - (1 - k/E)^batch`` of them) and every sequence's KV. With pipeline parallelism the
+    to, ``1 - (1 - k/E)^batch`` of them) and every sequence's KV (a sliding-window layer's
+    window at most: memory.kv_read_tokens). With pipeline parallelism the
     batch runs as ``pp`` micro-batches, one per stage at a time: the slowest stage sets the pace.
     """
     gpus = {f"node{n}:cuda:{i}": g for n, node in enumerate(hw.cuda_by_node()) for i, g in enumerate(node)}
@@ -374,12 +375,13 @@ def serving_tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms
     for stage in range(pp):
         start, end = mem.stage_layers(model.num_layers, pp)[stage]
         experts = sum(layer.experts for layer in model.layers[start:end]) / tp
+        kv_tokens = mem.kv_read_tokens(model, start, end, context)  # sliding layers read their window only
         t = 0.0
         for r, rm in zip(rk, rms, strict=True):
             if r.stage != stage:
                 continue
             bw = gpus[r.device].bandwidth or DEFAULT_GPU_BANDWIDTH
-            read = rm.weights - experts * (1 - share) + micro * context * kv_per_layer * rm.layers
+            read = rm.weights - experts * (1 - share) + micro * kv_tokens * kv_per_layer
             t = max(t, read / (bw * DECODE_EFFICIENCY))
         if tp > 1:
             t += 2 * (end - start) * NVLINK_LATENCY
@@ -392,7 +394,8 @@ def serving_tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms
 def _tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms: list[mem.RankMemory], *, tp: int, pp: int,
                   context: int, kv_per_layer: int) -> float:
     """Decode tokens/s of one sequence: every stage reads its weights (for MoE the routed top-k
-    share of the experts) and its KV at ``context`` tokens at the GPU's bandwidth, plus two TP
+    share of the experts) and its KV at ``context`` tokens (a sliding layer's window at most) at
+    the GPU's bandwidth, plus two TP
     all-reduces per layer and one hop between stages; stages run one after another for one
     sequence, so their times add."""
     seconds = 0.0
@@ -404,10 +407,11 @@ def _tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms: list[
         members = [(r, rm) for r, rm in zip(rk, rms, strict=True) if r.stage == stage]
         start, end = mem.stage_layers(model.num_layers, pp)[stage]
         experts = sum(layer.experts for layer in model.layers[start:end]) / tp
+        kv_tokens = mem.kv_read_tokens(model, start, end, context)  # sliding layers read their window only
         t = 0.0
         for r, rm in members:
             bw = gpus[r.device].bandwidth or DEFAULT_GPU_BANDWIDTH
-            read = rm.weights - experts * (1 - expert_share) + context * kv_per_layer * rm.layers
+            read = rm.weights - experts * (1 - expert_share) + kv_tokens * kv_per_layer
             t = max(t, read / (bw * DECODE_EFFICIENCY))
         if tp > 1:
             g = gpus[members[0][0].device]
