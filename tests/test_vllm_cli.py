@@ -44,7 +44,7 @@ def test_plan_json_on_two_nodes(hub: FakeHub, repo_id: str, tmp_path: Path) -> N
     assert doc["fits"] is True and doc["hardware"]["source"] == "cluster" and len(doc["hardware"]["nodes"]) == 2
     plan = doc["plan"]
     assert plan["runtime"] == "vllm"
-    assert plan["parallel"] == {"tensor": 8, "pipeline": 2, "nodes": 2, "gpus_per_node": 8}
+    assert plan["parallel"] == {"tensor": 8, "pipeline": 2, "nodes": 2, "gpus_per_node": 8, "data": 1, "expert": 1}
     kv = plan["kv_cache"]
     assert kv["tokens"] > 0 and kv["bytes_per_token_per_gpu"] == 63 * 1 * 256 * 2 and kv["max_concurrent_sequences"] >= 1
     assert plan["max_model_len"] == 8192 and plan["gpu_memory_utilization"] == 0.92

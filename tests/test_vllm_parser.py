@@ -37,6 +37,8 @@ CASES = [  # (model, hardware, nodes, options)
     ("meta-llama/Llama-3.1-405B", "8x-h100-sxm-80gb", None, {}),  # online fp8
     ("Qwen/Qwen3-235B-A22B", "8x-h200", None, {"tp": 4, "pp": 2}),
     ("mistralai/Mixtral-8x22B-v0.1", "8x-h100-sxm-80gb", 2, {"pp": 2, "max_model_len": "auto"}),
+    ("deepseek-ai/DeepSeek-V3", "8x-h200", None, {"tp": 1, "dp": 8}),  # DP + EP on one node
+    ("Qwen/Qwen3-235B-A22B", "8x-h100-sxm-80gb", 2, {"tp": 4, "dp": 4}),  # one command per node
 ]
 
 
@@ -94,11 +96,13 @@ def test_emitted_flags_are_in_vllms_recorded_help() -> None:
             seen.add(flag)
     assert {"--tensor-parallel-size", "--pipeline-parallel-size", "--max-model-len", "--gpu-memory-utilization",
             "--kv-cache-dtype", "--quantization", "--distributed-executor-backend", "--nnodes", "--node-rank",
-            "--master-addr", "--headless"} <= seen
+            "--master-addr", "--headless", "--data-parallel-size", "--data-parallel-size-local", "--data-parallel-start-rank",
+            "--data-parallel-address", "--data-parallel-rpc-port", "--enable-expert-parallel"} <= seen
 
 
 def test_a_renamed_flag_would_be_caught() -> None:
     assert not re.search(r"^  --kv-cache-type\b", HELP, re.MULTILINE)
+    assert not re.search(r"^  --expert-parallel\b", HELP, re.MULTILINE)  # fitcheck's option; vLLM's is --enable-expert-parallel
     assert not re.search(r"^  --tensor-parallel\b(?!-)", HELP, re.MULTILINE)
 
 
@@ -146,4 +150,6 @@ def test_emitted_commands_pass_vllms_parser_and_config_validation(tmp_path: Path
         flags = dict(_flags(argv))
         assert res["tp"] == int(flags["--tensor-parallel-size"]) and res["pp"] == int(flags["--pipeline-parallel-size"])
         assert res["config_max_model_len"] == int(flags["--max-model-len"])
-        assert res["world"] == res["tp"] * res["pp"]
+        assert res["world"] == res["tp"] * res["pp"]  # vLLM's world size per DP replica
+        assert res["dp"] == int(flags.get("--data-parallel-size") or 1)
+        assert res["ep"] == ("--enable-expert-parallel" in flags)

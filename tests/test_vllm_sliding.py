@@ -92,3 +92,40 @@ def test_groups_follow_vllms_own_examples() -> None:
     plain = replace(base, sliding_layers=0, sliding_window=None, sliding_layer_ids=())
     assert mem.request_blocks(plain, mem.kv_groups(plain), 32768, pp=1, batched_tokens=8192) == 512
     assert mem.kv_groups(plain).block_layers(0, 32) == 32
+
+
+def test_decode_speed_reads_the_window_on_sliding_layers() -> None:
+    # one decode step reads each rank's weights and its KV: min(context, window) tokens on a sliding
+    # layer (the query attends to itself and window - 1 before it), the whole context on a full one
+    from planner.runtimes.vllm import plans as vp
+
+    m = registry.get("vllm").model(_snapshot(MISTRAL))
+    plain = replace(m, sliding_layers=0, sliding_window=None, sliding_layer_ids=())
+    hw = cluster.load("h100-sxm-80gb")
+    rk = vp.ranks(hw, 1, 1)
+    assert rk
+    rms = [mem.rank_memory(m, r, tp=1, pp=1, utilization=0.92, batched_tokens=8192, max_num_seqs=256) for r in rk]
+    kv = mem.kv_bytes_per_token_layer(m, 1, 2)
+    assert kv == 8 * (128 + 128) * 2
+    bw = (hw.gpus[0].bandwidth or vp.DEFAULT_GPU_BANDWIDTH) * vp.DECODE_EFFICIENCY
+
+    def one(model, context: int) -> float:
+        return vp._tokens_per_s(model, hw, rk, rms, tp=1, pp=1, context=context, kv_per_layer=kv)
+
+    assert math.isclose(1 / one(m, 32768), (rms[0].weights + 32 * 4096 * kv) / bw, rel_tol=1e-9)
+    assert math.isclose(1 / one(plain, 32768), (rms[0].weights + 32 * 32768 * kv) / bw, rel_tol=1e-9)
+    assert one(m, 32768) > 1.2 * one(plain, 32768)  # 4 GiB of KV read per token become 0.5 GiB
+    assert one(m, 2048) == one(plain, 2048)  # inside the window nothing changes
+    # the serving estimate too: 16 sequences of 16384 tokens read 16 x 32 x 4096 token-layers, not 16 x 32 x 16384
+    batch = [vp.serving_tokens_per_s(x, hw, rk, rms, tp=1, pp=1, batch=16, context=16384, kv_per_layer=kv) for x in (m, plain)]
+    assert math.isclose(16 / batch[0], (rms[0].weights + 16 * 32 * 4096 * kv) / bw, rel_tol=1e-9)
+    assert math.isclose(16 / batch[1], (rms[0].weights + 16 * 32 * 16384 * kv) / bw, rel_tol=1e-9)
+    # Gemma-2/3 style mixes: the full layers read the context, the sliding ones the window; per stage
+    mixed = _with_kinds(m, "fss" * 10)
+    assert mem.kv_read_tokens(mixed, 0, 30, 32768) == 10 * 32768 + 20 * 4096
+    assert mem.kv_read_tokens(mixed, 0, 15, 32768) == 5 * 32768 + 10 * 4096
+    assert mem.kv_read_tokens(mixed, 0, 30, 1000) == 30 * 1000
+    # and the plans the runtime ranks carry it
+    slide_plan, _ = _plan(MISTRAL)
+    full_plan, _ = _plan({k: v for k, v in MISTRAL.items() if k != "sliding_window"})
+    assert slide_plan.speed.tokens_per_s > 1.2 * full_plan.speed.tokens_per_s

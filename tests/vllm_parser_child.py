@@ -3,7 +3,7 @@ argv with vLLM's own parser and build its engine config, the checks `vllm serve`
 
 stdin: JSON {"jobs": [[a config-only folder, argv], ...]}; stdout: JSON list of
 {"ok": bool, "error": str, "tp": int, "pp": int, "max_model_len": int, "kv_cache_dtype": str,
-"gpu_memory_utilization": float}. The model id in each argv is replaced by its folder (and
+"gpu_memory_utilization": float, "dp": int, "ep": bool}. The model id in each argv is replaced by its folder (and
 ``--revision`` dropped): vLLM reads config.json from it, never weights (``--load-format dummy``).
 """
 
@@ -33,7 +33,8 @@ def check(argv: list[str], model_dir: str) -> dict:
     args.model = args.model_tag
     engine = EngineArgs.from_cli_args(args)
     out.update(tp=engine.tensor_parallel_size, pp=engine.pipeline_parallel_size, max_model_len=engine.max_model_len,
-               kv_cache_dtype=engine.kv_cache_dtype, gpu_memory_utilization=engine.gpu_memory_utilization)
+               kv_cache_dtype=engine.kv_cache_dtype, gpu_memory_utilization=engine.gpu_memory_utilization,
+               dp=engine.data_parallel_size, ep=bool(engine.enable_expert_parallel))
     try:
         config = engine.create_engine_config()
     except Exception as e:  # noqa: BLE001 - every validation error is the answer

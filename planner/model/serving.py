@@ -255,16 +255,36 @@ def kv_bytes_per_token_layer(model: ServingModel, tp: int, kv_dtype_bytes: int) 
     return kv_heads_per_rank(model, tp) * (model.k_head_dim + model.v_head_dim) * kv_dtype_bytes
 
 
+def expert_bytes(model: ServingModel, routed: int, moe_ranks: int, *, whole: bool) -> int:
+    """Routed-expert bytes of one layer (``routed``) on the busiest of ``moe_ranks`` ranks.
+
+    ``whole`` (expert parallelism): each rank holds whole experts, ``E // ep`` each and one more
+    on the first ``E % ep`` ranks (vllm 0.34.0 model_executor/layers/fused_moe/expert_map_manager.py:64-67,
+    ``determine_expert_map``), so the busiest holds ``ceil(E / ep)``. Otherwise every expert's
+    intermediate dimension is split over the ranks (FusedMoE's tensor parallelism, which with data
+    parallelism spans ``tp x dp`` ranks: fused_moe/config.py:1143-1151, ``flatten_tp_across_dp_and_pcp``).
+    """
+    if whole and model.num_experts:
+        return routed * -(-model.num_experts // moe_ranks) // model.num_experts
+    return math.ceil(routed / moe_ranks)
+
+
 def rank_weights(model: ServingModel, tp: int, layers: tuple[int, int], *, first: bool, last: bool, pp: int = 1,
-                 online_fp8: bool = False) -> int:
+                 online_fp8: bool = False, moe_ranks: int | None = None, whole_experts: bool = False) -> int:
     """Weight bytes on one rank holding decoder layers ``layers`` (start, end) of a ``tp``-wide group:
     the sharding rules of the module docstring. ``first``/``last``: the rank's stage holds the
-    embedding / the final norm and lm_head (with ``pp > 1`` a tied head is a copy on the last stage)."""
+    embedding / the final norm and lm_head (with ``pp > 1`` a tied head is a copy on the last stage).
+    ``moe_ranks`` (default ``tp``): the ranks the routed experts are spread over (``tp x dp`` with
+    data parallelism), as whole experts with ``whole_experts`` (:func:`expert_bytes`)."""
     start, end = layers
     kv_share = kv_heads_per_rank(model, tp) if not model.mla else 0
+    moe = moe_ranks or tp
     total = 0
     for layer in model.layers[start:end]:
-        split = math.ceil(layer.split / tp)
+        if layer.experts and (moe != tp or whole_experts):
+            split = math.ceil((layer.split - layer.experts) / tp) + expert_bytes(model, layer.experts, moe, whole=whole_experts)
+        else:
+            split = math.ceil(layer.split / tp)
         kv = layer.kv * kv_share // model.num_kv_heads if model.num_kv_heads and not model.mla else math.ceil(layer.kv / tp)
         if online_fp8 and layer.split + layer.kv:
             # --quantization fp8 stores each 16-bit Linear weight in one byte (vllm fp8.py,

@@ -31,6 +31,10 @@ OPTIONS = [
     click.option("--users", type=click.IntRange(1, 1_000_000), help="Concurrent sequences of --context tokens to serve: the fewest GPUs that do (vLLM, SGLang)."),
     click.option("--tp", type=click.IntRange(1, 1024), help="Tensor-parallel size (vLLM, SGLang; default: every size that fits)."),
     click.option("--pp", type=click.IntRange(1, 1024), help="vLLM pipeline-parallel size (default: every size that fits)."),
+    click.option("--dp", type=click.IntRange(1, 1024),
+                 help="vLLM data-parallel size: replicas of tp x pp GPUs, each with its own KV cache (default: 1 and powers of two that fit)."),
+    click.option("--expert-parallel/--no-expert-parallel", "expert_parallel", default=None,
+                 help="vLLM --enable-expert-parallel: whole MoE experts per GPU over tp x dp (default: with data parallelism on MoE models)."),
     click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), help="KV cache dtype (vLLM, SGLang: fp8 is fp8_e4m3; default: both are priced)."),
     click.option("--gpu-memory-utilization", type=click.FloatRange(0.05, 1.0), help="vLLM's budget per GPU as a fraction of its memory (default 0.92)."),
     click.option("--max-model-len", callback=_max_model_len, metavar="TOKENS|auto", help="vLLM max_model_len (default: --context; auto: the largest that fits)."),
@@ -39,7 +43,7 @@ OPTIONS = [
     click.option("--online-fp8/--no-online-fp8", "online_fp8", default=None, help="--quantization fp8 of a 16-bit checkpoint (vLLM, SGLang; default: both are priced)."),
 ]
 
-_KEYS = {"users": "users", "tp": "tp", "pp": "pp", "kv_cache_dtype": "kv_cache_dtype",
+_KEYS = {"users": "users", "tp": "tp", "pp": "pp", "dp": "dp", "kv_cache_dtype": "kv_cache_dtype",
          "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len", "max_num_seqs": "max_num_seqs",
          "max_num_batched_tokens": "max_num_batched_tokens"}
 # the options planner/runtimes/sglang reads too
@@ -52,6 +56,8 @@ def collect(o: dict[str, Any]) -> dict[str, Any]:
     out = {key: o[name] for name, key in _KEYS.items() if o.get(name) is not None}
     if o.get("online_fp8") is not None:
         out["online_fp8"] = bool(o["online_fp8"])
+    if o.get("expert_parallel") is not None:
+        out["expert_parallel"] = bool(o["expert_parallel"])
     if o.get("gpu_memory_utilization") is not None and o["gpu_memory_utilization"] != o["gpu_memory_utilization"]:
         raise UsageError("--gpu-memory-utilization is not a number")
     given = set(out)

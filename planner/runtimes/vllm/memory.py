@@ -70,14 +70,49 @@ ACTIVATION_SLACK = 1.10
 
 
 @dataclass(frozen=True, slots=True)
+class Layout:
+    """How vLLM spreads one engine over GPUs: ``tp`` x ``pp`` GPUs per replica, ``dp`` replicas
+    (``--data-parallel-size``; each DP rank is an engine of its own with its own KV cache), and
+    with ``ep`` the MoE layers' experts split whole over the ``tp x dp`` GPUs
+    (``--enable-expert-parallel``).
+
+    vLLM's MoE layers span every DP rank: without EP each expert is tensor-sliced over ``tp x dp``
+    GPUs, with EP ``ep_size = tp x dp`` and the MoE layers' own tensor parallelism is 1 (vllm 0.34.0
+    model_executor/layers/fused_moe/config.py:1234-1282, FusedMoEParallelConfig.make; EP is used only
+    when ``tp x dp > 1``, :1234-1237). Attention and dense layers are split by ``tp`` and replicated
+    across DP ranks (docs/serving/data_parallel_deployment.md).
+    """
+
+    tp: int
+    pp: int
+    dp: int = 1
+    ep: bool = False
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    @property
+    def moe_ranks(self) -> int:
+        """The GPUs one MoE layer's experts are spread over."""
+        return self.tp * self.dp
+
+    @property
+    def ep_size(self) -> int:
+        """The expert-parallel group: ``tp x dp`` with EP, 1 without."""
+        return self.tp * self.dp if self.ep and self.tp * self.dp > 1 else 1
+
+
+@dataclass(frozen=True, slots=True)
 class Rank:
-    """One GPU of a layout: its device name, stage, the GPU's figures."""
+    """One GPU of a layout: its device name, stage, DP replica, the GPU's figures."""
 
     device: str
     stage: int
     total: int
     free: int
     name: str
+    replica: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +146,16 @@ def stage_layers(num_layers: int, pp: int) -> list[tuple[int, int]]:
     return out
 
 
-def rank_weights(model: VllmModel, tp: int, pp: int, stage: int, *, online_fp8: bool = False) -> int:
-    """Weight bytes on one rank of ``stage`` (the sharding rules of planner.model.serving)."""
+def rank_weights(model: VllmModel, tp: int, pp: int, stage: int, *, online_fp8: bool = False, dp: int = 1,
+                 ep: bool = False) -> int:
+    """Weight bytes on one rank of ``stage`` (the sharding rules of planner.model.serving); with
+    ``dp`` replicas the routed experts spread over ``tp x dp`` GPUs, whole with ``ep`` (:class:`Layout`)."""
     return serving.rank_weights(model, tp, stage_layers(model.num_layers, pp)[stage], first=stage == 0, last=stage == pp - 1,
-                                pp=pp, online_fp8=online_fp8)
+                                pp=pp, online_fp8=online_fp8, moe_ranks=tp * dp, whole_experts=ep and tp * dp > 1)
 
 
-def activations(model: VllmModel, tp: int, pp: int, stage: int, *, batched_tokens: int, max_num_seqs: int) -> int:
+def activations(model: VllmModel, tp: int, pp: int, stage: int, *, batched_tokens: int, max_num_seqs: int,
+                dp: int = 1) -> int:
     """The transient peak of vLLM's profiling forward of ``batched_tokens`` tokens on one rank.
 
     Per token: the residual and hidden states, the attention projections, and the MLP's
@@ -125,6 +163,13 @@ def activations(model: VllmModel, tp: int, pp: int, stage: int, *, batched_token
     in the model dtype; the last stage adds the sampler's fp32 logits of ``max_num_seqs`` rows.
     The MLP part is not divided by TP: vLLM 0.6.5 measured the same 1.26 GiB peak at TP 1 and
     TP 2 for Llama-3-8B (PR 10511); see ACTIVATION_SLACK.
+
+    With ``dp`` data-parallel ranks a MoE layer runs on the tokens of all of them: the default
+    all2all backend (``allgather_reducescatter``, vllm 0.34.0 config/parallel.py:229) all-gathers
+    every DP rank's hidden states before the experts (distributed/device_communicators/all2all.py:108,
+    :138), the DP ranks profile together with ``max_num_batched_tokens`` each, and the fused-MoE
+    workspaces are sized on the gathered token count in one chunk (fused_moe/modular_kernel.py:1184-1243):
+    the routed-expert part counts ``dp x batched_tokens`` tokens.
     """
     d = model.dtype_bytes
     h = model.hidden_size
@@ -136,7 +181,7 @@ def activations(model: VllmModel, tp: int, pp: int, stage: int, *, batched_token
     mlp = 3 * model.intermediate_size
     if model.num_experts:
         mlp = max(mlp if model.intermediate_size else 0,
-                  model.experts_per_tok * (3 * model.expert_intermediate_size + h) + 4 * model.num_experts // d)
+                  dp * (model.experts_per_tok * (3 * model.expert_intermediate_size + h) + 4 * model.num_experts // d))
     per_token = (4 * h + attn + mlp) * d
     peak = batched_tokens * per_token
     if stage == pp - 1:
@@ -145,8 +190,8 @@ def activations(model: VllmModel, tp: int, pp: int, stage: int, *, batched_token
 
 
 def rank_memory(model: VllmModel, rank: Rank, *, tp: int, pp: int, utilization: float, batched_tokens: int,
-                max_num_seqs: int, online_fp8: bool = False) -> RankMemory:
-    """Everything one rank holds besides the KV cache, and its budget."""
+                max_num_seqs: int, online_fp8: bool = False, dp: int = 1, ep: bool = False) -> RankMemory:
+    """Everything one rank holds besides the KV cache, and its budget (``dp``, ``ep``: :class:`Layout`)."""
     start, end = stage_layers(model.num_layers, pp)[rank.stage]
     layers = end - start
     # vLLM's total is torch's cudaMemGetInfo total; the profiles' free_bytes is that figure for a
@@ -154,9 +199,12 @@ def rank_memory(model: VllmModel, rank: Rank, *, tp: int, pp: int, utilization: 
     # of the two and so the safe base for the KV budget.
     budget = math.ceil(rank.free * utilization)
     return RankMemory(
-        weights=rank_weights(model, tp, pp, rank.stage, online_fp8=online_fp8),
-        activations=activations(model, tp, pp, rank.stage, batched_tokens=batched_tokens, max_num_seqs=max_num_seqs),
-        non_torch=NON_TORCH_PARALLEL if tp * pp > 1 else NON_TORCH_SINGLE,
+        weights=rank_weights(model, tp, pp, rank.stage, online_fp8=online_fp8, dp=dp, ep=ep),
+        activations=activations(model, tp, pp, rank.stage, batched_tokens=batched_tokens, max_num_seqs=max_num_seqs,
+                                dp=dp if model.num_experts else 1),
+        # a DP rank of a MoE model talks to the others in every MoE layer; a dense one's DP ranks
+        # are independent engines (v1/engine/core.py:1719-1727, reconfigure_for_independent_dp_rank)
+        non_torch=NON_TORCH_PARALLEL if tp * pp * (dp if model.num_experts else 1) > 1 else NON_TORCH_SINGLE,
         cudagraphs=CUDAGRAPH_BASE + CUDAGRAPH_PER_LAYER * layers,
         budget=budget,
         layers=layers,
@@ -203,6 +251,16 @@ def kv_groups(model: VllmModel) -> KvGroups:
         n = -(-len(ids) // size)
         return tuple(tuple(ids[i::n]) for i in range(n))  # layers[i::num_groups] (:599)
     return KvGroups(full=split(full_ids), sliding=split(slide_ids))
+
+
+def kv_read_tokens(model: VllmModel, start: int, end: int, context: int) -> int:
+    """Token-layers of KV one decode step reads for a sequence of ``context`` tokens on a rank
+    holding layers ``[start, end)``: ``context`` on a full-attention layer, at most the window on
+    a sliding one: a query attends to itself and the ``sliding_window - 1`` tokens before it
+    (``window_size = (sliding_window - 1, 0)``, vllm 0.34.0 v1/attention/backends/flash_attn.py:164-166)."""
+    window = model.sliding_window
+    sliding = set(model.sliding_layer_ids) if window else set()
+    return sum(min(context, window) if i in sliding and window else context for i in range(start, end))
 
 
 def in_flight_tokens(pp: int, batched_tokens: int) -> int:

@@ -30,6 +30,10 @@ from planner.core.units import fmt_bytes
 from planner.runtimes.vllm import memory as mem
 from planner.runtimes.vllm.facts import MIN_CAPABILITY, VllmModel
 from planner.runtimes.vllm.settings import KvCache, Parallel, VllmSettings
+from planner.runtimes.vllm.speed import DECODE_EFFICIENCY, DEFAULT_GPU_BANDWIDTH, serving_tokens_per_s
+from planner.runtimes.vllm.speed import tokens_per_s as _tokens_per_s
+
+__all__ = ["DECODE_EFFICIENCY", "DEFAULT_GPU_BANDWIDTH", "Request", "layouts", "plans", "price", "ranks", "serving_tokens_per_s"]
 
 # vLLM's GPU worker needs compute capability 7.0 or newer (platforms/cuda.py; V1 dropped Pascal).
 MIN_COMPUTE = (7, 0)
@@ -42,16 +46,6 @@ FP8_BLOCK = 128
 # >= 160 GiB GPUs 16384 / 1024; >= 70 GiB and not A100: 8192 / 1024; otherwise 2048 / 256.
 _BIG_GPU = 160 * 1024**3
 _LARGE_GPU = 70 * 1024**3
-# Decode efficiency: the fraction of peak memory bandwidth a memory-bound decode step reaches
-# (0.75, the lead planner/runtimes/transformers/speed.py takes for bf16 GEMV on A100/H100).
-DECODE_EFFICIENCY = 0.75
-# One all-reduce of a small message costs its latency; NCCL's published all-reduce latency is
-# ~10 us inside an NVLink node and ~25 us over PCIe or the network (nccl-tests, small messages).
-# Assumptions for ranking, not measurements.
-NVLINK_LATENCY = 10e-6
-PCIE_LATENCY = 25e-6
-NETWORK_LATENCY = 25e-6
-DEFAULT_GPU_BANDWIDTH = 500_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +61,8 @@ class Request:
     max_num_seqs: int | None
     max_num_batched_tokens: int | None
     online_fp8: bool | None  # None: try both where the checkpoint is 16-bit
+    dp: int | None = None  # None: every data-parallel size that fits (1 included)
+    ep: bool | None = None  # None: MoE layouts with and without --enable-expert-parallel
 
     @classmethod
     def of(cls, c: Constraints) -> Request:
@@ -81,40 +77,69 @@ class Request:
             utilization=float(c.option("gpu_memory_utilization", mem.DEFAULT_UTILIZATION)),
             max_num_seqs=c.option("max_num_seqs"), max_num_batched_tokens=c.option("max_num_batched_tokens"),
             online_fp8=None if q is None else bool(q),
+            dp=c.option("dp"), ep=None if c.option("expert_parallel") is None else bool(c.option("expert_parallel")),
         )
 
 
 
-def layouts(model: VllmModel, hw: Hardware, req: Request) -> list[tuple[int, int]]:
-    """The (tp, pp) pairs to price: TP in powers of two up to the largest node (and the one asked),
-    PP up to the stages the nodes hold."""
+# Data-parallel sizes fitcheck prices (and the one asked): powers of two, as vLLM's examples use
+# (docs/serving/data_parallel_deployment.md: DP 4 x TP 2 on 8 GPUs, DP 16 on two nodes).
+DP_SIZES = (2, 4, 8, 16, 32, 64, 128)
+
+
+def layouts(model: VllmModel, hw: Hardware, req: Request) -> list[mem.Layout]:
+    """The layouts to price: TP in powers of two up to the largest node (and the one asked), PP up
+    to the stages the nodes hold; data parallelism (pp 1) in powers of two up to the TP groups the
+    nodes hold.
+
+    Expert parallelism, unless asked for or against (``--expert-parallel``): a MoE model's DP
+    layouts use it, as vLLM's guide pairs them (docs/serving/expert_parallel_deployment.md: "EP is
+    typically coupled with Data Parallelism"), except where there are fewer experts than GPUs;
+    layouts without DP keep vLLM's default, experts tensor-sliced. The two hold the same bytes
+    when the experts divide evenly, and fitcheck's speed model prices them alike."""
     nodes = hw.cuda_by_node()
     widest = max((len(n) for n in nodes), default=0)
     tps = {t for t in (1, 2, 4, 8, 16, 32, 64) if t <= widest}
     if req.tp:
         tps = {req.tp}
-    out = []
+    out: list[mem.Layout] = []
+
+    def add(tp: int, pp: int, dp: int) -> None:
+        if req.ep is not None:
+            ep = req.ep
+        else:
+            ep = bool(model.num_experts) and dp > 1 and tp * dp <= model.num_experts
+        out.append(mem.Layout(tp, pp, dp, ep))
+
     for tp in sorted(tps):
-        stages = sum(len(n) // tp for n in nodes)
-        pps = [req.pp] if req.pp else list(range(1, min(stages, model.num_layers) + 1))
-        out += [(tp, pp) for pp in pps]
+        groups = sum(len(n) // tp for n in nodes)
+        if req.dp in (None, 1):
+            for pp in [req.pp] if req.pp else list(range(1, min(groups, model.num_layers) + 1)):
+                add(tp, pp, 1)
+        if req.dp is None and req.pp in (None, 1):
+            for dp in (d for d in DP_SIZES if d <= groups):
+                add(tp, 1, dp)
+        elif req.dp and req.dp > 1:
+            add(tp, req.pp or 1, req.dp)
     return out
 
 
-def ranks(hw: Hardware, tp: int, pp: int) -> list[mem.Rank] | None:
-    """The GPUs of each rank, stages filling the nodes in order; None when they do not fit."""
+def ranks(hw: Hardware, tp: int, pp: int, dp: int = 1) -> list[mem.Rank] | None:
+    """The GPUs of each rank: ``dp`` replicas of ``pp`` stages of ``tp`` GPUs, the groups filling
+    the nodes in order (a TP group never spans nodes); None when they do not fit."""
     out: list[mem.Rank] = []
-    stage = 0
+    group = 0
     for n, gpus in enumerate(hw.cuda_by_node()):
         for s in range(len(gpus) // tp):
-            if stage == pp:
+            if group == pp * dp:
                 break
+            replica, stage = divmod(group, pp)
             for local in range(s * tp, (s + 1) * tp):
                 g = gpus[local]
                 out.append(mem.Rank(device=f"node{n}:cuda:{local}", stage=stage, total=g.total_bytes, free=g.free_bytes,
-                                    name=g.name))
-            stage += 1
-    return out if stage == pp else None
+                                    name=g.name, replica=replica))
+            group += 1
+    return out if group == pp * dp else None
 
 
 def plans(model: VllmModel, hw: Hardware, c: Constraints) -> list[Plan]:
@@ -124,10 +149,10 @@ def plans(model: VllmModel, hw: Hardware, c: Constraints) -> list[Plan]:
     out: list[Plan] = []
     if not any(hw.cuda_by_node()):
         return [_no_gpu(model, hw)]
-    for tp, pp in layouts(model, hw, req):
+    for lay in layouts(model, hw, req):
         for fp8 in _online_fp8_choices(model, hw, req):
             for kv in req.kv_dtypes:
-                out.append(price(model, hw, req, tp=tp, pp=pp, kv_dtype=kv, online_fp8=fp8))
+                out.append(price(model, hw, req, tp=lay.tp, pp=lay.pp, kv_dtype=kv, online_fp8=fp8, dp=lay.dp, ep=lay.ep))
     if req.users > 1 or c.option("users") is not None:
         out = _smallest_only(out)
     return out
@@ -172,21 +197,28 @@ def _fields(p: Plan) -> dict:
     return {f: getattr(p, f) for f in Plan.__dataclass_fields__}
 
 
-def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_dtype: str, online_fp8: bool) -> Plan:
-    """One candidate priced on every rank, with its reasons when it does not fit."""
-    reasons = list(_shape_reasons(model, hw, tp, pp))
-    rk = ranks(hw, tp, pp) or []
+def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_dtype: str, online_fp8: bool, dp: int = 1,
+          ep: bool = False) -> Plan:
+    """One candidate priced on every rank, with its reasons when it does not fit. With ``dp``
+    replicas each has its own KV pool (the same size: the smallest rank's sets it) and serves
+    its share of the users; ``max_num_seqs`` is per replica (docs/serving/data_parallel_deployment.md)."""
+    lay = mem.Layout(tp, pp, dp, ep)
+    reasons = list(_shape_reasons(model, hw, tp, pp, dp=dp, ep=ep))
+    rk = ranks(hw, tp, pp, dp) or []
     if not rk:
-        reasons.append(f"tp {tp} x pp {pp} needs {tp * pp} GPUs in groups of {tp} per node; {hw.name} has "
+        what = f"tp {tp} x pp {pp}" + (f" x dp {dp}" if dp > 1 else "")
+        reasons.append(f"{what} needs {lay.gpus} GPUs in groups of {tp} per node; {hw.name} has "
                        + ", ".join(str(len(n)) for n in hw.cuda_by_node()) + " per node")
     smallest_total = min((r.total for r in rk), default=0)
     batched = req.max_num_batched_tokens or _default_batched(smallest_total, rk)
     users = req.users
+    per_replica = -(-users // dp)  # the users one DP replica serves (vLLM balances requests over them)
     mml_cap = model.max_position_embeddings
     max_model_len = req.max_model_len
-    seqs = req.max_num_seqs or max(users, 256 if smallest_total < _LARGE_GPU else 1024)
-    if req.max_num_seqs and req.max_num_seqs < users:
-        reasons.append(f"--max-num-seqs {req.max_num_seqs} schedules fewer sequences than --users {users}")
+    seqs = req.max_num_seqs or max(per_replica, 256 if smallest_total < _LARGE_GPU else 1024)
+    if req.max_num_seqs and req.max_num_seqs * dp < users:
+        reasons.append(f"--max-num-seqs {req.max_num_seqs} schedules fewer sequences than --users {users}"
+                       + (f" on {dp} DP replicas" if dp > 1 else ""))
     kv_bytes = 1 if kv_dtype.startswith("fp8") else model.dtype_bytes
     if kv_dtype.startswith("fp8") and any((r_cc := _cc(hw, r)) is not None and r_cc < (8, 0) for r in rk):
         reasons.append("--kv-cache-dtype fp8 needs compute capability 8.0 or newer")
@@ -194,7 +226,7 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     page = mem.BLOCK_SIZE * per_layer
 
     rms = [mem.rank_memory(model, r, tp=tp, pp=pp, utilization=req.utilization, batched_tokens=batched, max_num_seqs=seqs,
-                           online_fp8=online_fp8) for r in rk]
+                           online_fp8=online_fp8, dp=dp, ep=ep) for r in rk]
     groups = mem.kv_groups(model)
     spans = mem.stage_layers(model.num_layers, pp)
     # the layers one block spans on each rank: all its layers, or with sliding-window layers the
@@ -209,7 +241,7 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
         return mem.request_blocks(model, groups, length, pp=pp, batched_tokens=batched)
 
     if max_model_len is None:  # --max-model-len auto: the largest length whose `users` requests fit
-        per_seq = usable // max(1, users)
+        per_seq = usable // max(1, per_replica)
         if not sliding:
             max_model_len = min(per_seq * mem.BLOCK_SIZE, mml_cap or per_seq * mem.BLOCK_SIZE)
         else:  # a sliding group's blocks stop growing at the window: search the length
@@ -218,7 +250,8 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     if mml_cap is not None and max_model_len > mml_cap:
         reasons.append(f"max_model_len {max_model_len} exceeds the model's max_position_embeddings {mml_cap}")
     need = need_of(max_model_len)
-    concurrent = usable // need if need else 0
+    one_replica = usable // need if need else 0
+    concurrent = dp * one_replica  # every DP replica has a pool of its own
     # vLLM's "GPU KV cache size" is concurrency x max_model_len (v1/core/kv_cache_utils.py:1141-1149);
     # without sliding layers that is the pool's tokens, the figure fitcheck has always reported
     tokens = usable * max_model_len // need if sliding and need else usable * mem.BLOCK_SIZE
@@ -234,7 +267,10 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
         if rm.kv_available <= 0 and not any("leave no KV cache" in x for x in reasons):
             reasons.append(f"{r.device}: weights {fmt_bytes(rm.weights)} + activations {fmt_bytes(rm.activations)} + CUDA graphs "
                            f"{fmt_bytes(rm.cudagraphs)} + non-torch {fmt_bytes(rm.non_torch)} = {fmt_bytes(fixed)} leave no KV "
-                           f"cache within {fmt_bytes(rm.budget)} ({req.utilization:g} x {fmt_bytes(r.free)})")
+                           f"cache within {fmt_bytes(rm.budget)} ({req.utilization:g} x {fmt_bytes(r.free)})"
+                           + (f"; the MoE activations count all {dp} DP ranks' {batched} tokens (a smaller "
+                              "--max-num-batched-tokens shrinks them)" if dp > 1 and model.num_experts and rm.activations > rm.budget // 8
+                              else ""))
         kv_rank = blocks * page * n_layers
         overhead = rm.non_torch + rm.cudagraphs + mem.CUDA_CONTEXT
         total = rm.weights + kv_rank + rm.activations + overhead
@@ -249,14 +285,16 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
                            f"cache per GPU; {fmt_bytes(worst.kv_available)} is available (vLLM: 'To serve at least one "
                            "request with the model's max seq len')")
         elif concurrent < users:
-            reasons.append(f"the KV cache holds {concurrent} sequences of {max_model_len} tokens ({tokens:,} tokens); "
-                           f"--users asks for {users}")
+            held = (f"the KV caches of {dp} DP replicas hold {concurrent} sequences ({one_replica} each) of {max_model_len} "
+                    f"tokens ({tokens:,} tokens each)" if dp > 1 else
+                    f"the KV cache holds {concurrent} sequences of {max_model_len} tokens ({tokens:,} tokens)")
+            reasons.append(f"{held}; --users asks for {users}")
     reasons = list(dict.fromkeys(reasons))
     max_layers = max((rm.layers for rm in rms), default=0)
     nodes_used = len({d.split(":", 1)[0] for d in memory})
     per_node = max((sum(1 for d in memory if d.startswith(f"node{n}:")) for n in range(len(hw.cuda_by_node()))), default=0)
     settings = VllmSettings(
-        parallel=Parallel(tensor=tp, pipeline=pp, nodes=nodes_used, gpus_per_node=per_node),
+        parallel=Parallel(tensor=tp, pipeline=pp, nodes=nodes_used, gpus_per_node=per_node, data=dp, expert=lay.ep_size),
         kv_cache=KvCache(dtype=kv_dtype, block_size=mem.BLOCK_SIZE, blocks=blocks, tokens=tokens,
                          bytes_per_token_per_gpu=per_layer * max_layers, max_concurrent_sequences=concurrent),
         max_model_len=max_model_len, gpu_memory_utilization=req.utilization, max_num_seqs=seqs, max_num_batched_tokens=batched,
@@ -268,13 +306,20 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
     quality = (8 if online_fp8 else model.quant_bits) - (1 if kv_dtype.startswith("fp8") else 0)
     what = ("fp8 (online)" if online_fp8 else model.quant_detail or model.torch_dtype) + (", fp8 KV" if kv_dtype == "fp8" else "")
     gpu = rk[0].name if rk else (hw.gpus[0].name if hw.gpus else "no GPU")
-    where = f"tp {tp} x pp {pp} ({tp * pp}x {gpu}" + (f", {nodes_used} nodes)" if nodes_used > 1 else ")")
-    notes = [f"KV cache: {tokens:,} tokens, {concurrent} concurrent sequences of {max_model_len} tokens"]
-    batch = min(concurrent, seqs, users if users > 1 else concurrent)
-    if rk and batch > 1:
+    where = (f"tp {tp} x pp {pp}" + (f" x dp {dp}" if dp > 1 else "") + (f", EP {lay.ep_size}" if lay.ep_size > 1 else "")
+             + f" ({lay.gpus}x {gpu}" + (f", {nodes_used} nodes)" if nodes_used > 1 else ")"))
+    if dp > 1:
+        notes = [f"KV cache: {dp} DP replicas of {tokens:,} tokens each, {concurrent} concurrent sequences of {max_model_len} "
+                 f"tokens ({one_replica} per replica)"]
+    else:
+        notes = [f"KV cache: {tokens:,} tokens, {concurrent} concurrent sequences of {max_model_len} tokens"]
+    notes += _parallel_notes(model, lay)
+    batch = min(one_replica, seqs, per_replica if users > 1 else one_replica)  # per DP replica
+    if rk and batch * dp > 1:
         serving = serving_tokens_per_s(model, hw, rk, rms, tp=tp, pp=pp, batch=batch, context=max_model_len // 2,
-                                       kv_per_layer=per_layer)
-        notes.append(f"serving estimate: about {serving:,.0f} tokens/s in total at {batch} sequences of ~{max_model_len // 2} "
+                                       kv_per_layer=per_layer, dp=dp, ep=ep)
+        at = f"{batch * dp} sequences" + (f" ({batch} per DP replica)" if dp > 1 else "")
+        notes.append(f"serving estimate: about {serving:,.0f} tokens/s in total at {at} of ~{max_model_len // 2} "
                      "tokens of context (memory-bandwidth bound decode; not a benchmark)")
     if model.skipped_layers:
         notes.append(f"{model.skipped_layers} layer(s) past num_hidden_layers (multi-token prediction) are not loaded by vllm serve")
@@ -285,11 +330,11 @@ def price(model: VllmModel, hw: Hardware, req: Request, *, tp: int, pp: int, kv_
                      f"({full_need} for full attention; vLLM's hybrid KV cache manager)")
     return Plan(
         runtime="vllm", label=f"{what} on {where}", settings=settings, memory=memory,
-        speed=Speed(tokens_per_s=_tokens_per_s(model, hw, rk, rms, tp=tp, pp=pp, context=max_model_len, kv_per_layer=per_layer)
-                    if rk else None),
+        speed=Speed(tokens_per_s=_tokens_per_s(model, hw, rk, rms, tp=tp, pp=pp, context=max_model_len, kv_per_layer=per_layer,
+                                               dp=dp, ep=ep) if rk else None),
         quality=quality, fits=not reasons and bool(rk), reasons=tuple(reasons), notes=tuple(notes), on_accelerators=True,
         kv_bytes=sum(m.kv_cache for m in memory.values()),
-        kv_bytes_per_token=per_layer * model.num_layers * tp,  # every TP rank caches its share (MLA: a copy)
+        kv_bytes_per_token=per_layer * model.num_layers * tp,  # every TP rank of a replica caches its share (MLA: a copy)
     )
 
 
@@ -311,7 +356,34 @@ def _cc(hw: Hardware, r: mem.Rank) -> tuple[int, int] | None:
     return gpus[int(local)].compute_capability
 
 
-def _shape_reasons(model: VllmModel, hw: Hardware, tp: int, pp: int) -> Iterable[str]:
+def _parallel_notes(model: VllmModel, lay: mem.Layout) -> list[str]:
+    """What data and expert parallelism do to this model, in a line each."""
+    out = []
+    if lay.dp > 1:
+        out.append(f"data parallel {lay.dp}: {lay.dp} engines of tp {lay.tp}, each with the attention"
+                   + (" and dense" if model.num_experts else "") + " weights and a KV cache of its own"
+                   + ("; their MoE layers run together on every replica's tokens" if model.num_experts else ""))
+    if model.num_experts and lay.ep_size > 1:
+        e, n = model.num_experts, lay.ep_size
+        more = f" (the first {e % n} hold {e // n + 1})" if e % n else ""
+        out.append(f"expert parallel {n}: {e // n} of the {e} experts whole on each GPU{more}")
+    elif model.num_experts and lay.moe_ranks > 1:
+        out.append(f"each expert is tensor-sliced over {lay.moe_ranks} GPUs (no --enable-expert-parallel)")
+    return out
+
+
+def _shape_reasons(model: VllmModel, hw: Hardware, tp: int, pp: int, *, dp: int = 1, ep: bool = False) -> Iterable[str]:
+    lay = mem.Layout(tp, pp, dp, ep)
+    # the MoE layers' own tensor parallelism: tp x dp without EP, 1 with it (memory.Layout)
+    moe_tp = 1 if lay.ep_size > 1 else lay.moe_ranks
+    if ep and not model.num_experts:
+        yield "--enable-expert-parallel: the model has no routed experts"
+    elif ep and lay.moe_ranks == 1:
+        yield "--enable-expert-parallel needs tp x dp > 1 (vLLM uses expert parallelism only then)"
+    if ep and model.num_experts and lay.moe_ranks > model.num_experts:
+        yield f"expert parallel {lay.moe_ranks} exceeds the {model.num_experts} experts: some GPUs would hold none"
+    if dp > 1 and pp > 1:
+        yield "fitcheck plans data parallelism at pp 1 only"
     if model.num_heads % tp:
         yield f"tp {tp} does not divide {model.num_heads} attention heads"
     kv = model.num_kv_heads
@@ -322,22 +394,25 @@ def _shape_reasons(model: VllmModel, hw: Hardware, tp: int, pp: int) -> Iterable
         yield f"tp {tp} does not divide the padded vocabulary of {vocab}"
     if model.intermediate_size and model.intermediate_size % tp and not model.num_experts:
         yield f"tp {tp} does not divide the MLP width {model.intermediate_size}"
-    if model.num_experts and model.expert_intermediate_size % tp:
-        yield f"tp {tp} does not divide the expert MLP width {model.expert_intermediate_size}"
+    def ways(n: int) -> str:
+        return f"tp {n}" if n == tp else f"tp {tp} x dp {dp}"
+
+    if model.num_experts and model.expert_intermediate_size % moe_tp:
+        yield f"{ways(moe_tp)} does not divide the expert MLP width {model.expert_intermediate_size}"
     if model.quant_method == "fp8":
-        widths = [w for w in (model.intermediate_size, model.expert_intermediate_size) if w]
-        for w in widths:
-            if tp > 1 and (w // tp) % FP8_BLOCK:
-                yield f"tp {tp} splits the MLP width {w} into {w // tp}, not a multiple of the FP8 block {FP8_BLOCK}"
+        widths = [(w, n) for w, n in ((model.intermediate_size, tp), (model.expert_intermediate_size, moe_tp)) if w]
+        for w, n in widths:
+            if n > 1 and (w // n) % FP8_BLOCK:
+                yield f"{ways(n)} splits the MLP width {w} into {w // n}, not a multiple of the FP8 block {FP8_BLOCK}"
                 break
-    if model.quant_group and tp > 1:
+    width, n = (model.expert_intermediate_size, moe_tp) if model.num_experts else (model.intermediate_size, tp)
+    if model.quant_group and n > 1 and width:
         # Marlin kernels (GPTQ/AWQ): a row-parallel slice must hold whole groups and be a multiple
         # of 128 (quantization/utils/marlin_utils.py:172-204, GPTQ_MARLIN_MIN_THREAD_K = 128 at :28)
-        for w in (model.expert_intermediate_size if model.num_experts else model.intermediate_size,):
-            part = w // tp
-            if w and (part % model.quant_group or part % 128):
-                yield (f"tp {tp} splits the MLP width {w} into {part}, not a multiple of the quantization group "
-                       f"{model.quant_group} and of 128")
+        part = width // n
+        if part % model.quant_group or part % 128:
+            yield (f"{ways(n)} splits the MLP width {width} into {part}, not a multiple of the quantization group "
+                   f"{model.quant_group} and of 128")
     if pp > model.num_layers:
         yield f"pp {pp} exceeds the {model.num_layers} layers"
     for g in hw.gpus:
@@ -357,68 +432,3 @@ def _default_batched(total: int, rk: list[mem.Rank]) -> int:
     if total >= _LARGE_GPU and not any("a100" in r.name.lower() for r in rk):
         return 8192
     return 2048
-
-
-def serving_tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms: list[mem.RankMemory], *, tp: int, pp: int,
-                         batch: int, context: int, kv_per_layer: int) -> float:
-    """Decode tokens/s of the whole engine with ``batch`` sequences of ``context`` tokens each.
-
-    One step reads each rank's weights once for the batch (MoE: the experts some sequence routes
-    to, ``1 - (1 - k/E)^batch`` of them) and every sequence's KV. With pipeline parallelism the
-    batch runs as ``pp`` micro-batches, one per stage at a time: the slowest stage sets the pace.
-    """
-    gpus = {f"node{n}:cuda:{i}": g for n, node in enumerate(hw.cuda_by_node()) for i, g in enumerate(node)}
-    micro = max(1, batch // pp) if pp > 1 else batch
-    share = 1 - (1 - model.experts_per_tok / model.num_experts) ** micro if model.num_experts else 1.0
-    stage_times = []
-    for stage in range(pp):
-        start, end = mem.stage_layers(model.num_layers, pp)[stage]
-        experts = sum(layer.experts for layer in model.layers[start:end]) / tp
-        t = 0.0
-        for r, rm in zip(rk, rms, strict=True):
-            if r.stage != stage:
-                continue
-            bw = gpus[r.device].bandwidth or DEFAULT_GPU_BANDWIDTH
-            read = rm.weights - experts * (1 - share) + micro * context * kv_per_layer * rm.layers
-            t = max(t, read / (bw * DECODE_EFFICIENCY))
-        if tp > 1:
-            t += 2 * (end - start) * NVLINK_LATENCY
-        stage_times.append(t)
-    if pp > 1:
-        return micro / max(stage_times) if max(stage_times) > 0 else 0.0
-    return batch / stage_times[0] if stage_times[0] > 0 else 0.0
-
-
-def _tokens_per_s(model: VllmModel, hw: Hardware, rk: list[mem.Rank], rms: list[mem.RankMemory], *, tp: int, pp: int,
-                  context: int, kv_per_layer: int) -> float:
-    """Decode tokens/s of one sequence: every stage reads its weights (for MoE the routed top-k
-    share of the experts) and its KV at ``context`` tokens at the GPU's bandwidth, plus two TP
-    all-reduces per layer and one hop between stages; stages run one after another for one
-    sequence, so their times add."""
-    seconds = 0.0
-    gpus = {f"node{n}:cuda:{i}": g for n, node in enumerate(hw.cuda_by_node()) for i, g in enumerate(node)}
-    expert_share = model.experts_per_tok / model.num_experts if model.num_experts else 1.0
-    h_bytes = model.hidden_size * model.dtype_bytes
-    links = [n.link_bandwidth for n in hw.nodes] if hw.nodes else [hw.link_bandwidth]
-    for stage in range(pp):
-        members = [(r, rm) for r, rm in zip(rk, rms, strict=True) if r.stage == stage]
-        start, end = mem.stage_layers(model.num_layers, pp)[stage]
-        experts = sum(layer.experts for layer in model.layers[start:end]) / tp
-        t = 0.0
-        for r, rm in members:
-            bw = gpus[r.device].bandwidth or DEFAULT_GPU_BANDWIDTH
-            read = rm.weights - experts * (1 - expert_share) + context * kv_per_layer * rm.layers
-            t = max(t, read / (bw * DECODE_EFFICIENCY))
-        if tp > 1:
-            g = gpus[members[0][0].device]
-            link = links[int(members[0][0].device.split(":", 1)[0][4:])]
-            bw_link = link or g.pcie_bandwidth or 25_000_000_000
-            lat = NVLINK_LATENCY if link else PCIE_LATENCY
-            t += 2 * (end - start) * (lat + 2 * (tp - 1) / tp * h_bytes / bw_link)
-        seconds += t
-    nodes_used = len({r.device.split(":", 1)[0] for r in rk})
-    if pp > 1:
-        hops_network = max(0, nodes_used - 1)
-        seconds += hops_network * (NETWORK_LATENCY + h_bytes / (hw.network_bandwidth or 50_000_000_000))
-        seconds += (pp - 1 - hops_network) * NVLINK_LATENCY
-    return 1.0 / seconds if seconds > 0 else 0.0

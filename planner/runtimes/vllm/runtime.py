@@ -28,7 +28,8 @@ from planner.sources.formats.safetensors import SAFE_INDEX, SAFE_SINGLE, is_safe
 
 
 class VllmRuntime:
-    """``vllm serve`` with tensor and pipeline parallelism (Ray or ``--nnodes`` across nodes)."""
+    """``vllm serve`` with tensor, pipeline, data and expert parallelism (Ray, ``--nnodes`` or one
+    ``--data-parallel-size-local`` command per node across nodes)."""
 
     name: ClassVar[str] = "vllm"
     engines: ClassVar[tuple[str, ...]] = ("vllm",)
@@ -58,10 +59,11 @@ class VllmRuntime:
 
     def reprice(self, model: Any, hardware: Hardware, request: Constraints, plan: Plan) -> Plan:
         s = emit.settings_of(plan)
+        ep = s.parallel.expert > 1
         req = replace(plans.Request.of(request), tp=s.parallel.tensor, pp=s.parallel.pipeline, kv_dtypes=(s.kv_cache.dtype,),
-                      utilization=s.gpu_memory_utilization, online_fp8=s.quantization == "fp8")
+                      utilization=s.gpu_memory_utilization, online_fp8=s.quantization == "fp8", dp=s.parallel.data, ep=ep)
         return plans.price(_model(model), hardware, req, tp=s.parallel.tensor, pp=s.parallel.pipeline, kv_dtype=s.kv_cache.dtype,
-                           online_fp8=s.quantization == "fp8")
+                           online_fp8=s.quantization == "fp8", dp=s.parallel.data, ep=ep)
 
     def min_bytes(self, model: Any) -> int:
         return _model(model).weight_bytes
