@@ -61,6 +61,8 @@ class GgufSettings(Settings):
         tensor_split: -ts proportions per GPU (empty: one GPU or none).
         gpus: the GPU devices used, in order.
         n_cpu_moe: --n-cpu-moe (experts of the first N layers on the CPU).
+        mlock: lock the CPU weights in RAM (llama.cpp ``--load-mode mmap+mlock``, llama-cpp-python
+            ``use_mlock=True``).
         estimated: the file's headers were not read: its bytes are scaled from another quant's.
     """
 
@@ -79,6 +81,7 @@ class GgufSettings(Settings):
     gpus: tuple[str, ...] = ()
     n_cpu_moe: int = 0
     estimated: bool = False
+    mlock: bool = False
 
     @property
     def tensor_overrides(self) -> tuple[str, ...]:
@@ -94,7 +97,7 @@ class GgufSettings(Settings):
                          "quant": self.quant, "n_gpu_layers": self.n_gpu_layers, "n_ctx": self.n_ctx, "n_parallel": self.n_parallel,
                          "cache_type_k": self.cache_type_k, "cache_type_v": self.cache_type_v, "flash_attn": self.flash_attn,
                          "tensor_split": list(self.tensor_split), "tensor_overrides": list(self.tensor_overrides),
-                         "n_cpu_moe": self.n_cpu_moe, "estimated": self.estimated}}
+                         "n_cpu_moe": self.n_cpu_moe, "estimated": self.estimated, "mlock": self.mlock}}
 
 
 def n_ctx_of(c: Constraints) -> int:
@@ -173,7 +176,8 @@ def _plans(m: GgufModel, hw: Hardware, c: Constraints, quants: list[str], choice
         qm = m.scaled(q)
         for tk, tv, flash in choices:
             base = GgufSettings(repo=m.repo, quant=q, files=qm.files, engine=engine, n_gpu_layers=0, n_layer=m.n_layer, n_ctx=n_ctx,
-                                n_parallel=c.batch, cache_type_k=tk, cache_type_v=tv, flash_attn=flash, estimated=q != m.quant)
+                                n_parallel=c.batch, cache_type_k=tk, cache_type_v=tv, flash_attn=flash, estimated=q != m.quant,
+                                mlock=bool(c.option("mlock", False)))
             out.append(evaluate(qm, hw, c, base))
             for gpus in gpu_sets:
                 split = tuple(float(g.free_bytes) for g in gpus) if len(gpus) > 1 else ()
@@ -253,7 +257,8 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
     # tied output: on a GPU, llama.cpp loads token_embd again there (TENSOR_DUPLICATED); on the
     # CPU it is the same mapped bytes as the input embedding.
     out_bytes = m.output_bytes - (m.embd_bytes if m.tied and out_dev == "cpu" else 0)
-    unread = 0 if m.tied and out_dev == "cpu" else _unread_embedding(m, st)
+    # mlock faults in every page it locks, the embedding's unread rows included
+    unread = 0 if (m.tied and out_dev == "cpu") or s.mlock else _unread_embedding(m, st)
     w["cpu"] -= unread
     w[out_dev] += out_bytes + (m.output_repack if out_dev == "cpu" else 0)
     read[out_dev] += m.output_bytes
@@ -281,6 +286,8 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
         if total > free - margin:
             reasons.append(f"{s.quant} with {s.n_gpu_layers} GPU layers needs {fmt_bytes(total)} on {d}, "
                            f"{fmt_bytes(max(0, free - margin))} usable")
+    if s.mlock:
+        reasons += _mlock_problems(s, hw, w["cpu"])
     on_gpu = bool(gpus) and all(x >= 0 for x in where) and s.n_cpu_moe == 0
     speed = _tokens_per_s(read, hw, gpus)
     notes = []
@@ -298,6 +305,31 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
                 quality=max(1, round(bits)), fits=not reasons, reasons=tuple(reasons), notes=tuple(notes),
                 on_accelerators=on_gpu, offloaded_bytes=w["cpu"] - m.input_bytes if gpus else 0,
                 kv_bytes=sum(kv.values()), kv_bytes_per_token=mem.kv_per_token(m, st))
+
+
+def _mlock_problems(s: GgufSettings, hw: Hardware, cpu_weights: int) -> list[str]:
+    """Why ``--mlock`` would not hold for this plan.
+
+    llama.cpp locks the model's host buffers (src/llama-model.cpp load_tensors: ``if (use_mlock
+    && ggml_backend_buffer_is_host(buf))``, the CPU_REPACK copy among them) and, in the mapped
+    file, each CPU tensor's pages (src/llama-model-loader.cpp load_all_data:
+    ``lmlock->grow_to(weight->offs + n_size)``); KV, compute and output buffers are not locked.
+    Past RLIMIT_MEMLOCK, mlock fails with ENOMEM, and llama.cpp only warns ("warning: failed to
+    mlock %zu-byte buffer (after previously locking %zu bytes)", src/llama-mmap.cpp raw_lock)
+    and runs unlocked: the plan is refused instead. The figure is a floor: the mapped lock
+    grows from the file's start, so GPU tensors stored before the last CPU tensor are locked too.
+    """
+    if s.engine == "ollama":
+        # ollama parser/parser.go deprecatedParameters: "use_mlock" ("warning: parameter use_mlock
+        # is deprecated", then dropped); its runner has no other way to lock the model
+        return ["Ollama has no mlock (its use_mlock parameter is deprecated and ignored): "
+                "--engine llama.cpp or llama-cpp-python can lock the weights"]
+    limit = hw.memlock_limit
+    if limit is not None and cpu_weights > limit:
+        return [f"mlock needs {fmt_bytes(cpu_weights, up=True)} locked, RLIMIT_MEMLOCK is {fmt_bytes(limit)}: raise it "
+                f"(ulimit -l unlimited; memlock in /etc/security/limits.conf, LimitMEMLOCK= for a systemd "
+                f"service, --ulimit memlock=-1 for docker) or drop --mlock"]
+    return []
 
 
 def _unread_embedding(m: GgufModel, st: mem.Setting) -> int:
