@@ -106,6 +106,19 @@ def n_ctx_of(c: Constraints) -> int:
     return (c.context + c.new_tokens) * c.batch
 
 
+def sequences(engine: str, c: Constraints) -> tuple[int, int]:
+    """(n_ctx, sequences) the engine runs the request with. llama-server and Ollama decode the
+    batch's sequences side by side (-np, OLLAMA_NUM_PARALLEL). llama-cpp-python's ``Llama()``
+    leaves n_seq_max at llama.cpp's default of 1 (src/llama-context.cpp
+    llama_context_default_params ``/*.n_seq_max =*/ 1``; llama_cpp/llama.py 0.3.36 sets it only
+    for ``embedding=True``, lines 407-412, and takes no argument for it; measured: it logs
+    "n_seq_max = 1" whatever the batch): one sequence at a time, so the batch runs one request
+    after another in one request's context."""
+    if engine == "llama-cpp-python":
+        return c.context + c.new_tokens, 1
+    return n_ctx_of(c), c.batch
+
+
 def requested(m: GgufModel, c: Constraints) -> tuple[list[str], list[tuple[str, str, bool]]]:
     """The quant groups and (type_k, type_v, flash_attn) cache settings the request allows
     (--quant, --kv-type, --flash-attn); shared with the RPC plans (planner.runtimes.gguf.rpc).
@@ -150,7 +163,7 @@ def plans(m: GgufModel, hw: Hardware, c: Constraints) -> list[Plan]:
         gpu_sets.append(hw.gpus[:1])
         if len(hw.gpus) > 1 and not hw.gpus[0].unified:
             gpu_sets.append(hw.gpus)
-    n_ctx = n_ctx_of(c)
+    n_ctx, _ = sequences(engine, c)
     if quant is None and c.prefer == "speed":
         # By default the quant read first (Q4_K_M where there is one: the usual recommendation)
         # and the more precise ones are planned; the smaller ones only when none of those fits,
@@ -176,7 +189,8 @@ def _plans(m: GgufModel, hw: Hardware, c: Constraints, quants: list[str], choice
         qm = m.scaled(q)
         for tk, tv, flash in choices:
             base = GgufSettings(repo=m.repo, quant=q, files=qm.files, engine=engine, n_gpu_layers=0, n_layer=m.n_layer, n_ctx=n_ctx,
-                                n_parallel=c.batch, cache_type_k=tk, cache_type_v=tv, flash_attn=flash, estimated=q != m.quant,
+                                n_parallel=sequences(engine, c)[1], cache_type_k=tk, cache_type_v=tv, flash_attn=flash,
+                                estimated=q != m.quant,
                                 mlock=bool(c.option("mlock", False)))
             out.append(evaluate(qm, hw, c, base))
             for gpus in gpu_sets:
@@ -294,6 +308,9 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
     if s.estimated:
         notes.append(f"{s.quant} sized from its listed file size, scaled from the quant whose header was read: "
                      f"--quant {s.quant} reads its own")
+    if s.engine == "llama-cpp-python" and c.batch > 1:
+        notes.append(f"llama-cpp-python decodes one sequence at a time (n_seq_max 1): the batch of {c.batch} runs "
+                     "one request after another; llama-server -np decodes them together (--engine llama.cpp)")
     if gpus:
         notes.append("GPU figures (CUDA context, compute buffer) are peer figures until a GPU run measures them")
     bits = round(m.weight_bytes * 8 / max(1, m.params), 2)
@@ -356,7 +373,8 @@ def reprice(m: GgufModel, hw: Hardware, c: Constraints, plan: Plan) -> Plan:
     s = plan.settings
     if not isinstance(s, GgufSettings):
         raise TypeError(f"not a GGUF plan: {plan.runtime}")
-    return evaluate(m.scaled(s.quant), hw, c, replace(s, n_ctx=n_ctx_of(c), n_parallel=c.batch))
+    n_ctx, n_seq = sequences(s.engine, c)
+    return evaluate(m.scaled(s.quant), hw, c, replace(s, n_ctx=n_ctx, n_parallel=n_seq))
 
 
 def min_bytes(m: GgufModel) -> int:
