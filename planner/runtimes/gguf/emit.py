@@ -62,8 +62,9 @@ def llama_server(r: Report, p: Plan, *, program: str = "llama-server") -> tuple[
         argv += ["--n-cpu-moe", str(s.n_cpu_moe)]
     argv += ["-ctk", s.cache_type_k, "-ctv", s.cache_type_v, "-fa", "on" if s.flash_attn else "off"]
     if s.mlock:
-        # common/arg.cpp "-lm, --load-mode" (tools/server/README.md: "mmap+mlock: mmap + force system
-        # to keep model in RAM"); builds before that option (llama.cpp PR #20834) spell it --mlock
+        # common/arg.cpp:2690-2708 "-lm, --load-mode" (llama.cpp vendored in llama-cpp-python 0.3.36;
+        # tools/server/README.md:75 "mmap+mlock: mmap + force system to keep model in RAM"); it has no
+        # --mlock, which builds before the load-mode refactor (llama.cpp PR #20834) took instead
         argv += ["--load-mode", "mmap+mlock"]
     if program == "llama-server":
         argv += ["-np", str(s.n_parallel)]
@@ -86,7 +87,7 @@ def script(r: Report, p: Plan) -> str:
                               # llama.cpp's C default is a full-size sliding-window cache (llama_context_default_params
                               # swa_full = true); the plan, like llama-server, keeps only the window
                               "swa_full": False}
-    if s.mlock:  # llama_cpp/llama.py: use_mmap and use_mlock -> LLAMA_LOAD_MODE_MMAP_MLOCK
+    if s.mlock:  # llama_cpp/llama.py:247-255: use_mmap and use_mlock -> LLAMA_LOAD_MODE_MMAP_MLOCK
         kwargs["use_mlock"] = True
     if s.tensor_split:
         kwargs["tensor_split"] = [round(x / sum(s.tensor_split), 4) for x in s.tensor_split]

@@ -109,7 +109,7 @@ def n_ctx_of(c: Constraints) -> int:
 def sequences(engine: str, c: Constraints) -> tuple[int, int]:
     """(n_ctx, sequences) the engine runs the request with. llama-server and Ollama decode the
     batch's sequences side by side (-np, OLLAMA_NUM_PARALLEL). llama-cpp-python's ``Llama()``
-    leaves n_seq_max at llama.cpp's default of 1 (src/llama-context.cpp
+    leaves n_seq_max at llama.cpp's default of 1 (src/llama-context.cpp:3759 of the vendored tree,
     llama_context_default_params ``/*.n_seq_max =*/ 1``; llama_cpp/llama.py 0.3.36 sets it only
     for ``embedding=True``, lines 407-412, and takes no argument for it; measured: it logs
     "n_seq_max = 1" whatever the batch): one sequence at a time, so the batch runs one request
@@ -190,8 +190,7 @@ def _plans(m: GgufModel, hw: Hardware, c: Constraints, quants: list[str], choice
         for tk, tv, flash in choices:
             base = GgufSettings(repo=m.repo, quant=q, files=qm.files, engine=engine, n_gpu_layers=0, n_layer=m.n_layer, n_ctx=n_ctx,
                                 n_parallel=sequences(engine, c)[1], cache_type_k=tk, cache_type_v=tv, flash_attn=flash,
-                                estimated=q != m.quant,
-                                mlock=bool(c.option("mlock", False)))
+                                estimated=q != m.quant, mlock=bool(c.option("mlock", False)))
             out.append(evaluate(qm, hw, c, base))
             for gpus in gpu_sets:
                 split = tuple(float(g.free_bytes) for g in gpus) if len(gpus) > 1 else ()
@@ -327,13 +326,15 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
 def _mlock_problems(s: GgufSettings, hw: Hardware, cpu_weights: int) -> list[str]:
     """Why ``--mlock`` would not hold for this plan.
 
-    llama.cpp locks the model's host buffers (src/llama-model.cpp load_tensors: ``if (use_mlock
-    && ggml_backend_buffer_is_host(buf))``, the CPU_REPACK copy among them) and, in the mapped
-    file, each CPU tensor's pages (src/llama-model-loader.cpp load_all_data:
+    Lines of the llama.cpp vendored in llama-cpp-python 0.3.36 (commit 0c1e5709). llama.cpp locks
+    the model's host buffers (src/llama-model.cpp:1888 load_tensors: ``if (use_mlock &&
+    ggml_backend_buffer_is_host(buf))``, the CPU_REPACK copy among them) and, in the mapped
+    file, each CPU tensor's pages (src/llama-model-loader.cpp:1661-1663 load_all_data:
     ``lmlock->grow_to(weight->offs + n_size)``); KV, compute and output buffers are not locked.
     Past RLIMIT_MEMLOCK, mlock fails with ENOMEM, and llama.cpp only warns ("warning: failed to
-    mlock %zu-byte buffer (after previously locking %zu bytes)", src/llama-mmap.cpp raw_lock)
-    and runs unlocked: the plan is refused instead. The figure is a floor: the mapped lock
+    mlock %zu-byte buffer (after previously locking %zu bytes)", src/llama-mmap.cpp:689-721
+    raw_lock; grow_to then stops locking, failed_already) and runs unlocked: the plan is refused
+    instead. The figure is a floor: the mapped lock
     grows from the file's start, so GPU tensors stored before the last CPU tensor are locked too.
     """
     if s.engine == "ollama":
