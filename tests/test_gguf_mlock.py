@@ -178,3 +178,12 @@ def test_llama_cpp_locks_what_the_plan_says_and_fails_where_it_refuses(small: Pa
         got = _run(api.emit(unchecked).files["run_llama.py"], tmp_path, limited=False)
         assert not got["mlock_failed"] and bcpu.weights <= got["locked"] <= bcpu.weights + 2 * PAGE + 64 * 1024
         assert abs(bcpu.total - got["peak_rss"]) <= max(64 * MiB, got["peak_rss"] // 20)
+
+
+def test_mlock_across_hosts_is_one_usage_error(small: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from planner.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["plan", str(small), "--runtime", "gguf", "--nodes", "2", "--hardware", "rtx-4090", "--mlock"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--mlock is planned on one machine only" in err and len(err.strip().splitlines()) <= 2, err
