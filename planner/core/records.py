@@ -154,6 +154,9 @@ class Hardware(_ToDict):
         nodes: for a cluster, its machines in node order (``gpus`` then lists theirs in that order);
             empty for one machine.
         network_bandwidth: for a cluster, bytes/s between two nodes (one direction), None when unknown.
+        memlock_limit: bytes this process may lock in RAM (``mlock``, llama.cpp's ``--load-mode
+            mmap+mlock``): the soft RLIMIT_MEMLOCK; None when nothing limits it (unlimited, the
+            process holds CAP_IPC_LOCK, or the figure is unknown, as for profiles).
     """
 
     name: str
@@ -171,6 +174,7 @@ class Hardware(_ToDict):
     link_bandwidth: int | None = None
     nodes: tuple[Hardware, ...] = ()
     network_bandwidth: int | None = None
+    memlock_limit: int | None = None
 
     def cuda_by_node(self) -> tuple[tuple[Gpu, ...], ...]:
         """The CUDA GPUs of each node, in node order (one node for a single machine)."""

@@ -106,6 +106,7 @@ def probe(*, offload_dir: str | Path | None = None, cache_dir: str | Path | None
     sources["disk_free"] = f"probe: shutil.disk_usage({str(offload_at)!r}).free (offload folder {str(offload)!r})"
     sources["cache_disk_free"] = f"probe: shutil.disk_usage({str(cache_at)!r}).free (HF cache {str(cache)!r})"
 
+    memlock, sources["memlock_limit"] = memlock_limit()
     cpus = os.cpu_count()
     gpu_words = ", ".join(f"{g.name} {fmt_bytes(g.total_bytes)}" for g in gpus) or "no GPU"
     description = f"this machine: {cpus or '?'} CPUs, {fmt_bytes(vm.total)} RAM, {gpu_words}"
@@ -122,6 +123,7 @@ def probe(*, offload_dir: str | Path | None = None, cache_dir: str | Path | None
         cpu_count=cpus,
         description=description,
         sources=sources,
+        memlock_limit=memlock,
     )
 
 
@@ -184,6 +186,43 @@ def apply_overrides(
         sources["disk_free"] = sources["cache_disk_free"] = "override: --disk"
     source = hw.source if hw.source.endswith("+override") else hw.source + "+override"
     return dataclasses.replace(hw, source=source, sources=sources, **changes)
+
+
+# Bit of CAP_IPC_LOCK in /proc/<pid>/status CapEff (include/uapi/linux/capability.h:
+# "#define CAP_IPC_LOCK 14").
+_CAP_IPC_LOCK = 14
+
+
+def memlock_limit() -> tuple[int | None, str]:
+    """(bytes this process may lock, where the figure comes from); None when nothing limits it.
+
+    Linux refuses an ``mlock`` past the soft RLIMIT_MEMLOCK with ENOMEM unless the process holds
+    CAP_IPC_LOCK (mm/mlock.c, do_mlock: ``if ((locked <= lock_limit) || capable(CAP_IPC_LOCK))``),
+    so a process with that capability (root in most containers, unless it was dropped) has no
+    limit. macOS applies the same rlimit. Where the ``resource`` module is missing (Windows:
+    llama.cpp grows the working set itself, llama-mmap.cpp raw_lock), None.
+    """
+    try:
+        import resource
+    except ImportError:
+        return None, "probe: no resource module (not POSIX); None"
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if sys.platform.startswith("linux") and _has_cap_ipc_lock():
+        return None, f"probe: CAP_IPC_LOCK held (RLIMIT_MEMLOCK {soft} does not bind); None"
+    if soft == resource.RLIM_INFINITY:
+        return None, "probe: resource.getrlimit(RLIMIT_MEMLOCK) unlimited; None"
+    return int(soft), "probe: resource.getrlimit(RLIMIT_MEMLOCK) soft limit"
+
+
+def _has_cap_ipc_lock() -> bool:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_IPC_LOCK & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 # --------------------------------------------------------------------------------------------

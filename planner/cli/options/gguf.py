@@ -13,6 +13,9 @@ OPTIONS = [
     click.option("--kv-type", "kv_type", type=click.Choice(["f16", "q8_0", "q4_0"]), help="GGUF: KV cache type (-ctk/-ctv)."),
     click.option("--engine", "engine", type=click.Choice(["llama.cpp", "llama-cpp-python", "ollama"]),
                  help="GGUF: the program the plan is for (default llama.cpp)."),
+    click.option("--mlock", "mlock", is_flag=True, default=None,
+                 help="GGUF: lock the CPU weights in RAM (llama.cpp --load-mode mmap+mlock, use_mlock=True); "
+                      "refused when they exceed RLIMIT_MEMLOCK (ulimit -l)."),
     click.option("--rpc-hosts", "rpc_hosts", metavar="HOST[,HOST...]",
                  help="GGUF on a cluster (--nodes, a cluster profile): the address of each worker node, in node order, "
                       "for the llama.cpp RPC commands (default node1, node2, ...)."),
@@ -22,7 +25,7 @@ OPTIONS = [
 
 
 def collect(o: dict[str, Any]) -> dict[str, Any]:
-    out = {k: o[k] for k in ("quant", "n_gpu_layers", "kv_type", "engine", "rpc_hosts") if o.get(k) is not None}
+    out = {k: o[k] for k in ("quant", "n_gpu_layers", "kv_type", "engine", "mlock", "rpc_hosts") if o.get(k) is not None}
     if out:
         out["runtime"] = "gguf"
     if o.get("gguf_repo") is not None:  # compared with the model's own plans: no runtime implied

@@ -46,7 +46,8 @@ def _model_path(r: Report, s: GgufSettings) -> str:
 
 def llama_server(r: Report, p: Plan, *, program: str = "llama-server") -> tuple[str, ...]:
     """The llama-server (or llama-cli) argv (flags as tools/server/README.md and common/arg.cpp
-    document them: -m/--hf-repo+--hf-file, --rpc, -c, -ngl, -ts, --n-cpu-moe, -ctk, -ctv, -fa on|off, -np)."""
+    document them: -m/--hf-repo+--hf-file, --rpc, -c, -ngl, -ts, --n-cpu-moe, -ctk, -ctv, -fa on|off,
+    --load-mode mmap+mlock, -np)."""
     s = settings_of(p)
     argv: list[str] = [program]
     if _local(r):
@@ -61,6 +62,11 @@ def llama_server(r: Report, p: Plan, *, program: str = "llama-server") -> tuple[
     if s.n_cpu_moe:
         argv += ["--n-cpu-moe", str(s.n_cpu_moe)]
     argv += ["-ctk", s.cache_type_k, "-ctv", s.cache_type_v, "-fa", "on" if s.flash_attn else "off"]
+    if s.mlock:
+        # common/arg.cpp:2690-2708 "-lm, --load-mode" (llama.cpp vendored in llama-cpp-python 0.3.36;
+        # tools/server/README.md:75 "mmap+mlock: mmap + force system to keep model in RAM"); it has no
+        # --mlock, which builds before the load-mode refactor (llama.cpp PR #20834) took instead
+        argv += ["--load-mode", "mmap+mlock"]
     if program == "llama-server":
         argv += ["-np", str(s.n_parallel)]
     return tuple(argv)
@@ -83,6 +89,8 @@ def script(r: Report, p: Plan) -> str:
                               # llama_context_default_params swa_full = true); the plan, like llama-server
                               # (common/common.h:574 swa_full = false), keeps only the window
                               "swa_full": False}
+    if s.mlock:  # llama_cpp/llama.py:247-255: use_mmap and use_mlock -> LLAMA_LOAD_MODE_MMAP_MLOCK
+        kwargs["use_mlock"] = True
     if s.tensor_split:
         kwargs["tensor_split"] = [round(x / sum(s.tensor_split), 4) for x in s.tensor_split]
     if _local(r):
@@ -94,7 +102,7 @@ def script(r: Report, p: Plan) -> str:
     return f'''"""Run {s.repo} ({s.quant}) as fitcheck planned: {p.label}.
 
 Needs llama-cpp-python ({PACKAGES[0]}). Options: --fill (a prompt that fills the context),
---report PATH (write peak RSS and llama.cpp's buffer sizes as JSON).
+--report PATH (write peak RSS, locked bytes and llama.cpp's buffer sizes as JSON).
 """
 import json
 import os
@@ -108,16 +116,24 @@ NEW_TOKENS = {int(new_tokens)}
 BUFFERS = re.compile(r"(\\w+)\\s+(model|KV|compute|output) buffer size =\\s+([0-9.]+) MiB")
 
 
-def peak_rss():
-    """This process's peak RSS: the kernel's VmHWM (ru_maxrss would include the parent's peak
-    from before exec on Linux)."""
+def status(key):
+    """A figure of /proc/self/status in bytes (Linux), None elsewhere."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss():
+    """This process's peak RSS: the kernel's VmHWM (ru_maxrss would include the parent's peak
+    from before exec on Linux)."""
+    hwm = status("VmHWM")
+    if hwm is not None:
+        return hwm
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
@@ -133,6 +149,7 @@ def main(argv):
 
     llm = {load}
     rss_load = peak_rss()
+    locked = status("VmLck")  # what mlock holds (0 without use_mlock)
     if "--fill" in argv:
         vocab = llm.n_vocab()
         prompt = [4 + i % max(1, vocab - 8) for i in range(max(1, SETTINGS["n_ctx"] - NEW_TOKENS - 8))]
@@ -145,13 +162,14 @@ def main(argv):
     if report:
         os.dup2(saved, 2)
         log.seek(0)
+        logged = log.read().decode("utf-8", "replace")
         buffers = {{}}
-        for dev, kind, mib in BUFFERS.findall(log.read().decode("utf-8", "replace")):
+        for dev, kind, mib in BUFFERS.findall(logged):
             key = kind + ":" + dev
             buffers[key] = buffers.get(key, 0) + int(float(mib) * 1024 * 1024)
         with open(report, "w") as fh:
             json.dump({{"peak_rss": peak, "rss_after_load": rss_load, "generated_tokens": tokens, "text": text,
-                       "buffers": buffers}}, fh)
+                       "buffers": buffers, "locked": locked, "mlock_failed": "failed to mlock" in logged}}, fh)
     else:
         print(text)
 

@@ -61,6 +61,8 @@ class GgufSettings(Settings):
         tensor_split: -ts proportions per GPU (empty: one GPU or none).
         gpus: the GPU devices used, in order.
         n_cpu_moe: --n-cpu-moe (experts of the first N layers on the CPU).
+        mlock: lock the CPU weights in RAM (llama.cpp ``--load-mode mmap+mlock``, llama-cpp-python
+            ``use_mlock=True``).
         estimated: the file's headers were not read: its bytes are scaled from another quant's.
     """
 
@@ -79,6 +81,7 @@ class GgufSettings(Settings):
     gpus: tuple[str, ...] = ()
     n_cpu_moe: int = 0
     estimated: bool = False
+    mlock: bool = False
 
     @property
     def tensor_overrides(self) -> tuple[str, ...]:
@@ -96,7 +99,7 @@ class GgufSettings(Settings):
                          "quant": self.quant, "n_gpu_layers": self.n_gpu_layers, "n_ctx": self.n_ctx, "n_parallel": self.n_parallel,
                          "cache_type_k": self.cache_type_k, "cache_type_v": self.cache_type_v, "flash_attn": self.flash_attn,
                          "tensor_split": list(self.tensor_split), "tensor_overrides": list(self.tensor_overrides),
-                         "n_cpu_moe": self.n_cpu_moe, "estimated": self.estimated}}
+                         "n_cpu_moe": self.n_cpu_moe, "estimated": self.estimated, "mlock": self.mlock}}
 
 
 def n_ctx_of(c: Constraints) -> int:
@@ -104,6 +107,19 @@ def n_ctx_of(c: Constraints) -> int:
     -np sequences: llama.cpp vendored in llama-cpp-python 0.3.36, src/llama-context.cpp:295
     n_ctx_seq = n_ctx / n_seq_max)."""
     return (c.context + c.new_tokens) * c.batch
+
+
+def sequences(engine: str, c: Constraints) -> tuple[int, int]:
+    """(n_ctx, sequences) the engine runs the request with. llama-server and Ollama decode the
+    batch's sequences side by side (-np, OLLAMA_NUM_PARALLEL). llama-cpp-python's ``Llama()``
+    leaves n_seq_max at llama.cpp's default of 1 (src/llama-context.cpp:3759 of the vendored tree,
+    llama_context_default_params ``/*.n_seq_max =*/ 1``; llama_cpp/llama.py 0.3.36 sets it only
+    for ``embedding=True``, lines 407-412, and takes no argument for it; measured: it logs
+    "n_seq_max = 1" whatever the batch): one sequence at a time, so the batch runs one request
+    after another in one request's context."""
+    if engine == "llama-cpp-python":
+        return c.context + c.new_tokens, 1
+    return n_ctx_of(c), c.batch
 
 
 def requested(m: GgufModel, c: Constraints) -> tuple[list[str], list[tuple[str, str, bool]]]:
@@ -150,7 +166,7 @@ def plans(m: GgufModel, hw: Hardware, c: Constraints) -> list[Plan]:
         gpu_sets.append(hw.gpus[:1])
         if len(hw.gpus) > 1 and not hw.gpus[0].unified:
             gpu_sets.append(hw.gpus)
-    n_ctx = n_ctx_of(c)
+    n_ctx, _ = sequences(engine, c)
     if quant is None and c.prefer == "speed":
         # By default the quant read first (Q4_K_M where there is one: the usual recommendation)
         # and the more precise ones are planned; the smaller ones only when none of those fits,
@@ -176,7 +192,8 @@ def _plans(m: GgufModel, hw: Hardware, c: Constraints, quants: list[str], choice
         qm = m.scaled(q)
         for tk, tv, flash in choices:
             base = GgufSettings(repo=m.repo, quant=q, files=qm.files, engine=engine, n_gpu_layers=0, n_layer=m.n_layer, n_ctx=n_ctx,
-                                n_parallel=c.batch, cache_type_k=tk, cache_type_v=tv, flash_attn=flash, estimated=q != m.quant)
+                                n_parallel=sequences(engine, c)[1], cache_type_k=tk, cache_type_v=tv, flash_attn=flash,
+                                estimated=q != m.quant, mlock=bool(c.option("mlock", False)))
             out.append(evaluate(qm, hw, c, base))
             for gpus in gpu_sets:
                 split = tuple(float(g.free_bytes) for g in gpus) if len(gpus) > 1 else ()
@@ -268,7 +285,8 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
     # src/models/llama.cpp:45, placed as the output layer by src/llama-model-loader.cpp:1166); on the
     # CPU it is the same mapped bytes as the input embedding.
     out_bytes = m.output_bytes - (m.embd_bytes if m.tied and out_dev == "cpu" else 0)
-    unread = 0 if m.tied and out_dev == "cpu" else _unread_embedding(m, st)
+    # mlock faults in every page it locks, the embedding's unread rows included
+    unread = 0 if (m.tied and out_dev == "cpu") or s.mlock else _unread_embedding(m, st)
     w["cpu"] -= unread
     w[out_dev] += out_bytes + (m.output_repack if out_dev == "cpu" else 0)
     read[out_dev] += m.output_bytes
@@ -296,12 +314,17 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
         if total > free - margin:
             reasons.append(f"{s.quant} with {s.n_gpu_layers} GPU layers needs {fmt_bytes(total)} on {d}, "
                            f"{fmt_bytes(max(0, free - margin))} usable")
+    if s.mlock:
+        reasons += _mlock_problems(s, hw, w["cpu"])
     on_gpu = bool(gpus) and all(x >= 0 for x in where) and s.n_cpu_moe == 0
     speed = _tokens_per_s(read, hw, gpus)
     notes = []
     if s.estimated:
         notes.append(f"{s.quant} sized from its listed file size, scaled from the quant whose header was read: "
                      f"--quant {s.quant} reads its own")
+    if s.engine == "llama-cpp-python" and c.batch > 1:
+        notes.append(f"llama-cpp-python decodes one sequence at a time (n_seq_max 1): the batch of {c.batch} runs "
+                     "one request after another; llama-server -np decodes them together (--engine llama.cpp)")
     if gpus:
         notes.append("GPU figures (CUDA context, compute buffer) are peer figures until a GPU run measures them")
     bits = round(m.weight_bytes * 8 / max(1, m.params), 2)
@@ -313,6 +336,33 @@ def evaluate(m: GgufModel, hw: Hardware, c: Constraints, s: GgufSettings) -> Pla
                 quality=max(1, round(bits)), fits=not reasons, reasons=tuple(reasons), notes=tuple(notes),
                 on_accelerators=on_gpu, offloaded_bytes=w["cpu"] - m.input_bytes if gpus else 0,
                 kv_bytes=sum(kv.values()), kv_bytes_per_token=mem.kv_per_token(m, st))
+
+
+def _mlock_problems(s: GgufSettings, hw: Hardware, cpu_weights: int) -> list[str]:
+    """Why ``--mlock`` would not hold for this plan.
+
+    Lines of the llama.cpp vendored in llama-cpp-python 0.3.36 (commit 0c1e5709). llama.cpp locks
+    the model's host buffers (src/llama-model.cpp:1888 load_tensors: ``if (use_mlock &&
+    ggml_backend_buffer_is_host(buf))``, the CPU_REPACK copy among them) and, in the mapped
+    file, each CPU tensor's pages (src/llama-model-loader.cpp:1661-1663 load_all_data:
+    ``lmlock->grow_to(weight->offs + n_size)``); KV, compute and output buffers are not locked.
+    Past RLIMIT_MEMLOCK, mlock fails with ENOMEM, and llama.cpp only warns ("warning: failed to
+    mlock %zu-byte buffer (after previously locking %zu bytes)", src/llama-mmap.cpp:689-721
+    raw_lock; grow_to then stops locking, failed_already) and runs unlocked: the plan is refused
+    instead. The figure is a floor: the mapped lock
+    grows from the file's start, so GPU tensors stored before the last CPU tensor are locked too.
+    """
+    if s.engine == "ollama":
+        # ollama parser/parser.go deprecatedParameters: "use_mlock" ("warning: parameter use_mlock
+        # is deprecated", then dropped); its runner has no other way to lock the model
+        return ["Ollama has no mlock (its use_mlock parameter is deprecated and ignored): "
+                "--engine llama.cpp or llama-cpp-python can lock the weights"]
+    limit = hw.memlock_limit
+    if limit is not None and cpu_weights > limit:
+        return [f"mlock needs {fmt_bytes(cpu_weights, up=True)} locked, RLIMIT_MEMLOCK is {fmt_bytes(limit)}: raise it "
+                f"(ulimit -l unlimited; memlock in /etc/security/limits.conf, LimitMEMLOCK= for a systemd "
+                f"service, --ulimit memlock=-1 for docker) or drop --mlock"]
+    return []
 
 
 def _unread_embedding(m: GgufModel, st: mem.Setting) -> int:
@@ -339,7 +389,8 @@ def reprice(m: GgufModel, hw: Hardware, c: Constraints, plan: Plan) -> Plan:
     s = plan.settings
     if not isinstance(s, GgufSettings):
         raise TypeError(f"not a GGUF plan: {plan.runtime}")
-    return evaluate(m.scaled(s.quant), hw, c, replace(s, n_ctx=n_ctx_of(c), n_parallel=c.batch))
+    n_ctx, n_seq = sequences(s.engine, c)
+    return evaluate(m.scaled(s.quant), hw, c, replace(s, n_ctx=n_ctx, n_parallel=n_seq))
 
 
 def min_bytes(m: GgufModel) -> int:

@@ -145,12 +145,14 @@ def plans(m: GgufModel, hw: Hardware, c: Constraints) -> list[Plan]:
     """Every RPC candidate over the whole cluster (quant x cache type), each with the most layers that fit.
 
     Raises:
-        UsageError: --engine other than llama.cpp, a bad --quant/--kv-type/--rpc-hosts.
+        UsageError: --engine other than llama.cpp, --mlock, a bad --quant/--kv-type/--rpc-hosts.
     """
     engine = c.option("engine", "llama.cpp")
     if engine not in ("llama.cpp", ENGINE):
         raise UsageError(f"--engine {engine}: across hosts only llama.cpp runs a GGUF model (its RPC backend, --rpc)",
                          hint="drop --engine, or plan one node")
+    if c.option("mlock"):  # each rpc-server holds its share in its own buffers; their limits are not probed
+        raise UsageError("--mlock is planned on one machine only, not across hosts", hint="drop --mlock, or plan one node")
     hosts = hosts_of(hw, c)
     devs = devices(hw)
     quants, choices = gp.requested(m, c)

@@ -47,6 +47,8 @@ def main(argv: list[str]) -> int:
         "generated_tokens": got["generated_tokens"],
         "llama_cpp_buffers": buffers,
         "text": got["text"],
+        # VmLck after load and whether llama.cpp logged "failed to mlock" (a --mlock plan)
+        "mlock": {"locked": got.get("locked"), "failed": bool(got.get("mlock_failed"))},
     }
     with open(out_path, "w", encoding="utf-8") as fh:
         json.dump(raw, fh)
