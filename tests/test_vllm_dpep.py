@@ -196,6 +196,9 @@ def test_emitted_commands_one_node_and_per_node_across_two() -> None:
     assert r2.solution is not None
     cmds = api.emit(r2).commands
     assert set(cmds) == {"vllm_serve", "vllm_serve_dp_node0", "vllm_serve_dp_node1"}  # no Ray: replicas stay in a node
+    from planner.runtimes.vllm import emit as vllm_emit
+
+    assert vllm_emit.placement_group(r2.solution.chosen) is None  # nor a Ray placement group
     head, worker = list(cmds["vllm_serve_dp_node0"]), list(cmds["vllm_serve_dp_node1"])
     assert list(cmds["vllm_serve"]) == head
 

@@ -31,6 +31,12 @@ HEAD = "HEAD_IP"  # placeholder the user replaces with the head node's address
 RAY_PORT = 6379  # `ray start --head` default port (Ray docs, "ray start")
 MASTER_PORT = 29501  # ParallelConfig.master_port default (vllm config/parallel.py:338)
 DP_RPC_PORT = 29550  # ParallelConfig.data_parallel_rpc_port default (vllm 0.34.0 config/parallel.py:169)
+# The placement group vLLM 0.34.0 asks Ray for when no placement group is current
+# (v1/executor/ray_utils.py:371-378, initialize_ray_cluster): one bundle of {"GPU": 1.0} per rank of
+# world_size = tp x pp, strategy "PACK" ("By default, Ray packs resources as much as possible"). Its
+# workers take num_cpus=0 (v1/executor/ray_executor_v2.py:386), so the bundles ask for GPUs only.
+PG_STRATEGY = "PACK"
+PG_BUNDLE = {"GPU": 1.0}
 
 
 def settings_of(plan: Plan) -> VllmSettings:
@@ -110,6 +116,17 @@ def nnodes_serve(report: Report, plan: Plan, node_rank: int) -> list[str]:
     return argv
 
 
+def placement_group(plan: Plan) -> dict[str, Any] | None:
+    """The Ray placement group ``vllm serve --distributed-executor-backend ray`` requests for the plan:
+    ``{"bundles": [{"GPU": 1.0}, ...], "strategy": "PACK"}``, one bundle per rank; None for a plan on one
+    node, which vLLM serves with its multiprocessing backend and no Ray, and for a data-parallel plan,
+    whose nodes each start their own ``vllm serve`` (:func:`dp_node_serve`)."""
+    p = settings_of(plan).parallel
+    if p.nodes <= 1 or p.data > 1:
+        return None
+    return {"bundles": [dict(PG_BUNDLE) for _ in range(p.tensor * p.pipeline)], "strategy": PG_STRATEGY}
+
+
 def commands(report: Report, plan: Plan) -> dict[str, tuple[str, ...]]:
     """Every command of the plan by name."""
     s = settings_of(plan)
@@ -126,8 +143,8 @@ def commands(report: Report, plan: Plan) -> dict[str, tuple[str, ...]]:
 
 
 def describe(report: Report, plan: Plan) -> dict[str, Any]:
-    """The plan's JSON entries besides its settings: the commands."""
-    return {"commands": {k: list(v) for k, v in commands(report, plan).items()}}
+    """The plan's JSON entries besides its settings: the commands and the Ray placement group."""
+    return {"commands": {k: list(v) for k, v in commands(report, plan).items()}, "placement_group": placement_group(plan)}
 
 
 def readme(report: Report, plan: Plan) -> str:
