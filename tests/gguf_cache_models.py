@@ -78,6 +78,22 @@ def _finish(w: Any, t: _Tensors, path: Path) -> Path:
     return path
 
 
+def _attention(t: _Tensors, b: str, *, n_embd: int, n_head: int, n_head_kv: int, head_dim: int) -> None:
+    """An attention block's projections: q, k, v and output."""
+    t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
+    t.mat(b + "attn_k.weight", n_head_kv * head_dim, n_embd)
+    t.mat(b + "attn_v.weight", n_head_kv * head_dim, n_embd)
+    t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
+
+
+def _gated_ffn(t: _Tensors, b: str, *, n_embd: int, n_ff: int, norm: str = "ffn_norm.weight") -> None:
+    """A dense gated FFN with its norm (gate, up, down)."""
+    t.f32s(b + norm, n_embd, value=1.0)
+    t.mat(b + "ffn_gate.weight", n_ff, n_embd)
+    t.mat(b + "ffn_up.weight", n_ff, n_embd)
+    t.mat(b + "ffn_down.weight", n_embd, n_ff)
+
+
 def write_deepseek2(path: Path, *, qtype: str = "Q8_0", n_layer: int = 3, n_embd: int = 256, n_ff: int = 512, n_head: int = 4,
                     q_lora_rank: int = 64, kv_lora_rank: int = 128, rope_dim: int = 32, qk_nope: int = 64, v_head: int = 64,
                     n_vocab: int = 2000, seed: int = 0) -> Path:
@@ -114,10 +130,7 @@ def write_deepseek2(path: Path, *, qtype: str = "Q8_0", n_layer: int = 3, n_embd
         t.f16(b + "attn_k_b.weight", n_head, kv_lora_rank, qk_nope)
         t.f16(b + "attn_v_b.weight", n_head, v_head, kv_lora_rank)
         t.mat(b + "attn_output.weight", n_embd, n_head * v_head)
-        t.f32s(b + "ffn_norm.weight", n_embd, value=1.0)
-        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
-        t.mat(b + "ffn_up.weight", n_ff, n_embd)
-        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+        _gated_ffn(t, b, n_embd=n_embd, n_ff=n_ff)
     t.f32s("output_norm.weight", n_embd, value=1.0)
     t.mat("output.weight", n_vocab, n_embd)
     return _finish(w, t, path)
@@ -177,16 +190,10 @@ def write_jamba(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, attn_every
         b = f"blk.{i}."
         t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
         if kv[i]:
-            t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
-            t.mat(b + "attn_k.weight", kv[i] * head_dim, n_embd)
-            t.mat(b + "attn_v.weight", kv[i] * head_dim, n_embd)
-            t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
+            _attention(t, b, n_embd=n_embd, n_head=n_head, n_head_kv=kv[i], head_dim=head_dim)
         else:
             _mamba_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, dt_rank=dt_rank, norms=True)
-        t.f32s(b + "ffn_norm.weight", n_embd, value=1.0)
-        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
-        t.mat(b + "ffn_up.weight", n_ff, n_embd)
-        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+        _gated_ffn(t, b, n_embd=n_embd, n_ff=n_ff)
     t.f32s("output_norm.weight", n_embd, value=1.0)
     t.mat("output.weight", n_vocab, n_embd)
     return _finish(w, t, path)
@@ -250,16 +257,10 @@ def write_granitehybrid(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, at
         b = f"blk.{i}."
         t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
         if kv[i]:
-            t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
-            t.mat(b + "attn_k.weight", kv[i] * head_dim, n_embd)
-            t.mat(b + "attn_v.weight", kv[i] * head_dim, n_embd)
-            t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
+            _attention(t, b, n_embd=n_embd, n_head=n_head, n_head_kv=kv[i], head_dim=head_dim)
         else:
             _mamba2_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, n_head=ssm_head, n_group=n_group)
-        t.f32s(b + "ffn_norm.weight", n_embd, value=1.0)
-        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
-        t.mat(b + "ffn_up.weight", n_ff, n_embd)
-        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+        _gated_ffn(t, b, n_embd=n_embd, n_ff=n_ff)
     t.f32s("output_norm.weight", n_embd, value=1.0)
     t.mat("output.weight", n_vocab, n_embd)
     return _finish(w, t, path)
@@ -292,10 +293,7 @@ def write_nemotron_h(path: Path, *, qtype: str = "Q8_0", pattern: str = "MAMF", 
         if c == "M":
             _mamba2_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, n_head=ssm_head, n_group=n_group)
         elif c == "A":
-            t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
-            t.mat(b + "attn_k.weight", n_head_kv * head_dim, n_embd)
-            t.mat(b + "attn_v.weight", n_head_kv * head_dim, n_embd)
-            t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
+            _attention(t, b, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim)
         else:
             t.mat(b + "ffn_up.weight", n_ff, n_embd)
             t.mat(b + "ffn_down.weight", n_embd, n_ff)
@@ -323,18 +321,12 @@ def write_lfm2(path: Path, *, qtype: str = "Q8_0", n_layer: int = 4, attn_every:
         if kv[i]:
             t.f32s(b + "attn_q_norm.weight", head_dim, value=1.0)
             t.f32s(b + "attn_k_norm.weight", head_dim, value=1.0)
-            t.mat(b + "attn_q.weight", n_embd, n_embd)
-            t.mat(b + "attn_k.weight", kv[i] * head_dim, n_embd)
-            t.mat(b + "attn_v.weight", kv[i] * head_dim, n_embd)
-            t.mat(b + "attn_output.weight", n_embd, n_embd)
+            _attention(t, b, n_embd=n_embd, n_head=n_head, n_head_kv=kv[i], head_dim=head_dim)  # n_head x head_dim = n_embd
         else:
             t.f32s(b + "shortconv.conv.weight", n_embd, l_cache)
             t.mat(b + "shortconv.in_proj.weight", 3 * n_embd, n_embd)
             t.mat(b + "shortconv.out_proj.weight", n_embd, n_embd)
-        t.f32s(b + "ffn_norm.weight", n_embd, value=1.0)
-        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
-        t.mat(b + "ffn_up.weight", n_ff, n_embd)
-        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+        _gated_ffn(t, b, n_embd=n_embd, n_ff=n_ff)
     t.f32s("token_embd_norm.weight", n_embd, value=1.0)
     t.mat("output.weight", n_vocab, n_embd)
     return _finish(w, t, path)
@@ -359,14 +351,8 @@ def write_falcon_h1(path: Path, *, qtype: str = "Q8_0", n_layer: int = 3, n_embd
         b = f"blk.{i}."
         t.f32s(b + "attn_norm.weight", n_embd, value=1.0)
         _mamba2_layer(t, b, n_embd=n_embd, d_inner=d_inner, d_state=d_state, d_conv=d_conv, n_head=ssm_head, n_group=n_group)
-        t.mat(b + "attn_q.weight", n_head * head_dim, n_embd)
-        t.mat(b + "attn_k.weight", n_head_kv * head_dim, n_embd)
-        t.mat(b + "attn_v.weight", n_head_kv * head_dim, n_embd)
-        t.mat(b + "attn_output.weight", n_embd, n_head * head_dim)
-        t.f32s(b + "ffn_norm", n_embd, value=1.0)
-        t.mat(b + "ffn_gate.weight", n_ff, n_embd)
-        t.mat(b + "ffn_up.weight", n_ff, n_embd)
-        t.mat(b + "ffn_down.weight", n_embd, n_ff)
+        _attention(t, b, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim)
+        _gated_ffn(t, b, n_embd=n_embd, n_ff=n_ff, norm="ffn_norm")
     t.f32s("output_norm.weight", n_embd, value=1.0)
     t.mat("output.weight", n_vocab, n_embd)
     return _finish(w, t, path)

@@ -13,7 +13,6 @@ within +-5 % or 64 MiB, never under by more.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,16 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).parent))
 
 import gguf_cache_models as models  # noqa: E402
+from run import MiB, measure, within_target  # noqa: E402  (benchmarks/gguf/run.py)
 
-from planner import api  # noqa: E402
-from planner.core.records import Constraints, Hardware  # noqa: E402
-
-MiB = 1024**2
-GiB = 1024**3
-HW = Hardware(name="bench-cpu", source="profile", gpus=(), ram_total=16 * GiB, ram_free=8 * GiB, disk_free=100 * GiB,
-              cache_disk_free=100 * GiB)
 MODELS = {
     "mamba2": ("write_mamba2", {"n_layer": 8, "n_embd": 1024, "d_inner": 2048, "d_state": 128, "n_head": 32, "n_group": 1,
                                 "n_vocab": 8000}),
@@ -55,21 +49,11 @@ def run(out: Path) -> list[dict]:
             path = t / f"{name}-Q8_0.gguf"
             if not path.exists():
                 getattr(models, writer)(path, **kw)
-            c = Constraints(context=n_ctx - 16, new_tokens=16, options=(("engine", "llama-cpp-python"), ("flash_attn", fa), ("kv_type", kv)))
-            r = api.plan(str(path), hardware=HW, constraints=c, runtime="gguf")
-            assert r.solution is not None, r.rejected
-            cpu = r.solution.chosen.memory["cpu"]
-            script, report = t / "run.py", t / "report.json"
-            script.write_text(api.emit(r).files["run_llama.py"])
-            proc = subprocess.run([sys.executable, str(script), "--fill", "--report", str(report)], capture_output=True, text=True,
-                                  check=False, timeout=900)
-            if proc.returncode != 0:
-                raise SystemExit(proc.stderr[-2000:])
-            got = json.loads(report.read_text())
+            cpu, got, _ = measure(path, n_ctx, kv, fa, t, timeout=900)
             peak, b = got["peak_rss"], got["buffers"]
             err = cpu.total - peak
             rows.append({"model": name, "n_ctx": n_ctx, "kv": kv, "fa": fa, "predicted_peak": cpu.total, "measured_peak": peak,
-                         "error_bytes": err, "ok": -max(64 * MiB, peak // 20) <= err <= max(64 * MiB, peak // 20),
+                         "error_bytes": err, "ok": within_target(err, peak),
                          "cache_predicted": cpu.kv_cache, "kv_logged": b.get("KV:CPU", 0), "compute_predicted": cpu.compute,
                          "compute_logged": b.get("compute:CPU", 0), "tokens": got["generated_tokens"]})
             print(json.dumps(rows[-1]), flush=True)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from gguf_models import write_gemma2, write_llama
 
 from planner import api
-from planner.core.records import Constraints, Hardware
+from planner.core.records import Constraints, DeviceMemory, Hardware
 
 MiB = 1024**2
 GiB = 1024**3
@@ -55,6 +55,27 @@ SCENARIOS = [
 ]
 
 
+def within_target(err: int, peak: int) -> bool:
+    """The benchmark's target: predicted peak within +-5 % or 64 MiB of the measured one."""
+    return -max(64 * MiB, peak // 20) <= err <= max(64 * MiB, peak // 20)
+
+
+def measure(path: Path, n_ctx: int, kv: str, fa: bool, tmp: Path, *, timeout: float = 600) -> tuple[DeviceMemory, dict, float]:
+    """Plan ``path`` for the CPU with llama-cpp-python, run the emitted script with a prompt that
+    fills the context: the plan's CPU memory, the script's report and the run's seconds."""
+    c = Constraints(context=n_ctx - 16, new_tokens=16, options=(("engine", "llama-cpp-python"), ("flash_attn", fa), ("kv_type", kv)))
+    r = api.plan(str(path), hardware=HW, constraints=c, runtime="gguf")
+    assert r.solution is not None, r.rejected
+    script, report = tmp / "run.py", tmp / "report.json"
+    script.write_text(api.emit(r).files["run_llama.py"])
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script), "--fill", "--report", str(report)], capture_output=True, text=True,
+                          check=False, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    return r.solution.chosen.memory["cpu"], json.loads(report.read_text()), time.monotonic() - started
+
+
 def run(out: Path) -> list[dict]:
     """Run the scenarios not yet in ``out/results.json`` (a run can be resumed), writing after each."""
     out.mkdir(parents=True, exist_ok=True)
@@ -69,30 +90,18 @@ def run(out: Path) -> list[dict]:
             path = t / f"{model}-{quant}.gguf"
             if not path.exists():
                 (write_gemma2 if model == "gemma2" else write_llama)(path, qtype=quant, **MODELS[model])  # type: ignore[operator]
-            c = Constraints(context=n_ctx - 16, new_tokens=16, options=(("engine", "llama-cpp-python"), ("flash_attn", fa), ("kv_type", kv)))
-            r = api.plan(str(path), hardware=HW, constraints=c, runtime="gguf")
-            assert r.solution is not None, r.rejected
-            p = r.solution.chosen
-            script, report = t / "run.py", t / "report.json"
-            script.write_text(api.emit(r).files["run_llama.py"])
-            started = time.monotonic()
-            proc = subprocess.run([sys.executable, str(script), "--fill", "--report", str(report)], capture_output=True, text=True,
-                                  check=False, timeout=600)
-            if proc.returncode != 0:
-                raise SystemExit(proc.stderr[-2000:])
-            got = json.loads(report.read_text())
-            cpu = p.memory["cpu"]
+            cpu, got, seconds = measure(path, n_ctx, kv, fa, t)
             b = got["buffers"]
             peak = got["peak_rss"]
             err = cpu.total - peak
             rows.append({"model": model, "quant": quant, "n_ctx": n_ctx, "kv": kv, "fa": fa, "predicted_peak": cpu.total,
                          "measured_peak": peak, "error_bytes": err, "error_pct": round(100 * err / peak, 2),
-                         "ok": -max(64 * MiB, peak // 20) <= err <= max(64 * MiB, peak // 20),
+                         "ok": within_target(err, peak),
                          "kv_predicted": cpu.kv_cache, "kv_logged": b.get("KV:CPU", 0), "compute_predicted": cpu.compute,
                          "compute_logged": b.get("compute:CPU", 0), "weights_predicted": cpu.weights,
                          "weights_logged": sum(v for k, v in b.items() if k.startswith("model:")),
                          "repacked_logged": b.get("model:CPU_REPACK", 0),
-                         "tokens": got["generated_tokens"], "seconds": round(time.monotonic() - started, 1)})
+                         "tokens": got["generated_tokens"], "seconds": round(seconds, 1)})
             print(json.dumps(rows[-1]), flush=True)
             done.write_text(json.dumps(rows, indent=1))
     order = {sc: i for i, sc in enumerate(SCENARIOS)}
